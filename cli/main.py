@@ -1,0 +1,164 @@
+"""`fedpeft`: the command line.
+
+Errors a user can fix print as one red line naming the problem and exit non-zero; anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from fedpeft.cli import options as opt
+from fedpeft.cli.display import console, err_console, round_progress, summary_table
+from fedpeft.common.config import to_toml
+from fedpeft.common.errors import FedpeftError
+
+app = typer.Typer(
+    name="fedpeft",
+    help="Federated parameter-efficient fine-tuning of transformer models on Flower.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Datasets.", no_args_is_help=True)
+config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(config_app, name="config")
+
+
+def _report(report_path: Path, summary: dict, records_path: Path, title: str) -> None:
+    from fedpeft.common.runs.metrics_log import read_metrics
+
+    console.print(summary_table(read_metrics(records_path), title))
+    console.print(f"[green]run folder:[/] {report_path}")
+
+
+@app.command()
+def simulate(
+    config: opt.ConfigFile = None,
+    clients: opt.Clients = None,
+    rounds: opt.Rounds = None,
+    data: opt.TrainData = None,
+    test_data: opt.TestData = None,
+    text_column: opt.TextColumn = None,
+    label_column: opt.LabelColumn = None,
+    partition: opt.Partition = None,
+    model: opt.Model = None,
+    task: opt.Task = None,
+    peft: opt.Method = None,
+    strategy: opt.Strategy = None,
+    out: opt.OutDir = None,
+    name: opt.RunName = None,
+    sets: opt.Sets = None,
+) -> None:
+    """Simulate a federation of institutions on this machine (Flower Simulation Engine)."""
+    cfg = opt.build_config(config, clients=clients, rounds=rounds, data=data, test_data=test_data,
+                           text_column=text_column, label_column=label_column, partition=partition,
+                           model=model, task=task, peft=peft, strategy=strategy, out=out, name=name,
+                           sets=sets)
+    from fedpeft.simulation.federated import simulate as run_simulated
+
+    console.print(
+        f"[bold]fedpeft simulate[/]: {cfg.simulation.num_clients} institutions, "
+        f"{cfg.federation.num_rounds} rounds, {cfg.strategy.name}, {cfg.peft.method} on {cfg.model.name}"
+    )
+    with round_progress(cfg.federation.num_rounds, "federated rounds") as on_round:
+        report = run_simulated(cfg, on_round)
+    _report(report.path, report.summary, report.path / "metrics.jsonl", "federated run")
+
+
+@app.command()
+def baseline(
+    kind: Annotated[str, typer.Argument(help="centralized (all data pooled) | local (each alone)")],
+    config: opt.ConfigFile = None,
+    clients: opt.Clients = None,
+    rounds: opt.Rounds = None,
+    data: opt.TrainData = None,
+    test_data: opt.TestData = None,
+    text_column: opt.TextColumn = None,
+    label_column: opt.LabelColumn = None,
+    partition: opt.Partition = None,
+    model: opt.Model = None,
+    task: opt.Task = None,
+    peft: opt.Method = None,
+    out: opt.OutDir = None,
+    name: opt.RunName = None,
+    sets: opt.Sets = None,
+) -> None:
+    """Train a baseline on the same data and test set as `simulate`."""
+    if kind not in ("centralized", "local"):
+        raise FedpeftError(f"baseline kind {kind!r}: expected 'centralized' or 'local'")
+    cfg = opt.build_config(config, clients=clients, rounds=rounds, data=data, test_data=test_data,
+                           text_column=text_column, label_column=label_column, partition=partition,
+                           model=model, task=task, peft=peft, out=out, name=name, sets=sets)
+    from fedpeft.simulation.baselines import run_baseline
+
+    console.print(f"[bold]fedpeft baseline {kind}[/]: {cfg.federation.num_rounds} epochs, "
+                  f"{cfg.peft.method} on {cfg.model.name}")
+    with round_progress(cfg.federation.num_rounds, f"{kind} epochs") as on_round:
+        report = run_baseline(kind, cfg, on_round)  # type: ignore[arg-type]
+    _report(report.path, report.summary, report.path / "metrics.jsonl", f"{kind} baseline")
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder (or an adapter folder).")],
+    merged: Annotated[Path, typer.Option("--merged", help="Output folder for the merged model.")],
+    best: Annotated[bool, typer.Option("--best", help="Export best/ instead of adapter/.")] = False,
+) -> None:
+    """Write a standalone Hugging Face model with the adapter merged into the base weights."""
+    from fedpeft.common.adapter.export import export_merged
+
+    adapter = run / ("best" if best else "adapter") if (run / "adapter").is_dir() else run
+    if not (adapter / "adapter_config.json").is_file():
+        raise FedpeftError(f"{adapter}: no adapter_config.json (not a run or adapter folder)")
+    if merged.exists() and any(merged.iterdir()):
+        raise FedpeftError(f"{merged}: output folder exists and is not empty")
+    export_merged(adapter, merged)
+    console.print(f"[green]merged model written:[/] {merged}")
+
+
+@data_app.command("demo")
+def data_demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for train.csv and test.csv.")] = Path("demo-data"),
+) -> None:
+    """Write the built-in dataset as CSV files (to inspect it or to start from its format)."""
+    from fedpeft.common.config import BUILTIN_DATASET
+    from fedpeft.common.data.builtin import write_builtin
+
+    train, test = write_builtin(BUILTIN_DATASET, out)
+    console.print(f"[green]written:[/] {train}, {test}")
+
+
+@config_app.command("show")
+def config_show(config: opt.ConfigFile = None, sets: opt.Sets = None) -> None:
+    """Print the effective configuration (defaults, file and --set items) as TOML."""
+    cfg = opt.build_config(config, sets=sets)
+    console.print(to_toml(cfg), markup=False, highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    # Warnings and errors from any library reach the terminal; INFO goes only to run.log.
+    stderr = logging.StreamHandler()
+    stderr.setLevel(logging.WARNING)
+    stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(stderr)
+    try:
+        app()
+    except FedpeftError as err:
+        err_console.print(Text.assemble(("error: ", "bold red"), str(err)), highlight=False)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""The institution's Flower ClientApp: train and evaluate the global adapter on local data.
+
+The server sends the run config with every message, so an institution needs nothing but its
+data path (deployment) or its partition id (simulation) in its node config. Only the adapter
+tensors (and a classification head) go back; the base model never leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedpeft.client.learner_cache import learner_for
+from fedpeft.client.local_data import LocalData, local_data
+from fedpeft.common.adapter.state import from_array_record, to_array_record
+from fedpeft.common.config import RunConfig, from_wire
+from fedpeft.common.errors import DataError
+from fedpeft.common.training.learner import Learner
+from fedpeft.common.protocol import (
+    ARRAYS,
+    COMPUTE_SECONDS,
+    CONFIG,
+    INSTITUTION,
+    INSTITUTION_NAME,
+    METRICS,
+    NUM_EXAMPLES,
+    NUM_ROUNDS,
+    PARTITION_ID,
+    PROXIMAL_MU,
+    RUN_CONFIG,
+    SERVER_ROUND,
+)
+
+logger = logging.getLogger(__name__)
+
+app = ClientApp()
+
+CPU_THREADS_KEY = "cpu-threads"
+"""Optional node-config key: torch threads for this institution's process."""
+
+
+def _reply(msg: Message, name: str, metrics: dict[str, float], arrays: dict | None = None) -> Message:
+    content = RecordDict({
+        METRICS: MetricRecord(metrics),
+        INSTITUTION: ConfigRecord({INSTITUTION_NAME: name}),
+    })
+    if arrays is not None:
+        content[ARRAYS] = to_array_record(arrays)
+    return Message(content=content, reply_to=msg)
+
+
+def _cpu_threads(cfg: RunConfig, context: Context) -> int | None:
+    """Torch threads: the node's own setting, or the simulation's cores per actor."""
+    if CPU_THREADS_KEY in context.node_config:
+        return int(context.node_config[CPU_THREADS_KEY])
+    if PARTITION_ID in context.node_config:
+        return max(1, int(cfg.simulation.client_cpus))
+    return None
+
+
+def _prepare(msg: Message, context: Context) -> tuple[ConfigRecord, LocalData, Learner]:
+    """Config, local data and a learner holding the received global adapter."""
+    config = msg.content[CONFIG]
+    cfg = from_wire(str(config[RUN_CONFIG]))
+    data = local_data(cfg, context)
+    learner = learner_for(cfg, _cpu_threads(cfg, context))
+    learner.set_state(from_array_record(msg.content[ARRAYS]))
+    return config, data, learner
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """One round of local training starting from the global adapter."""
+    started = time.perf_counter()
+    config, data, learner = _prepare(msg, context)
+    result = learner.train(
+        data.train,
+        server_round=int(config[SERVER_ROUND]),
+        num_rounds=int(config[NUM_ROUNDS]),
+        proximal_mu=float(config.get(PROXIMAL_MU, 0.0)),
+    )
+    logger.info("%s round %s: trained on %d examples, loss %.4f", data.name,
+                config[SERVER_ROUND], result.num_examples, result.loss)
+    state = learner.get_state()
+    metrics = {
+        NUM_EXAMPLES: result.num_examples,
+        "loss": result.loss,
+        COMPUTE_SECONDS: time.perf_counter() - started,
+    }
+    return _reply(msg, data.name, metrics, state)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the global adapter on the institution's local validation rows."""
+    started = time.perf_counter()
+    _, data, learner = _prepare(msg, context)
+    if data.validation.empty:
+        raise DataError(f"{data.name}: no local validation rows (data.validation_fraction is 0)")
+    metrics = {**learner.evaluate(data.validation), NUM_EXAMPLES: len(data.validation),
+               COMPUTE_SECONDS: time.perf_counter() - started}
+    return _reply(msg, data.name, metrics)

@@ -1,0 +1,107 @@
+"""Write adapters in peft's own format, and merge them into standalone models.
+
+An adapter folder is exactly what `PeftModel.from_pretrained(base, folder)` reads
+(adapter_config.json + adapter_model.safetensors), plus the tokenizer, plus the class names
+for classification: peft records the base model but not the head's labels, and without them a
+merged classifier could not be rebuilt with the right size or label names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from peft import PeftConfig, PeftModel, TaskType
+
+from fedpeft.common.adapter.state import adapter_state, load_adapter_state
+from fedpeft.common.config.models import ModelConfig, RunConfig
+from fedpeft.common.errors import ConfigError, ModelError
+from fedpeft.common.modeling.loader import load_base_model, quiet_transformers
+
+if TYPE_CHECKING:
+    from fedpeft.common.training.learner import Learner
+
+LABELS_FILE = "fedpeft_labels.json"
+_TASKS = {TaskType.SEQ_CLS: "classification", TaskType.CAUSAL_LM: "causal-lm"}
+
+
+def _class_names(model: PeftModel) -> list[str]:
+    id2label = model.config.id2label
+    return [id2label[i] for i in range(len(id2label))]
+
+
+def save_adapter(source: Learner | PeftModel, state: Mapping[str, np.ndarray],
+                 out_dir: str | Path) -> Path:
+    """Save `state` (not necessarily the model's current adapter) as a peft adapter folder.
+
+    The model's own adapter is swapped out only for the write and restored afterwards, so a
+    learner can save the best round's adapter while it holds a later one.
+    """
+    model = source if isinstance(source, PeftModel) else source.model
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    current = adapter_state(model)
+    load_adapter_state(model, state)
+    try:
+        with quiet_transformers():
+            model.save_pretrained(out)
+    finally:
+        load_adapter_state(model, current)
+    if not isinstance(source, PeftModel):
+        source.tokenizer.save_pretrained(out)
+    if model.peft_config[model.active_adapter].task_type == TaskType.SEQ_CLS:
+        (out / LABELS_FILE).write_text(json.dumps({"labels": _class_names(model)}, indent=2) + "\n")
+    return out
+
+
+def _adapter_config(adapter_dir: Path) -> PeftConfig:
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ModelError(f"{adapter_dir}: no adapter_config.json, not a peft adapter folder")
+    config = PeftConfig.from_pretrained(str(adapter_dir))
+    if not config.base_model_name_or_path:
+        raise ModelError(f"{adapter_dir / 'adapter_config.json'}: base_model_name_or_path is empty")
+    if config.task_type not in _TASKS:
+        raise ModelError(f"{adapter_dir / 'adapter_config.json'}: task_type {config.task_type!r} "
+                         f"is not one fedpeft trains ({', '.join(map(str, _TASKS))})")
+    return config
+
+
+def _labels(adapter_dir: Path) -> list[str]:
+    path = adapter_dir / LABELS_FILE
+    try:
+        return list(json.loads(path.read_text())["labels"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ModelError(f"{path}: missing or unreadable; the classifier's labels are unknown") from None
+
+
+def export_merged(adapter_dir: str | Path, out_dir: str | Path) -> Path:
+    """A standalone Hugging Face model: the base with the adapter folded into its weights.
+
+    Only methods that change existing weights can be merged; prompt-learning methods add
+    virtual tokens that exist only inside peft, so they raise a ConfigError instead.
+    """
+    adapter_dir, out = Path(adapter_dir), Path(out_dir)
+    peft_config = _adapter_config(adapter_dir)
+    method = str(peft_config.peft_type.value).lower()
+    if peft_config.is_prompt_learning:
+        raise ConfigError(f"peft method {method!r} adds virtual tokens and cannot be merged into "
+                          f"the base model; load {adapter_dir} with PeftModel.from_pretrained")
+    task = _TASKS[peft_config.task_type]
+    cfg = RunConfig(model=ModelConfig(name=peft_config.base_model_name_or_path, task=task, device="cpu"))
+    base, tokenizer = load_base_model(cfg, _labels(adapter_dir) if task == "classification" else None,
+                                      cache=False)
+    with quiet_transformers():
+        model = PeftModel.from_pretrained(base, str(adapter_dir))
+    try:
+        merged = model.merge_and_unload()
+    except (AttributeError, NotImplementedError, ValueError) as err:
+        raise ConfigError(f"peft method {method!r} cannot be merged into the base model "
+                          f"({' '.join(str(err).split())})") from None
+    out.mkdir(parents=True, exist_ok=True)
+    with quiet_transformers():
+        merged.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

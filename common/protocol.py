@@ -1,0 +1,37 @@
+"""Names of the records and keys in fedpeft's Flower messages, shared by server and client.
+
+Flower strategies look for `arrays`, `config` and a MetricRecord holding `num-examples`; fedpeft
+adds its run config to the config record and an `institution` ConfigRecord to each reply (FedAvg
+only counts ArrayRecords and MetricRecords, so the extra record does not disturb it).
+"""
+
+from __future__ import annotations
+
+ARRAYS = "arrays"
+CONFIG = "config"
+METRICS = "metrics"
+INSTITUTION = "institution"
+
+# keys inside the server's config record
+RUN_CONFIG = "fedpeft-config"
+NUM_ROUNDS = "num-rounds"
+SERVER_ROUND = "server-round"  # added by Flower's strategies
+PROXIMAL_MU = "proximal-mu"  # added by Flower's FedProx
+
+# keys inside a reply's metric record
+NUM_EXAMPLES = "num-examples"
+COMPUTE_SECONDS = "compute-s"
+"""Seconds the institution spent handling the message (data, model, training or evaluation):
+everything else in a round's wall time is the framework's (transport, scheduling, aggregation)."""
+
+# keys inside a reply's institution record
+INSTITUTION_NAME = "name"
+
+# node_config keys
+PARTITION_ID = "partition-id"
+NUM_PARTITIONS = "num-partitions"
+DATA_PATH = "data-path"
+NODE_NAME = "name"
+
+NON_AVERAGED_METRICS = frozenset({COMPUTE_SECONDS})
+"""Reply metrics that describe the institution's hardware, not the model; kept per client only."""

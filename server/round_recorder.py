@@ -1,0 +1,154 @@
+"""Turns what happens in one federated round into one `metrics.jsonl` record.
+
+The instrumented strategy feeds it the messages going out and the replies coming back; the
+server-side evaluation closes the round. A round record holds the aggregate and per-institution
+metrics, the bytes the server sent and received, and the round's wall time split into local
+compute (what the institutions report), server evaluation and everything else ("framework":
+serialisation, scheduling, transport, aggregation).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import Message, MetricRecord, RecordDict
+
+from fedpeft.common.protocol import COMPUTE_SECONDS, INSTITUTION, INSTITUTION_NAME
+from fedpeft.common.runs.metrics_log import MetricsLog
+
+logger = logging.getLogger(__name__)
+
+
+def _content_bytes(content: RecordDict) -> int:
+    """Payload bytes of a message: every record's own size estimate (Flower's count_bytes)."""
+    return sum(record.count_bytes() for record in content.values())
+
+
+def _metric_dict(record: MetricRecord | None) -> dict[str, float]:
+    if record is None:
+        return {}
+    return {key: value for key, value in record.items() if isinstance(value, (int, float))}
+
+
+@dataclass
+class _Phase:
+    started: float = 0.0
+    ended: float = 0.0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    compute: list[float] = field(default_factory=list)
+
+    @property
+    def wall(self) -> float:
+        return max(0.0, self.ended - self.started)
+
+    def compute_wall(self, parallel_slots: int) -> float:
+        """Shortest wall time the reported compute could have taken with `parallel_slots`."""
+        if not self.compute:
+            return 0.0
+        return max(max(self.compute), sum(self.compute) / max(1, parallel_slots))
+
+
+@dataclass
+class _Round:
+    number: int
+    train: _Phase = field(default_factory=_Phase)
+    evaluate: _Phase = field(default_factory=_Phase)
+    clients: dict[int, dict[str, Any]] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+
+
+class RoundRecorder:
+    """Collects a round's facts and writes one record when the round closes.
+
+    `parallel_slots` is how many institutions can compute at the same time (the number of
+    simulation actors, or the number of institutions in a deployment); it turns the reported
+    per-institution compute into the compute share of the round's wall time.
+    """
+
+    def __init__(
+        self,
+        log: MetricsLog,
+        parallel_slots: int,
+        on_round: Callable[[dict[str, Any]], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._log = log
+        self._slots = parallel_slots
+        self._on_round = on_round
+        self._clock = clock
+        self._current: _Round | None = None
+
+    # -- called by the instrumented strategy ---------------------------------------------
+    def _round(self, number: int) -> _Round:
+        if self._current is None or self._current.number != number:
+            self._current = _Round(number)
+        return self._current
+
+    def messages_out(self, number: int, phase: str, messages: list[Message]) -> None:
+        state = getattr(self._round(number), phase)
+        state.started = self._clock()
+        state.bytes_sent += sum(_content_bytes(m.content) for m in messages if m.has_content())
+
+    def replies_in(self, number: int, phase: str, replies: list[Message]) -> None:
+        current = self._round(number)
+        state: _Phase = getattr(current, phase)
+        state.ended = self._clock()
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                current.failures.append({"node_id": node, "phase": phase, "reason": reply.error.reason})
+                logger.warning("round %d %s: node %d failed: %s", number, phase, node, reply.error.reason)
+                continue
+            content = reply.content
+            state.bytes_received += _content_bytes(content)
+            metrics = _metric_dict(next(iter(content.metric_records.values()), None))
+            if COMPUTE_SECONDS in metrics:
+                state.compute.append(float(metrics[COMPUTE_SECONDS]))
+            info = content.config_records.get(INSTITUTION)
+            name = str(info[INSTITUTION_NAME]) if info and INSTITUTION_NAME in info else f"node-{node}"
+            entry = current.clients.setdefault(node, {"node_id": node, "name": name})
+            entry[phase] = metrics
+
+    def aggregated(self, number: int, phase: str, metrics: MetricRecord | None) -> None:
+        target = "train_metrics" if phase == "train" else "eval_metrics"
+        setattr(self._round(number), target, _metric_dict(metrics))
+
+    # -- called by the server-side evaluation ---------------------------------------------
+    def close(self, number: int, server_eval: dict[str, float], server_eval_s: float) -> dict[str, Any]:
+        """Write the round's record (round 0 is the initial model's evaluation)."""
+        current = self._round(number)
+        record: dict[str, Any] = {"round": number, "server_eval": server_eval}
+        if number > 0:
+            round_s = self._clock() - current.train.started
+            compute_s = current.train.compute_wall(self._slots) + current.evaluate.compute_wall(self._slots)
+            record.update(
+                train=current.train_metrics,
+                client_eval=current.eval_metrics,
+                clients=[current.clients[k] for k in sorted(current.clients)],
+                failures=current.failures,
+                bytes={
+                    "sent": current.train.bytes_sent + current.evaluate.bytes_sent,
+                    "received": current.train.bytes_received + current.evaluate.bytes_received,
+                    "train_sent": current.train.bytes_sent,
+                    "train_received": current.train.bytes_received,
+                },
+                time={
+                    "round_s": round_s,
+                    "local_compute_s": compute_s,
+                    "local_compute_total_s": sum(current.train.compute) + sum(current.evaluate.compute),
+                    "server_eval_s": server_eval_s,
+                    "framework_s": max(0.0, round_s - compute_s - server_eval_s),
+                },
+            )
+        self._log.append(record)
+        if self._on_round is not None:
+            self._on_round(record)
+        self._current = None
+        return record

@@ -1,0 +1,142 @@
+"""The two baselines a federation is judged against, on the same data and test set.
+
+- centralized: all institutions' training rows pooled in one place (what federation tries to
+  approach without moving data);
+- local: each institution alone on its own rows (what an institution gets without joining).
+
+Both train for the same total number of epochs as the federated run (rounds x local epochs),
+with the same learning-rate schedule over that span, and start from the same initial adapter.
+Each epoch is recorded in `metrics.jsonl` like a federated round.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from fedpeft.common.adapter.export import save_adapter
+from fedpeft.common.adapter.state import full_model_nbytes, state_nbytes
+from fedpeft.common.config import RunConfig
+from fedpeft.common.runs.best import BestAdapter
+from fedpeft.common.runs.folder import RunFolder
+from fedpeft.common.runs.metrics_log import MetricsLog
+from fedpeft.common.runs.plots import write_plots
+from fedpeft.common.training.learner import Learner
+from fedpeft.simulation.federated import RunReport
+from fedpeft.common.runs.folder import open_run_folder
+from fedpeft.simulation.preparation import PreparedRun, base_summary, prepare_run
+
+logger = logging.getLogger(__name__)
+
+BaselineKind = Literal["centralized", "local"]
+RoundCallback = Callable[[dict[str, Any]], None] | None
+
+
+def _epochs(cfg: RunConfig) -> int:
+    """Training passes of the baseline, in units of one federated round's local training."""
+    return cfg.federation.num_rounds
+
+
+def _local_splits(prepared: PreparedRun) -> list[tuple[str, pd.DataFrame]]:
+    """Each institution's local training rows, exactly as its federated client sees them."""
+    cfg, data = prepared.cfg, prepared.data
+    return [
+        (name, data.client_split(index, cfg.data.validation_fraction, cfg.training.seed)[0].frame)
+        for index, name in enumerate(data.partition_names)
+    ]
+
+
+def _record(log: MetricsLog, on_round: RoundCallback, record: dict[str, Any]) -> None:
+    log.append(record)
+    if on_round is not None:
+        on_round(record)
+
+
+def _centralized(prepared: PreparedRun, folder: RunFolder, on_round: RoundCallback) -> dict[str, Any]:
+    cfg, learner, test = prepared.cfg, prepared.learner, prepared.data.test.frame
+    pooled = pd.concat([frame for _, frame in _local_splits(prepared)], ignore_index=True)
+    log = MetricsLog(folder.metrics_path)
+    best = BestAdapter(learner, cfg.model.task, folder.best_dir)
+    initial = learner.evaluate(test)
+    _record(log, on_round, {"round": 0, "server_eval": initial})
+    for epoch in range(1, _epochs(cfg) + 1):
+        result = learner.train(pooled, server_round=epoch, num_rounds=_epochs(cfg))
+        started = time.perf_counter()
+        metrics = learner.evaluate(test)
+        eval_s = time.perf_counter() - started
+        best.offer(epoch, metrics, learner.get_state())
+        _record(log, on_round, {
+            "round": epoch, "server_eval": metrics,
+            "train": {"loss": result.loss, "num-examples": result.num_examples},
+            "time": {"round_s": result.compute_seconds + eval_s, "local_compute_s": result.compute_seconds,
+                     "server_eval_s": eval_s, "framework_s": 0.0},
+        })
+    state = learner.get_state()
+    save_adapter(learner, state, folder.adapter_dir)
+    write_plots(log.records, folder.plots_dir)
+    return {"initial": initial, "final": log.records[-1]["server_eval"], "best_round": best.round,
+            "best_metric": best.selection.name, "best_value": best.value,
+            "adapter_bytes": state_nbytes(state), "train_rows_pooled": len(pooled)}
+
+
+def _mean_metrics(per_client: list[dict[str, float]]) -> dict[str, float]:
+    return {key: float(np.mean([m[key] for m in per_client])) for key in per_client[0]}
+
+
+def _local(prepared: PreparedRun, folder: RunFolder, on_round: RoundCallback) -> dict[str, Any]:
+    """Every institution trains alone from the same initial adapter; epochs are interleaved
+    so each `metrics.jsonl` line compares all institutions at the same point."""
+    cfg, learner, test = prepared.cfg, prepared.learner, prepared.data.test.frame
+    splits = _local_splits(prepared)
+    initial_state = learner.get_state()
+    states = {name: initial_state for name, _ in splits}
+    bests = {name: BestAdapter(learner, cfg.model.task, folder.best_dir / name) for name, _ in splits}
+    log = MetricsLog(folder.metrics_path)
+    initial = learner.evaluate(test)
+    _record(log, on_round, {"round": 0, "server_eval": initial})
+    for epoch in range(1, _epochs(cfg) + 1):
+        clients: list[dict[str, Any]] = []
+        compute = 0.0
+        for name, frame in splits:
+            learner.set_state(states[name])
+            result = learner.train(frame, server_round=epoch, num_rounds=_epochs(cfg))
+            states[name] = learner.get_state()
+            metrics = learner.evaluate(test)
+            bests[name].offer(epoch, metrics, states[name])
+            compute += result.compute_seconds
+            clients.append({"name": name, "train": {"loss": result.loss, "num-examples": result.num_examples},
+                            "test": metrics})
+        _record(log, on_round, {
+            "round": epoch,
+            "server_eval": _mean_metrics([c["test"] for c in clients]),
+            "clients": clients,
+            "time": {"local_compute_s": compute},
+        })
+    for name, state in states.items():
+        save_adapter(learner, state, folder.adapter_dir / name)
+    write_plots(log.records, folder.plots_dir)
+    final_clients = log.records[-1]["clients"]
+    return {"initial": initial, "final": log.records[-1]["server_eval"],
+            "per_institution": {c["name"]: c["test"] for c in final_clients},
+            "adapter_bytes": state_nbytes(initial_state)}
+
+
+def run_baseline(kind: BaselineKind, cfg: RunConfig, on_round: RoundCallback = None) -> RunReport:
+    """Train the `kind` baseline and return its finished run folder."""
+    prepared = prepare_run(cfg)
+    folder = open_run_folder(prepared.cfg, kind)
+    try:
+        runner = _centralized if kind == "centralized" else _local
+        extra = runner(prepared, folder, on_round)
+        summary = {**base_summary(kind, prepared), "epochs": _epochs(prepared.cfg),
+                   "full_model_bytes": full_model_nbytes(prepared.learner.model), **extra}
+        return RunReport(folder.finish(summary), summary)
+    except BaseException as err:
+        folder.fail(err)
+        raise

