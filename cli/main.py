@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from fedpeft.cli import deployment
 from fedpeft.cli import options as opt
 from fedpeft.cli.display import console, err_console, round_progress, summary_table
 from fedpeft.common.config import to_toml
@@ -30,6 +31,10 @@ data_app = typer.Typer(help="Datasets.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
+app.add_typer(deployment.federation_app, name="federation")
+app.add_typer(deployment.server_app, name="server")
+app.add_typer(deployment.client_app, name="client")
+app.command("run")(deployment.run)
 
 
 def _report(report_path: Path, summary: dict, records_path: Path, title: str) -> None:

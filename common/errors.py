@@ -41,3 +41,9 @@ class SecurityError(FedpeftError):
     """
 
     exit_code = 4
+
+
+class DeploymentError(FedpeftError):
+    """A SuperLink or SuperNode operation that failed: unreachable, refused, or exited non-zero."""
+
+    exit_code = 3

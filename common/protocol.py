@@ -32,6 +32,17 @@ PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
 DATA_PATH = "data-path"
 NODE_NAME = "name"
+BUNDLE = "bundle"
+"""Absolute path of the institution's bundle folder (its signing key and the server's keys)."""
+ALLOW_PLAINTEXT = "allow-plaintext"
+"""`true` lets a deployed institution honour a run with security.seal_updates = false."""
+
+# the single Array of a sealed exchange, inside the `arrays` record
+SEALED_ARRAY = "fedpeft-envelope"
+SEALED_UPDATE_STYPE = "fedpeft/sealed-v1"
+"""An institution's update: sealed to the aggregator, signed by the institution."""
+SIGNED_GLOBAL_STYPE = "fedpeft/signed-global-v1"
+"""The server's global adapter: signed by the server, readable by every institution."""
 
 NON_AVERAGED_METRICS = frozenset({COMPUTE_SECONDS})
 """Reply metrics that describe the institution's hardware, not the model; kept per client only."""

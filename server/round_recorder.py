@@ -62,6 +62,7 @@ class _Round:
     failures: list[dict[str, Any]] = field(default_factory=list)
     train_metrics: dict[str, float] = field(default_factory=dict)
     eval_metrics: dict[str, float] = field(default_factory=dict)
+    sealing_s: float = 0.0
 
 
 class RoundRecorder:
@@ -116,6 +117,16 @@ class RoundRecorder:
             entry = current.clients.setdefault(node, {"node_id": node, "name": name})
             entry[phase] = metrics
 
+    def refused(self, number: int, node_id: int, name: str, reason: str) -> None:
+        """An update the sealing strategy refused: a failure of phase "sealing"."""
+        self._round(number).failures.append(
+            {"node_id": node_id, "name": name, "phase": "sealing", "reason": reason}
+        )
+
+    def sealing(self, number: int, seconds: float) -> None:
+        """Server time spent signing globals and opening updates in round `number`."""
+        self._round(number).sealing_s += seconds
+
     def aggregated(self, number: int, phase: str, metrics: MetricRecord | None) -> None:
         target = "train_metrics" if phase == "train" else "eval_metrics"
         setattr(self._round(number), target, _metric_dict(metrics))
@@ -144,6 +155,7 @@ class RoundRecorder:
                     "local_compute_s": compute_s,
                     "local_compute_total_s": sum(current.train.compute) + sum(current.evaluate.compute),
                     "server_eval_s": server_eval_s,
+                    "server_sealing_s": current.sealing_s,
                     "framework_s": max(0.0, round_s - compute_s - server_eval_s),
                 },
             )

@@ -24,9 +24,17 @@ class PreparedRun:
 
 
 def prepare_run(cfg: RunConfig) -> PreparedRun:
-    """Load data and model for a run over `cfg.simulation.num_clients` institutions."""
-    num_clients = cfg.simulation.num_clients
-    data = load_federated_data(cfg, num_clients)
+    """Load data and model for a run over `cfg.simulation.num_clients` institutions.
+
+    With a `column:` partition and no explicit client count, the data decides: one
+    institution per distinct value.
+    """
+    by_column = cfg.data.effective_partition.startswith("column:")
+    explicit = "num_clients" in cfg.simulation.model_fields_set
+    data = load_federated_data(cfg, None if by_column and not explicit else cfg.simulation.num_clients)
+    num_clients = len(data.partitions)
+    if num_clients != cfg.simulation.num_clients:
+        cfg = cfg.model_copy(update={"simulation": cfg.simulation.model_copy(update={"num_clients": num_clients})})
     if data.label_names is not None and cfg.data.labels is None:
         # Fix the label order in the config every institution receives.
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"labels": data.label_names})})

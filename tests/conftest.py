@@ -9,7 +9,9 @@ real and the vocabulary (30522) matches the embedding size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -24,6 +26,8 @@ from transformers import (
     PretrainedConfig,
     PreTrainedModel,
 )
+
+from fedpeft.common.config.models import RunConfig
 
 _HIDDEN, _LAYERS, _HEADS, _INTERMEDIATE = 32, 2, 2, 64
 
@@ -85,3 +89,21 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, minilm_tokenizer: B
                          num_key_value_heads=_HEADS, intermediate_size=_INTERMEDIATE,
                          max_position_embeddings=256, **_special_ids(tokenizer))
     return _save(LlamaForCausalLM, config, tokenizer, tmp_path_factory.mktemp("tiny-llama"))
+
+
+TinyConfig = Callable[..., RunConfig]
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> TinyConfig:
+    """RunConfig for a tiny model: `tiny_config(dir, task=..., peft={...}, training={...})`.
+
+    Short sequences and no dropout keep tests fast and their outcomes deterministic.
+    """
+    def make(model_dir: str, task: str = "classification", **sections: dict[str, Any]) -> RunConfig:
+        model = {"name": model_dir, "task": task, "max_seq_length": 32, **sections.pop("model", {})}
+        peft = {"lora_dropout": 0.0, **sections.pop("peft", {})}
+        training = {"batch_size": 8, "eval_batch_size": 16, **sections.pop("training", {})}
+        return RunConfig.model_validate({"model": model, "peft": peft, "training": training, **sections})
+
+    return make

@@ -47,7 +47,7 @@ def save_adapter(source: Learner | PeftModel, state: Mapping[str, np.ndarray],
     load_adapter_state(model, state)
     try:
         with quiet_transformers():
-            model.save_pretrained(out)
+            model.save_pretrained(out, save_embedding_layers=False)  # see state.peft_state_dict
     finally:
         load_adapter_state(model, current)
     if not isinstance(source, PeftModel):

@@ -25,9 +25,19 @@ def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().to(device="cpu", dtype=torch.float32, copy=True).numpy()
 
 
+def peft_state_dict(model: PeftModel) -> dict[str, torch.Tensor]:
+    """peft's adapter state dict, without the full embedding matrix.
+
+    peft's default ("auto") asks the Hugging Face hub whether the vocabulary was resized, on
+    every call: a network request per round, and one that stalls offline. fedpeft never resizes
+    the vocabulary (padding reuses an existing token), so the embeddings are never payload.
+    """
+    return get_peft_model_state_dict(model, save_embedding_layers=False)
+
+
 def adapter_state(model: PeftModel) -> AdapterState:
     """The adapter (and classification head) of `model`, in peft's key order."""
-    return {key: _to_numpy(value) for key, value in get_peft_model_state_dict(model).items()}
+    return {key: _to_numpy(value) for key, value in peft_state_dict(model).items()}
 
 
 def _check_compatible(expected: Mapping[str, torch.Tensor], state: Mapping[str, np.ndarray]) -> None:
@@ -53,14 +63,12 @@ def load_adapter_state(model: PeftModel, state: Mapping[str, np.ndarray]) -> Non
     A refused state leaves the model untouched, so an institution that receives a payload for a
     different setup keeps a usable model and the error names the offending key.
     """
-    expected = get_peft_model_state_dict(model)
+    expected = peft_state_dict(model)
     _check_compatible(expected, state)
     tensors = {key: torch.from_numpy(np.asarray(state[key])).to(dtype=tensor.dtype, device=tensor.device)
                for key, tensor in expected.items()}
-    result = set_peft_model_state_dict(model, tensors)
-    # peft reports adapter keys it could not place; other missing keys are the frozen base.
-    if result.unexpected_keys:
-        raise ModelError(f"adapter state: peft could not place key {result.unexpected_keys[0]!r}")
+    # Every key was checked against peft's own state dict, whose keys peft guarantees to load.
+    set_peft_model_state_dict(model, tensors)
 
 
 def state_nbytes(state: Mapping[str, np.ndarray]) -> int:

@@ -216,6 +216,26 @@ class OutputConfig(_Strict):
         return value
 
 
+class SecurityConfig(_Strict):
+    """The sealed, signed adapter exchange (on by default, in simulation and deployment alike)."""
+
+    seal_updates: bool = Field(
+        True,
+        description="Seal every update to the aggregator and sign it by its institution; sign "
+        "every global adapter by the server. false sends adapters in the clear (benchmarks only).",
+    )
+    federation_id: str | None = Field(
+        None,
+        description="Federation the run belongs to; None: the one in credentials_dir's "
+        "federation.json. Filled in by `fedpeft run` and by the simulation.",
+    )
+    credentials_dir: str | None = Field(
+        None,
+        description="The coordinator's federation folder on the aggregator's host (absolute). "
+        "A simulation creates a temporary one for the run; `fedpeft run` passes its --dir.",
+    )
+
+
 class RunConfig(_Strict):
     """The whole run; saved as `config.toml` in the run folder and sent to every client."""
 
@@ -227,6 +247,7 @@ class RunConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
 
     @model_validator(mode="after")
     def _cross_field(self) -> RunConfig:

@@ -70,7 +70,9 @@ def short_fingerprint(public_key: PublicKey) -> str:
     return fingerprint(public_key)[:SHORT_FINGERPRINT_CHARS]
 
 
-def save_private_key(key: PrivateKey, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+def save_private_key(
+    key: PrivateKey, path: str | os.PathLike[str], *, overwrite: bool = False
+) -> None:
     """Write `key` as unencrypted PKCS8 PEM, readable by its owner only (0600).
 
     Unencrypted because the nodes run unattended; the file mode is the protection.
@@ -85,7 +87,9 @@ def save_private_key(key: PrivateKey, path: str | os.PathLike[str], *, overwrite
     write_file_atomically(Path(path), pem, mode=PRIVATE_FILE_MODE, overwrite=overwrite)
 
 
-def save_public_key(key: PublicKey, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+def save_public_key(
+    key: PublicKey, path: str | os.PathLike[str], *, overwrite: bool = False
+) -> None:
     """Write `key` as SubjectPublicKeyInfo PEM, the file handed to the other parties."""
     pem = _public_key(key).public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -106,6 +110,11 @@ def load_encryption_private_key(path: str | os.PathLike[str]) -> X25519PrivateKe
 def load_signing_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
     """The Ed25519 public key in `path`, e.g. an institution's entry in the signer list."""
     return _load_public(Path(path), Ed25519PublicKey, "Ed25519")
+
+
+def signing_public_key_from_pem(pem: bytes, source: str) -> Ed25519PublicKey:
+    """The Ed25519 public key in PEM text `pem`, e.g. from a registry entry named `source`."""
+    return _parse_public(pem, source, Ed25519PublicKey, "Ed25519")
 
 
 def load_encryption_public_key(path: str | os.PathLike[str]) -> X25519PublicKey:
@@ -175,13 +184,16 @@ def _load_private(path: Path, kind: type[_K], label: str) -> _K:
 
 
 def _load_public(path: Path, kind: type[_K], label: str) -> _K:
-    data = _read(path)
+    return _parse_public(_read(path), str(path), kind, label)
+
+
+def _parse_public(data: bytes, source: str, kind: type[_K], label: str) -> _K:
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm):
-        raise ConfigError(f"{path} is not a PEM public key") from None
+        raise ConfigError(f"{source} is not a PEM public key") from None
     if not isinstance(key, kind):
-        raise ConfigError(f"{path}: expected an {label} public key, found {_key_label(key)}")
+        raise ConfigError(f"{source}: expected an {label} public key, found {_key_label(key)}")
     return key
 
 

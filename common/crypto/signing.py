@@ -14,7 +14,7 @@ from fedpeft.common.errors import SecurityError
 SIGNATURE_SIZE = 64
 
 
-def sign(private_key: Ed25519PrivateKey, data: bytes | memoryview) -> bytes:
+def sign(private_key: Ed25519PrivateKey, data: bytes) -> bytes:
     """The 64-byte Ed25519 signature of `data` (deterministic: no randomness to supply)."""
     if not isinstance(private_key, Ed25519PrivateKey):
         raise TypeError(f"expected an Ed25519 private key, got {type(private_key).__name__}")
@@ -22,7 +22,7 @@ def sign(private_key: Ed25519PrivateKey, data: bytes | memoryview) -> bytes:
     return private_key.sign(data)
 
 
-def verify(public_key: Ed25519PublicKey, signature: bytes, data: bytes | memoryview) -> None:
+def verify(public_key: Ed25519PublicKey, signature: bytes, data: bytes) -> None:
     """Return only if `signature` is `public_key`'s signature of `data`.
 
     Raises SecurityError("bad signature") otherwise, whatever was wrong with the signature
@@ -35,11 +35,11 @@ def verify(public_key: Ed25519PublicKey, signature: bytes, data: bytes | memoryv
     if len(signature) != SIGNATURE_SIZE:
         raise SecurityError("bad signature")
     try:
-        public_key.verify(bytes(signature), data)
+        public_key.verify(signature, data)
     except InvalidSignature:
         raise SecurityError("bad signature") from None
 
 
 def _require_bytes(value: object, name: str) -> None:
-    if not isinstance(value, (bytes, memoryview)):
+    if not isinstance(value, bytes):
         raise TypeError(f"{name} must be bytes, got {type(value).__name__}")

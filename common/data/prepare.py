@@ -179,8 +179,12 @@ def _read_train(cfg: RunConfig) -> tuple[pd.DataFrame, _Examples, pd.DataFrame |
     return raw, _examples(raw, data.train, _BUILTIN_COLUMNS), test
 
 
-def load_federated_data(cfg: RunConfig, num_partitions: int) -> FederatedData:
-    """Train, test, label names and per-institution rows for a simulation of `num_partitions`."""
+def load_federated_data(cfg: RunConfig, num_partitions: int | None) -> FederatedData:
+    """Train, test, label names and per-institution rows for a simulation of `num_partitions`.
+
+    `None` means "as many as the data says": one per value for a `column:` partition (the
+    number of sites is a fact of the data, not something a user should have to repeat).
+    """
     data = cfg.data
     classification = cfg.model.task == "classification"
     train_raw, train, builtin_test = _read_train(cfg)
@@ -217,12 +221,16 @@ def _institutions(
     raw: pd.DataFrame,
     train: _Examples,
     cfg: RunConfig,
-    num_partitions: int,
+    num_partitions: int | None,
     label_column: str | None,
 ) -> tuple[list[np.ndarray], list[str]]:
     """Partition the raw rows (a `column:` spec may name any column of the file)."""
     spec = cfg.data.effective_partition
     try:
+        if num_partitions is None:
+            if not spec.startswith("column:"):
+                raise ConfigError(f"data.partition={spec}: the number of institutions must be given")
+            num_partitions = len(partition_names(raw, spec, 0))
         partitions = partition_indices(
             raw, spec, num_partitions, cfg.training.seed, label_column, cfg.data.min_partition_size
         )

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import functools
 import logging
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,7 +51,10 @@ def quiet_transformers() -> Iterator[None]:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():
+            # peft reads a property that transformers 5 deprecates; nothing for our users to do.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+            yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
@@ -147,7 +151,16 @@ def load_base_model(cfg: RunConfig, label_names: list[str] | None, *, cache: boo
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.model.gradient_checkpointing)
     if cfg.model.gradient_checkpointing:
-        # Non-reentrant checkpointing works with a frozen embedding layer, which PEFT always has.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
+        _enable_checkpointing(model)
     return model, tokenizer
+
+
+def _enable_checkpointing(model: PreTrainedModel) -> None:
+    # Non-reentrant checkpointing works with a frozen embedding layer, which PEFT always has.
+    # transformers 5 renamed the method (the old name warns); 4.x only has the old one.
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.config.use_cache = False

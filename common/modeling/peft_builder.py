@@ -21,6 +21,7 @@ from transformers.pytorch_utils import Conv1D
 
 from fedpeft.common.config.models import RunConfig
 from fedpeft.common.errors import ConfigError, ModelError
+from fedpeft.common.modeling.loader import quiet_transformers
 from fedpeft.common.modeling.resolve import portable_model_name
 
 _TASK_TYPES = {"classification": TaskType.SEQ_CLS, "causal-lm": TaskType.CAUSAL_LM}
@@ -104,12 +105,16 @@ def build_peft_config(cfg: RunConfig, model: PreTrainedModel) -> PeftMethodConfi
             )
     if cfg.peft.target_modules is not None and "target_modules" in fields:
         _check_target_modules(cfg.peft.target_modules, model)
-    kwargs = {"task_type": _TASK_TYPES[cfg.model.task], **_generic_kwargs(cfg, fields),
-              **cfg.peft.options}
+    generic = _generic_kwargs(cfg, fields)
+    kwargs = {"task_type": _TASK_TYPES[cfg.model.task], **generic, **cfg.peft.options}
     try:
         return config_cls(**kwargs)
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"peft.method={method!r}: {_one_line(err)}") from None
+        # Our generic settings always reach the method (e.g. r=8 to OFT, whose r excludes its
+        # default oft_block_size); name them so the user knows what to override.
+        passed = ", ".join(f"{k}={v!r}" for k, v in generic.items() if k not in cfg.peft.options)
+        hint = f" (fedpeft passed {passed}; override in peft.options)" if passed else ""
+        raise ConfigError(f"peft.method={method!r}: {_one_line(err)}{hint}") from None
 
 
 def apply_peft(cfg: RunConfig, model: PreTrainedModel) -> PeftModel:
@@ -121,8 +126,8 @@ def apply_peft(cfg: RunConfig, model: PreTrainedModel) -> PeftModel:
     """
     peft_config = build_peft_config(cfg, model)
     try:
-        with warnings.catch_warnings():
-            # peft flips fan_in_fan_out itself for GPT-2's Conv1D and warns about having done so.
+        with quiet_transformers(), warnings.catch_warnings():
+            # peft flips fan_in_fan_out itself for GPT-2's Conv1D, then warns that it did.
             warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
             peft_model = get_peft_model(model, peft_config)
     except (ValueError, TypeError, NotImplementedError, KeyError, AttributeError) as err:

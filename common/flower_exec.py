@@ -1,0 +1,113 @@
+"""Running Flower's own executables (`flower-superlink`, `flower-supernode`, `flwr`) as children.
+
+fedpeft does not re-implement Flower's servers: it builds their command lines and runs them.
+Three things hold for every such child:
+
+- it finds Flower's helper executables (`flower-superexec`, `flwr-serverapp`, ...) on PATH,
+  because the SuperLink and SuperNode launch them by name; the interpreter's own `bin/` goes
+  first, so a deployment never picks up another Flower from the system;
+- it never reaches the internet: usage telemetry, the update check and runtime dependency
+  installation (`uv sync` of an app's dependencies) are all off, so an institution's network
+  policy can forbid outbound traffic without breaking anything;
+- its command line is logged for the operator, but never the location of private key files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from fedpeft.common.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+REDACTED = "REDACTED"
+
+OFFLINE_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+}
+"""Environment that keeps every Flower process (and the app processes it spawns) offline."""
+
+_FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class FlowerCommand:
+    """A Flower command line plus the flags whose values must not appear in logs."""
+
+    argv: list[str]
+    secret_flags: frozenset[str] = field(default_factory=frozenset)
+
+    def display(self) -> str:
+        """The command as a shell line, with the value after each secret flag replaced."""
+        shown: list[str] = []
+        hide_next = False
+        for arg in self.argv:
+            shown.append(REDACTED if hide_next else arg)
+            hide_next = arg in self.secret_flags
+        return shlex.join(shown)
+
+
+def split_address(address: str, flag: str) -> tuple[str, int]:
+    """(host, port) of `HOST:PORT` (IPv6 hosts in brackets), or a ConfigError naming `flag`."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{flag} {address!r}: expected HOST:PORT with a port from 1 to 65535")
+    return host.strip("[]"), int(port)
+
+
+def flower_executable(name: str) -> str:
+    """Absolute path of a Flower console script installed next to this interpreter."""
+    path = Path(sys.executable).parent / name
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: Flower executable not found; install fedpeft with its dependencies "
+            "(flwr 1.39) into this environment"
+        )
+    return str(path)
+
+
+def flower_env(flwr_home: Path | None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a Flower child: offline settings, PATH, and its own FLWR_HOME.
+
+    FLWR_HOME is where Flower keeps installed app bundles and the `flwr` connection config;
+    giving each fedpeft role its own keeps runs of different federations apart.
+    """
+    env = dict(os.environ if base is None else base)
+    env.update(OFFLINE_ENV)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bin_dir, env["PATH"]]) if env.get("PATH") else bin_dir
+    if flwr_home is not None:
+        flwr_home.mkdir(parents=True, exist_ok=True)
+        env["FLWR_HOME"] = str(flwr_home.resolve())
+    return env
+
+
+def run_in_foreground(command: FlowerCommand, env: Mapping[str, str]) -> int:
+    """Run `command` until it exits, passing Ctrl-C and SIGTERM on to it; its exit code.
+
+    The child gets the signal rather than being killed, so the SuperLink or SuperNode can shut
+    down its own helper processes and close its database cleanly.
+    """
+    logger.info("starting: %s", command.display())
+    child = subprocess.Popen(command.argv, env=dict(env))
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED_SIGNALS}
+    try:
+        return child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

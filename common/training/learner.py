@@ -1,0 +1,189 @@
+"""The model on one institution: load, adapt, train a round, evaluate, exchange the adapter.
+
+The client app, the server-side evaluator and the centralised/local baselines all use this one
+class, so every number fedpeft reports comes from the same training and evaluation code.
+
+Each round starts a fresh AdamW. Optimizer moments are local state that FedAvg does not
+average; carrying them across rounds would apply momentum computed for a model the server
+has since replaced. This is the usual choice in federated fine-tuning, and it keeps an
+institution stateless between rounds apart from the adapter the server sends.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
+
+from fedpeft.common.adapter.state import AdapterState, adapter_state, load_adapter_state
+from fedpeft.common.config.models import RunConfig
+from fedpeft.common.errors import DataError
+from fedpeft.common.metrics import causal_lm_metrics, classification_metrics
+from fedpeft.common.modeling.device import (
+    autocast,
+    grad_scaler,
+    no_grad_autocast,
+    resolve_device,
+    resolve_precision,
+)
+from fedpeft.common.modeling.loader import load_base_model
+from fedpeft.common.modeling.peft_builder import apply_peft
+from fedpeft.common.training.batches import IGNORE_INDEX, Example, batches, encode
+from fedpeft.common.training.schedule import round_scheduler
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """One round of local training; `loss` is the mean task loss (without the proximal term)."""
+
+    loss: float
+    num_examples: int
+    steps: int
+    compute_seconds: float
+
+
+class Learner:
+    """A PEFT-wrapped model on this process's device, with its tokenizer."""
+
+    def __init__(self, cfg: RunConfig, label_names: list[str] | None) -> None:
+        self.cfg = cfg
+        self.label_names = list(label_names) if label_names is not None else None
+        self.device = resolve_device(cfg)
+        self.dtype = resolve_precision(cfg, self.device)
+        # Seeded so the fresh head and adapter are the same on every institution and rerun;
+        # the server's initial adapter overrides them, but baselines start from these.
+        torch.manual_seed(cfg.training.seed)
+        base, self._tokenizer = load_base_model(cfg, self.label_names)
+        self._model = apply_peft(cfg, base)
+        if cfg.model.quantization == "none":  # bitsandbytes already placed the weights
+            self._model.to(self.device)
+        self._model.eval()
+        trainable, total = self._model.get_nb_trainable_parameters()
+        logger.info("%s + %s: %d of %d parameters trainable (%.2f%%) on %s", cfg.model.name,
+                    cfg.peft.method, trainable, total, 100.0 * trainable / total, self.device)
+
+    @property
+    def model(self) -> PeftModel:
+        return self._model
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self._tokenizer
+
+    def get_state(self) -> AdapterState:
+        """The adapter to send: float32 copies, safe to keep while training continues."""
+        return adapter_state(self._model)
+
+    def set_state(self, state: AdapterState) -> None:
+        """Adopt an adapter (the global one, usually); refused whole if it does not fit."""
+        load_adapter_state(self._model, state)
+
+    def _encode(self, table: pd.DataFrame, what: str) -> list[Example]:
+        if table.empty:
+            raise DataError(f"{what}: the table has no rows")
+        return encode(table, self._tokenizer, self.cfg.model.task, self.cfg.model.max_seq_length)
+
+    def _micro_batches(self, examples: list[Example], count: int,
+                       rng: np.random.Generator) -> Iterator[dict[str, torch.Tensor]]:
+        """`count` training batches, reshuffling at each pass over the data."""
+        pad = self._tokenizer.pad_token_id
+        while True:
+            for batch in batches(examples, self.cfg.training.batch_size, pad,
+                                 order=rng.permutation(len(examples))):
+                if count == 0:
+                    return
+                count -= 1
+                yield {key: value.to(self.device) for key, value in batch.items()}
+
+    def _plan(self, num_examples: int) -> tuple[int, int]:
+        """(optimizer steps, micro-batches) for one round."""
+        training = self.cfg.training
+        accumulation = training.gradient_accumulation_steps
+        if training.local_steps is not None:
+            return training.local_steps, training.local_steps * accumulation
+        per_epoch = math.ceil(num_examples / training.batch_size)
+        micro = max(1, math.ceil(training.local_epochs * per_epoch))
+        return math.ceil(micro / accumulation), micro
+
+    def train(self, table: pd.DataFrame, server_round: int, num_rounds: int,
+              proximal_mu: float = 0.0) -> TrainResult:
+        """One round of local training from the current adapter.
+
+        With `proximal_mu` > 0 the FedProx term mu/2 * ||w - w_start||^2 over the trainable
+        parameters is added to every step's loss, keeping heterogeneous institutions from
+        drifting far from the global adapter they started the round with.
+        """
+        started = time.perf_counter()
+        training = self.cfg.training
+        examples = self._encode(table, "training data")
+        steps, micro = self._plan(len(examples))
+        params = [p for p in self._model.parameters() if p.requires_grad]
+        anchors = [p.detach().clone() for p in params] if proximal_mu > 0 else []
+        optimizer = torch.optim.AdamW(params, lr=training.learning_rate,
+                                      weight_decay=training.weight_decay)
+        scheduler = round_scheduler(optimizer, training, server_round, num_rounds, steps)
+        scaler = grad_scaler(self.device, self.dtype)
+        torch.manual_seed(training.seed + server_round)  # dropout masks, reproducibly
+        rng = np.random.default_rng(training.seed + server_round)
+
+        self._model.train()
+        losses: list[float] = []
+        done = 0
+        try:
+            stream = self._micro_batches(examples, micro, rng)
+            for step in range(steps):
+                group = min(training.gradient_accumulation_steps, micro - done)
+                for _ in range(group):
+                    with autocast(self.device, self.dtype):
+                        loss = self._model(**next(stream)).loss
+                    losses.append(float(loss.detach()))
+                    if anchors:
+                        loss = loss + proximal_mu / 2 * sum(
+                            (p - a).pow(2).sum() for p, a in zip(params, anchors))
+                    scaler.scale(loss / group).backward()
+                done += group
+                if training.max_grad_norm is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, training.max_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+        finally:
+            self._model.eval()
+        return TrainResult(loss=float(np.mean(losses)), num_examples=len(examples), steps=steps,
+                           compute_seconds=time.perf_counter() - started)
+
+    def evaluate(self, table: pd.DataFrame) -> dict[str, float]:
+        """classification: loss, accuracy, macro_f1; causal-lm: loss, perplexity."""
+        examples = self._encode(table, "evaluation data")
+        batch_size, pad = self.cfg.training.eval_batch_size, self._tokenizer.pad_token_id
+        if self.cfg.model.task == "classification":
+            logits, labels = [], []
+            with no_grad_autocast(self.device, self.dtype):
+                for batch in batches(examples, batch_size, pad):
+                    output = self._model(**{k: v.to(self.device) for k, v in batch.items()})
+                    logits.append(output.logits.float().cpu().numpy())
+                    labels.append(batch["labels"].numpy())
+            assert self.label_names is not None  # load_base_model refuses classification without
+            return classification_metrics(np.concatenate(logits), np.concatenate(labels),
+                                          len(self.label_names))
+        loss_sum, tokens = 0.0, 0
+        with no_grad_autocast(self.device, self.dtype):
+            for batch in batches(examples, batch_size, pad):
+                # The model's loss is the mean over predicted (shifted) label tokens.
+                count = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+                output = self._model(**{k: v.to(self.device) for k, v in batch.items()})
+                loss_sum += float(output.loss) * count
+                tokens += count
+        return causal_lm_metrics(loss_sum, tokens)

@@ -1,0 +1,54 @@
+"""A learning-rate schedule over the whole federated run, not restarted each round.
+
+Each round is a short local run; a per-round warmup and decay would reheat the learning rate
+every round and the global model would never settle. Instead the schedule is a function of the
+run's global progress p in [0, 1]: step k of S in round r of R sits at
+p = (r - 1 + k / S) / R. Every institution computes the same curve without coordinating,
+even when they take different numbers of local steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from fedpeft.common.config.models import TrainingConfig
+
+
+def lr_factor(progress: float, scheduler: str, warmup_ratio: float) -> float:
+    """Multiplier of the peak learning rate at global progress `progress` (clamped to [0, 1]).
+
+    Linear warmup from 0 over the first `warmup_ratio` of the run, then constant, linear decay
+    to 0, or half-cosine decay to 0 at the end of the run.
+    """
+    p = min(max(progress, 0.0), 1.0)
+    if p < warmup_ratio:
+        return p / warmup_ratio
+    if scheduler == "constant":
+        return 1.0
+    decay = (p - warmup_ratio) / (1.0 - warmup_ratio)
+    if scheduler == "linear":
+        return 1.0 - decay
+    if scheduler == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * decay))
+    raise ValueError(f"training.lr_scheduler={scheduler!r}: expected constant, linear or cosine")
+
+
+def global_progress(server_round: int, num_rounds: int, step: int, steps_in_round: int) -> float:
+    """Progress of the federated run at local step `step` (0-based) of round `server_round`."""
+    return (server_round - 1 + step / steps_in_round) / num_rounds
+
+
+def round_scheduler(optimizer: Optimizer, training: TrainingConfig, server_round: int,
+                    num_rounds: int, steps_in_round: int) -> LambdaLR:
+    """Scheduler for one round's optimizer: its base lr is the peak, scaled by `lr_factor`.
+
+    Call `.step()` after each optimizer step, as with any PyTorch scheduler.
+    """
+    def factor(step: int) -> float:
+        progress = global_progress(server_round, num_rounds, step, steps_in_round)
+        return lr_factor(progress, training.lr_scheduler, training.warmup_ratio)
+
+    return LambdaLR(optimizer, factor)

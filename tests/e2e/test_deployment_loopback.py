@@ -1,0 +1,215 @@
+"""A real deployment on loopback: SuperLink with TLS and node authentication, three SuperNodes.
+
+Everything goes through the `fedpeft` command line in separate processes, as operators run it.
+Each process is started in its own session and stopped through its process id (its process
+group, so Flower's helper processes go with it) in a `finally` block.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from fedpeft.common.adapter.export import export_merged
+from fedpeft.common.flower_exec import flower_env
+
+pytestmark = pytest.mark.e2e
+
+FEDPEFT = [sys.executable, "-m", "fedpeft.cli.main"]
+INSTITUTIONS = ("bank-a", "bank-b", "bank-c")
+RUN_TIMEOUT_S = 170.0
+STOP_TIMEOUT_S = 10.0
+
+_WORDS = {"billing": ["invoice", "charge", "refund", "bill"],
+          "fraud": ["stolen", "unauthorized", "scam", "suspicious"]}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _write_csv(path: Path, rows: int, offset: int) -> Path:
+    labels = sorted(_WORDS)
+    lines = ["text,label"]
+    for i in range(rows):
+        label = labels[(i + offset) % 2]
+        lines.append(f"my {_WORDS[label][i % 4]} question number {i},{label}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _wait_for_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+class Processes:
+    """Long-running children with their logs; all stopped by process id on exit."""
+
+    def __init__(self, logs: Path, env: dict[str, str]) -> None:
+        self.logs, self.env = logs, env
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, argv: list[str],
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("wb")
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                   env=self.env if env is None else env, start_new_session=True)
+        log.close()
+        self.started.append(process)
+        return process
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(encoding="utf-8", errors="replace")
+
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in reversed(self.started):
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pass
+            # Flower's helpers (superexec, app processes) share the group: end any left.
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=STOP_TIMEOUT_S)
+
+
+@contextmanager
+def _processes(logs: Path, env: dict[str, str]) -> Iterator[Processes]:
+    processes = Processes(logs, env)
+    try:
+        yield processes
+    finally:
+        processes.stop_all()
+
+
+def _cli(env: dict[str, str], *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([*FEDPEFT, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert done.returncode == 0, f"fedpeft {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def _run_config(path: Path, model_dir: str) -> Path:
+    # Client-side evaluation off: each message to a SuperNode starts a fresh ClientApp process
+    # that imports torch and loads the model, and this machine has two cores for five processes.
+    path.write_text(f"""
+[model]
+name = "{model_dir}"
+max_seq_length = 16
+device = "cpu"
+
+[federation]
+num_rounds = 2
+fraction_evaluate = 0.0
+min_evaluate_clients = 0
+min_available_clients = 3
+min_train_clients = 3
+round_timeout = 120
+
+[training]
+batch_size = 4
+local_steps = 1
+
+[data]
+labels = ["billing", "fraud"]
+""", encoding="utf-8")
+    return path
+
+
+def test_federation_over_tls_with_node_auth(tmp_path: Path, tiny_bert_dir: str) -> None:
+    started = time.monotonic()
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "FLWR_HOME": str(tmp_path / "flwr-home")}
+    fed = tmp_path / "FED"
+    fleet, control = _free_port(), _free_port()
+    fleet_address, control_address = f"127.0.0.1:{fleet}", f"127.0.0.1:{control}"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    data = tmp_path / "data"
+    data.mkdir()
+    test_csv = _write_csv(data / "test.csv", 12, 0)
+
+    _cli(env, "federation", "init", "--dir", str(fed), "--address", "127.0.0.1")
+    for name in (*INSTITUTIONS, "rogue", "no-ca"):
+        _cli(env, "federation", "add-institution", name, "--dir", str(fed))
+
+    with _processes(logs, env) as procs:
+        procs.start("superlink", [*FEDPEFT, "server", "start", "--dir", str(fed),
+                                  "--fleet-address", fleet_address,
+                                  "--control-address", control_address])
+        _wait_for_port(control, 60)
+        for name in (*INSTITUTIONS, "no-ca"):  # "rogue" is deliberately never registered
+            _cli(env, "federation", "register", name, "--dir", str(fed),
+                 "--superlink-control", control_address)
+        registry = json.loads((fed / "institutions.json").read_text())
+        assert registry["institutions"]["rogue"]["node_id"] is None
+
+        for index, name in enumerate(INSTITUTIONS):
+            procs.start(name, [*FEDPEFT, "client", "join", "--superlink", fleet_address,
+                               "--bundle", str(fed / "institutions" / name),
+                               "--data", str(_write_csv(data / f"{name}.csv", 12, index)),
+                               "--port", str(_free_port()), "--work-dir", str(tmp_path / name)])
+        rogue = procs.start("rogue", [
+            *FEDPEFT, "client", "join", "--superlink", fleet_address,
+            "--bundle", str(fed / "institutions" / "rogue"), "--data", str(test_csv),
+            "--port", str(_free_port()), "--work-dir", str(tmp_path / "rogue"), "--max-wait", "15",
+        ])
+        no_ca_bundle = fed / "institutions" / "no-ca"
+        no_ca = procs.start("no-ca", [  # Flower's SuperNode as is: without a CA it uses system roots
+            str(Path(sys.executable).parent / "flower-supernode"), "--superlink", fleet_address,
+            "--auth-supernode-private-key", str(no_ca_bundle / "supernode-auth"),
+            "--port", str(_free_port()), "--max-wait-time", "15",
+        ], env=flower_env(None, env))
+
+        run = subprocess.run(
+            [*FEDPEFT, "run", "--dir", str(fed), "--config", str(_run_config(tmp_path / "run.toml",
+                                                                               tiny_bert_dir)),
+             "--test-data", str(test_csv), "--superlink-control", control_address,
+             "--out", str(tmp_path / "runs"), "--name", "loopback", "--stream"],
+            env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False,
+        )
+        assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+
+        # Refusals: the unregistered key is turned away at activation, the node without the
+        # federation's CA at the TLS handshake; neither ever takes part in a round.
+        assert rogue.wait(timeout=60) != 0
+        assert "Failed to activate SuperNode" in procs.log("rogue")
+        assert no_ca.wait(timeout=60) != 0
+        assert "CERTIFICATE_VERIFY_FAILED" in procs.log("no-ca")
+        command_line = procs.log("superlink").split("\n", 1)[0]
+        assert "--enable-supernode-auth" in command_line
+        assert "server.key" not in command_line
+
+    folder = tmp_path / "runs" / "loopback"
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    trained = [r for r in records if r["round"] > 0]
+    assert [r["round"] for r in trained] == [1, 2]
+    for record in trained:
+        assert sorted(c["name"] for c in record["clients"]) == list(INSTITUTIONS)
+        assert not record["failures"]
+    assert json.loads((folder / "summary.json").read_text())["status"] == "completed"
+    merged = export_merged(folder / "adapter", tmp_path / "merged")
+    assert (merged / "config.json").is_file()
+    assert time.monotonic() - started < 180

@@ -1,0 +1,321 @@
+"""Deployment without processes: command lines, federation files, registry states, run config."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+import tomllib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fedpeft.cli.main import app
+from fedpeft.client.supernode import SuperNodeSettings, node_config, supernode_command
+from fedpeft.common.config import RunConfig, to_wire
+from fedpeft.common.errors import ConfigError, DataError
+from fedpeft.common.federation_files import FederationFolder
+from fedpeft.common.flower_exec import REDACTED, FlowerCommand, flower_env, split_address
+from fedpeft.server.app_bundle import (
+    CONFIG_KEY,
+    app_pyproject,
+    check_deployable,
+    read_run_config,
+    write_run_overrides,
+)
+from fedpeft.server.control import ControlConnection
+from fedpeft.server.enrolment import (
+    add_institution,
+    forget_node_id,
+    init_federation,
+    record_node_id,
+    revoke_institution,
+)
+from fedpeft.server.superlink import SuperLinkSettings, superlink_command
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> FederationFolder:
+    root = tmp_path_factory.mktemp("fed") / "FED"
+    init_federation(root, ["fl.example.org", "10.0.0.5"])
+    add_institution(root, "bank-a")
+    return FederationFolder(root)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _value(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+# --- SuperLink command ------------------------------------------------------------------------
+
+def test_superlink_has_tls_and_node_auth_by_default(fed: FederationFolder) -> None:
+    argv = superlink_command(SuperLinkSettings(fed)).argv
+    assert _value(argv, "--ssl-ca-certfile") == str(fed.ca_cert)
+    assert _value(argv, "--ssl-certfile") == str(fed.server_cert)
+    assert _value(argv, "--ssl-keyfile") == str(fed.server_key)
+    assert "--enable-supernode-auth" in argv and "--insecure" not in argv
+    assert _value(argv, "--database") == str(fed.server_dir / "state.db")
+    assert "--disable-runtime-dependency-installation" in argv
+    assert _value(argv, "--fleet-api-type") == "grpc-rere"
+    assert _value(argv, "--fleet-api-address") == "0.0.0.0:9092"
+    assert (_value(argv, "--host"), _value(argv, "--port")) == ("127.0.0.1", "9093")
+
+
+def test_superlink_state_can_live_outside_the_credentials(fed: FederationFolder,
+                                                         tmp_path: Path) -> None:
+    settings = SuperLinkSettings(fed, state_dir=tmp_path / "state")
+    assert _value(superlink_command(settings).argv, "--database") == str(tmp_path / "state" / "state.db")
+    assert settings.flwr_home == tmp_path / "state" / "flwr-home"
+
+
+def test_superlink_insecure_is_explicit_and_warns(fed: FederationFolder,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        argv = superlink_command(SuperLinkSettings(fed, insecure=True)).argv
+    assert "--insecure" in argv
+    assert "--enable-supernode-auth" not in argv and "--ssl-keyfile" not in argv
+    assert any("--insecure" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_superlink_command_line_hides_the_key_path(fed: FederationFolder) -> None:
+    shown = superlink_command(SuperLinkSettings(fed)).display()
+    assert str(fed.server_key) not in shown and REDACTED in shown
+    assert str(fed.server_cert) in shown
+
+
+@pytest.mark.parametrize("address", ["9092", "host:", ":9092", "host:0", "host:70000", "host:x"])
+def test_bad_addresses_name_the_flag(fed: FederationFolder, address: str) -> None:
+    with pytest.raises(ConfigError, match="--fleet-address"):
+        superlink_command(SuperLinkSettings(fed, fleet_address=address))
+
+
+def test_split_address_handles_ipv6() -> None:
+    assert split_address("[::1]:9092", "--x") == ("::1", 9092)
+
+
+def test_superlink_refuses_a_folder_that_is_not_a_federation(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a federation folder"):
+        superlink_command(SuperLinkSettings(FederationFolder(tmp_path)))
+
+
+# --- SuperNode command ------------------------------------------------------------------------
+
+def _node(fed: FederationFolder, tmp_path: Path, **changes: object) -> SuperNodeSettings:
+    data = tmp_path / "my data.csv"
+    data.write_text("text,label\nx,billing\n")
+    base: dict[str, object] = {"superlink": "fl.example.org:9092", "bundle": fed.bundle("bank-a"),
+                               "data_path": data, "flwr_home": tmp_path / "home"}
+    return SuperNodeSettings(**{**base, **changes})  # type: ignore[arg-type]
+
+
+def test_supernode_trusts_the_ca_and_proves_its_key(fed: FederationFolder, tmp_path: Path) -> None:
+    argv = supernode_command(_node(fed, tmp_path)).argv
+    bundle = fed.bundle("bank-a")
+    assert _value(argv, "--superlink") == "fl.example.org:9092"
+    assert _value(argv, "--root-certificates") == str(bundle.ca_cert)
+    assert _value(argv, "--auth-supernode-private-key") == str(bundle.node_auth_key)
+    assert _value(argv, "--port") == "9094"
+    assert _value(argv, "--node-config") == (
+        f'data-path="{(tmp_path / "my data.csv").resolve()}" name="bank-a"'
+    )
+    assert "--insecure" not in argv and "--max-wait-time" not in argv
+
+
+def test_supernode_command_line_hides_the_key_path(fed: FederationFolder, tmp_path: Path) -> None:
+    shown = supernode_command(_node(fed, tmp_path)).display()
+    assert str(fed.bundle("bank-a").node_auth_key) not in shown and REDACTED in shown
+
+
+def test_supernode_insecure_warns(fed: FederationFolder, tmp_path: Path,
+                                  caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        argv = supernode_command(_node(fed, tmp_path, insecure=True)).argv
+    assert "--insecure" in argv and "--root-certificates" not in argv
+    assert any(r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_supernode_refuses_missing_data(fed: FederationFolder, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="--data .*missing.csv: file not found"):
+        supernode_command(_node(fed, tmp_path, data_path=tmp_path / "missing.csv"))
+
+
+def test_supernode_refuses_a_folder_that_is_not_a_bundle(fed: FederationFolder, tmp_path: Path) -> None:
+    from fedpeft.common.federation_files import InstitutionBundle
+
+    with pytest.raises(ConfigError, match="not an institution bundle"):
+        supernode_command(_node(fed, tmp_path, bundle=InstitutionBundle(tmp_path)))
+
+
+def test_node_config_refuses_quotes(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="data-path"):
+        node_config(tmp_path / 'a"b.csv', "bank-a")
+
+
+def test_flower_env_is_offline_and_finds_flower_helpers(tmp_path: Path) -> None:
+    env = flower_env(tmp_path / "home", base={"PATH": "/usr/bin"})
+    assert env["FLWR_TELEMETRY_ENABLED"] == "0"
+    assert env["FLWR_DISABLE_UPDATE_CHECK"] == "1"
+    assert env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] == "1"
+    assert env["FLWR_HOME"] == str((tmp_path / "home").resolve())
+    first = Path(env["PATH"].split(":")[0])
+    assert (first / "flower-superexec").is_file()
+
+
+def test_display_redacts_only_secret_values() -> None:
+    command = FlowerCommand(["x", "--key", "/k", "--cert", "/c"], frozenset({"--key"}))
+    assert command.display() == f"x --key {REDACTED} --cert /c"
+
+
+# --- federation files -------------------------------------------------------------------------
+
+def test_init_writes_private_keys_0600_and_a_manifest(fed: FederationFolder) -> None:
+    for key in (fed.ca_key, fed.server_key, fed.server_signing_key, fed.server_encryption_key):
+        assert _mode(key) == 0o600, key
+    for public in (fed.ca_cert, fed.server_cert, fed.server_signing_pub, fed.server_encryption_pub):
+        assert _mode(public) == 0o644, public
+    manifest = fed.manifest()
+    assert manifest.addresses == ["fl.example.org", "10.0.0.5"]
+    assert len(manifest.ca_fingerprint) == 64
+    assert fed.registry().institutions.keys() == {"bank-a"}
+
+
+def test_server_certificate_covers_the_addresses_and_loopback(fed: FederationFolder) -> None:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(fed.server_cert.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    names = {str(v) for v in sans.get_values_for_type(x509.DNSName)}
+    ips = {str(v) for v in sans.get_values_for_type(x509.IPAddress)}
+    assert names == {"fl.example.org", "localhost"} and ips == {"10.0.0.5", "127.0.0.1"}
+
+
+def test_init_refuses_an_existing_federation(fed: FederationFolder) -> None:
+    with pytest.raises(ConfigError, match="already exists"):
+        init_federation(fed.root, ["x.example.org"])
+
+
+def test_init_with_a_bad_address_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--address"):
+        init_federation(tmp_path / "FED", ["not a host!"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bundle_holds_what_the_institution_needs(fed: FederationFolder) -> None:
+    bundle = fed.bundle("bank-a")
+    assert _mode(bundle.root) == 0o700
+    assert _mode(bundle.node_auth_key) == 0o600 and _mode(bundle.signing_key) == 0o600
+    assert bundle.node_auth_key.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert bundle.node_auth_pub.read_text().startswith("ecdsa-sha2-nistp256 ")
+    assert bundle.ca_cert.read_bytes() == fed.ca_cert.read_bytes()
+    assert bundle.server_signing_pub.read_bytes() == fed.server_signing_pub.read_bytes()
+    assert bundle.server_encryption_pub.read_bytes() == fed.server_encryption_pub.read_bytes()
+    assert bundle.manifest().federation_id == fed.manifest().federation_id
+    record = fed.registry().institutions["bank-a"]
+    assert record.status == "active" and record.node_id is None
+    assert record.node_auth_public_key == bundle.node_auth_pub.read_text().strip()
+
+
+@pytest.mark.parametrize("name", ["", "a b", "../x", "-x", 'q"'])
+def test_add_institution_refuses_bad_names(fed: FederationFolder, name: str) -> None:
+    with pytest.raises(ConfigError, match="institution name"):
+        add_institution(fed.root, name)
+
+
+def test_registry_lifecycle(tmp_path: Path) -> None:
+    root = tmp_path / "FED"
+    init_federation(root, ["127.0.0.1"])
+    add_institution(root, "clinic")
+    record_node_id(root, "clinic", 42)
+    assert FederationFolder(root).registry().institutions["clinic"].node_id == 42
+    revoked = revoke_institution(root, "clinic")
+    assert revoked.status == "revoked" and revoked.revoked_at is not None
+    assert revoke_institution(root, "clinic") == revoked  # repeatable, first revocation kept
+    forget_node_id(root, "clinic")
+    stored = FederationFolder(root).registry().institutions["clinic"]
+    assert stored.status == "revoked" and stored.node_id is None
+    with pytest.raises(ConfigError, match="already exists \\(revoked\\)"):
+        add_institution(root, "clinic")
+    with pytest.raises(ConfigError, match="no institution 'nobody'"):
+        revoke_institution(root, "nobody")
+
+
+def test_cli_federation_commands(tmp_path: Path) -> None:
+    root = tmp_path / "FED"
+    result = runner.invoke(app, ["federation", "init", "--dir", str(root), "--address", "127.0.0.1"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["federation", "add-institution", "lab", "--dir", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "fedpeft federation register lab" in result.output
+    assert "PRIVATE KEY" not in result.output
+    result = runner.invoke(app, ["federation", "revoke", "lab", "--dir", str(root)])
+    assert result.exit_code == 0, result.output
+    registry = json.loads((root / "institutions.json").read_text())
+    assert registry["institutions"]["lab"]["status"] == "revoked"
+    result = runner.invoke(app, ["federation", "register", "lab", "--dir", str(root),
+                                 "--superlink-control", "127.0.0.1:1"])
+    assert isinstance(result.exception, ConfigError) and "revoked" in str(result.exception)
+
+
+# --- control connection and run config --------------------------------------------------------
+
+def test_connection_config_verifies_with_the_ca(fed: FederationFolder, tmp_path: Path) -> None:
+    ControlConnection("10.0.0.5:9093", tmp_path / "home", fed.ca_cert).write()
+    config = tomllib.loads((tmp_path / "home" / "config.toml").read_text())
+    assert config["superlink"]["default"] == "fedpeft"
+    assert config["superlink"]["fedpeft"] == {"address": "10.0.0.5:9093",
+                                              "root-certificates": str(fed.ca_cert)}
+
+
+def test_insecure_connection_config(tmp_path: Path) -> None:
+    ControlConnection("127.0.0.1:9093", tmp_path / "home", None).write()
+    config = tomllib.loads((tmp_path / "home" / "config.toml").read_text())
+    assert config["superlink"]["fedpeft"]["insecure"] is True
+
+
+def _deployable(tmp_path: Path) -> RunConfig:
+    return RunConfig.model_validate({
+        "data": {"labels": ["a", "b"], "test": str(tmp_path / "test.csv")},
+        "output": {"dir": str(tmp_path / "runs"), "run_name": "r1"},
+    })
+
+
+def test_run_config_round_trips_through_the_overrides_file(tmp_path: Path) -> None:
+    cfg = _deployable(tmp_path)
+    overrides = tomllib.loads(write_run_overrides(tmp_path / "run.toml", cfg).read_text())
+    run = read_run_config(overrides)
+    assert run.cfg == cfg and run.test_path == str(tmp_path / "test.csv")
+
+
+def test_app_pyproject_names_installed_components() -> None:
+    app_cfg = app_pyproject()["tool"]["flwr"]["app"]
+    assert app_cfg["components"] == {"serverapp": "fedpeft.server.app:app",
+                                     "clientapp": "fedpeft.client.app:app"}
+    assert app_cfg["config"] == {CONFIG_KEY: ""}
+
+
+@pytest.mark.parametrize(("update", "field"), [
+    ({"data": {"labels": None, "test": "/t.csv"}}, "data.labels"),
+    ({"data": {"labels": ["a"], "test": None}}, "data.test"),
+    ({"data": {"labels": ["a"], "test": "t.csv"}}, "data.test"),
+    ({"output": {"dir": "runs", "run_name": "r"}}, "output.dir"),
+    ({"output": {"dir": "/runs", "run_name": None}}, "output.run_name"),
+])
+def test_check_deployable_names_the_field(update: dict, field: str) -> None:
+    base = {"data": {"labels": ["a"], "test": "/t.csv"}, "output": {"dir": "/runs", "run_name": "r"}}
+    cfg = RunConfig.model_validate({**base, **update})
+    with pytest.raises(ConfigError, match=field.replace(".", "\\.")):
+        check_deployable(cfg)
+
+
+def test_empty_run_config_says_how_to_submit() -> None:
+    with pytest.raises(ConfigError, match="fedpeft run"):
+        read_run_config({CONFIG_KEY: ""})
+    with pytest.raises(ConfigError, match="data.labels"):
+        read_run_config({CONFIG_KEY: to_wire(RunConfig())})

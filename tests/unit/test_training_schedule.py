@@ -1,0 +1,48 @@
+"""The learning rate follows one curve over the whole federated run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fedpeft.common.config.models import TrainingConfig
+from fedpeft.common.training.schedule import global_progress, lr_factor, round_scheduler
+
+
+@pytest.mark.parametrize(("scheduler", "progress", "expected"), [
+    ("linear", 0.0, 0.0), ("linear", 0.05, 0.5), ("linear", 0.1, 1.0), ("linear", 0.55, 0.5),
+    ("linear", 1.0, 0.0), ("cosine", 0.1, 1.0), ("cosine", 0.55, 0.5), ("cosine", 1.0, 0.0),
+    ("constant", 0.05, 0.5), ("constant", 0.9, 1.0),
+])
+def test_factor_at_known_points_with_10_percent_warmup(scheduler, progress, expected) -> None:
+    assert lr_factor(progress, scheduler, warmup_ratio=0.1) == pytest.approx(expected)
+
+
+def test_no_warmup_starts_at_peak() -> None:
+    assert lr_factor(0.0, "linear", 0.0) == 1.0
+    assert lr_factor(0.25, "cosine", 0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+
+
+def _round_lrs(training: TrainingConfig, server_round: int, num_rounds: int, steps: int) -> list[float]:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=training.learning_rate)
+    scheduler = round_scheduler(optimizer, training, server_round, num_rounds, steps)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_rounds_continue_one_curve_instead_of_restarting() -> None:
+    training = TrainingConfig(learning_rate=1.0, lr_scheduler="linear")
+    lrs = [lr for r in (1, 2, 3, 4) for lr in _round_lrs(training, r, num_rounds=4, steps=5)]
+    assert lrs == pytest.approx([1 - i / 20 for i in range(20)])
+    assert lrs == sorted(lrs, reverse=True)
+
+
+def test_progress_is_independent_of_local_step_count() -> None:
+    # an institution taking 3 steps and one taking 12 are at the same point mid-round 2 of 4
+    assert global_progress(2, 4, 1, 2) == global_progress(2, 4, 6, 12) == pytest.approx(0.375)
