@@ -4,7 +4,10 @@ Runs the three with the packaged MiniLM, LoRA r=8 on query/value, 5 institutions
 Dirichlet(0.5) label skew, ROUNDS rounds of one local epoch (the baselines train the same
 number of epochs), and writes a JSON result and a Markdown table under bench/results/.
 
-    .venv/bin/python bench/federated_vs_baselines.py [--rounds 8] [--data ../shared/data/financial_phrasebank]
+    .venv/bin/python bench/federated_vs_baselines.py [--rounds 8] [--kinds federated centralized local]
+
+Each kind's outcome is kept in bench/results/<kind>.json, so the three can run separately;
+the comparison table is computed from whichever of those files exist once all three do.
 
 The data's licence forbids shipping it: it is read from ../shared and never copied.
 """
@@ -34,6 +37,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=5)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--kinds", nargs="+", default=["federated", "centralized", "local"],
+                        choices=["federated", "centralized", "local"])
     args = parser.parse_args()
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -50,17 +55,22 @@ def main() -> None:
         "peft.target_modules": ["query", "value"],
         "training.local_epochs": 1,
         "training.batch_size": 16,
-        "training.learning_rate": 1e-3,
+        "training.learning_rate": 3e-3,
         "output.dir": str(args.out / f"runs-{stamp}"),
     }
-    results: dict[str, dict] = {}
-    for kind in ("federated", "centralized", "local"):
+    args.out.mkdir(parents=True, exist_ok=True)
+    for kind in args.kinds:
         cfg = load_config(overrides={**base, "output.run_name": kind})
         started = time.perf_counter()
         report = simulate(cfg) if kind == "federated" else run_baseline(kind, cfg)
-        results[kind] = {"summary": report.summary, "wall_s": time.perf_counter() - started,
-                         "records": read_metrics(report.path / "metrics.jsonl")}
-        print(kind, json.dumps(report.summary["final"]), f"{results[kind]['wall_s']:.0f}s", flush=True)
+        outcome = {"summary": report.summary, "wall_s": time.perf_counter() - started,
+                   "records": read_metrics(report.path / "metrics.jsonl"), "settings": base}
+        (args.out / f"{kind}.json").write_text(json.dumps(outcome, indent=1))
+        print(kind, json.dumps(report.summary["final"]), f"{outcome['wall_s']:.0f}s", flush=True)
+    kinds = ("federated", "centralized", "local")
+    if not all((args.out / f"{kind}.json").is_file() for kind in kinds):
+        return
+    results = {kind: json.loads((args.out / f"{kind}.json").read_text()) for kind in kinds}
 
     fed_rounds = [r for r in results["federated"]["records"] if r["round"] > 0]
     per_round_bytes = statistics.mean(r["bytes"]["train_sent"] + r["bytes"]["train_received"] for r in fed_rounds)
@@ -84,8 +94,7 @@ def main() -> None:
         "framework_share_of_compute": framework / compute,
         "wall_s": {k: v["wall_s"] for k, v in results.items()},
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"federated_vs_baselines-{stamp}.json"
+    out = args.out / "federated_vs_baselines.json"
     out.write_text(json.dumps(table, indent=2))
     print(json.dumps(table, indent=2))
     print(f"written {out}")

@@ -23,6 +23,7 @@ from fedpeft.client.supernode import DEFAULT_NODE_PORT, SuperNodeSettings, super
 from fedpeft.common.errors import ConfigError, RunError
 from fedpeft.common.federation_files import FederationFolder, InstitutionBundle, InstitutionRecord
 from fedpeft.common.flower_exec import FlowerCommand, flower_env, run_in_foreground, split_address
+from fedpeft.common.protocol import BUNDLE
 from fedpeft.common.runs.folder import default_run_name
 from fedpeft.server.app_bundle import check_deployable, write_app_dir, write_run_overrides
 from fedpeft.server.control import (
@@ -207,7 +208,22 @@ def client_join(
     name = institution.manifest().name
     home = work_dir if work_dir is not None else Path.home() / ".fedpeft" / name
     settings = SuperNodeSettings(superlink, institution, data, home, port, insecure, max_wait)
-    _serve(supernode_command(settings), settings.flwr_home)
+    _serve(_with_bundle(supernode_command(settings), institution), settings.flwr_home)
+
+
+def _with_bundle(command: FlowerCommand, bundle: InstitutionBundle) -> FlowerCommand:
+    """Add the bundle folder to the node config: the ClientApp reads its signing key there.
+
+    TODO: move into `fedpeft.client.supernode.node_config` (one more `key="value"` pair).
+    """
+    root = str(bundle.root)
+    if '"' in root or "\n" in root:
+        raise ConfigError(f"--bundle {root!r}: must not contain double quotes or line breaks")
+    argv = list(command.argv)
+    index = argv.index("--node-config") + 1
+    if f'{BUNDLE}="' not in argv[index]:
+        argv[index] = f'{argv[index]} {BUNDLE}="{root}"'
+    return FlowerCommand(argv, secret_flags=command.secret_flags)
 
 
 def run(
@@ -235,6 +251,11 @@ def run(
     cfg = opt.build_config(config, rounds=rounds, model=model, peft=peft, strategy=strategy,
                            test_data=str(test_data.expanduser().absolute()), out=out, name=name,
                            sets=sets)
+    if cfg.security.seal_updates and cfg.security.credentials_dir is None:
+        # The SuperLink host opens updates with the server keys of this federation folder.
+        security = cfg.security.model_copy(update={
+            "credentials_dir": str(folder.root), "federation_id": folder.manifest().federation_id})
+        cfg = cfg.model_copy(update={"security": security})
     run_name = cfg.output.run_name or default_run_name("run")
     output_dir = Path(cfg.output.dir).expanduser().absolute()
     output = cfg.output.model_copy(update={"dir": str(output_dir), "run_name": run_name})

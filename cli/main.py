@@ -154,11 +154,13 @@ def main() -> None:
     stderr = logging.StreamHandler()
     stderr.setLevel(logging.WARNING)
     stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    # Flower's own warnings (deprecations of APIs it still ships) go to run.log, not the screen.
+    stderr.addFilter(lambda record: record.name != "flwr" or record.levelno >= logging.ERROR)
     logging.getLogger().addHandler(stderr)
     try:
         app()
     except FedpeftError as err:
-        err_console.print(Text.assemble(("error: ", "bold red"), str(err)), highlight=False)
+        err_console.print(Text.assemble(("error: ", "bold red"), str(err)), highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")

@@ -2,19 +2,22 @@
 
 The server sends the run config with every message, so an institution needs nothing but its
 data path (deployment) or its partition id (simulation) in its node config. Only the adapter
-tensors (and a classification head) go back; the base model never leaves.
+tensors (and a classification head) go back, sealed to the aggregator and signed by the
+institution (`fedpeft.client.sealing`); the base model never leaves.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedpeft.client.learner_cache import learner_for
 from fedpeft.client.local_data import LocalData, local_data
+from fedpeft.client.sealing import InstitutionKeys, institution_keys, open_global, seal_state
 from fedpeft.common.adapter.state import from_array_record, to_array_record
 from fedpeft.common.config import RunConfig, from_wire
 from fedpeft.common.errors import DataError
@@ -31,6 +34,7 @@ from fedpeft.common.protocol import (
     PARTITION_ID,
     PROXIMAL_MU,
     RUN_CONFIG,
+    SEAL_SECONDS,
     SERVER_ROUND,
 )
 
@@ -42,13 +46,14 @@ CPU_THREADS_KEY = "cpu-threads"
 """Optional node-config key: torch threads for this institution's process."""
 
 
-def _reply(msg: Message, name: str, metrics: dict[str, float], arrays: dict | None = None) -> Message:
+def _reply(msg: Message, name: str, metrics: dict[str, float],
+           arrays: ArrayRecord | None = None) -> Message:
     content = RecordDict({
         METRICS: MetricRecord(metrics),
         INSTITUTION: ConfigRecord({INSTITUTION_NAME: name}),
     })
     if arrays is not None:
-        content[ARRAYS] = to_array_record(arrays)
+        content[ARRAYS] = arrays
     return Message(content=content, reply_to=msg)
 
 
@@ -61,45 +66,73 @@ def _cpu_threads(cfg: RunConfig, context: Context) -> int | None:
     return None
 
 
-def _prepare(msg: Message, context: Context) -> tuple[ConfigRecord, LocalData, Learner]:
-    """Config, local data and a learner holding the received global adapter."""
+@dataclass(frozen=True)
+class _Round:
+    config: ConfigRecord
+    data: LocalData
+    learner: Learner
+    keys: InstitutionKeys | None
+    """None when the run exchanges plaintext adapters (security.seal_updates = false)."""
+
+    @property
+    def name(self) -> str:
+        return self.keys.name if self.keys is not None else self.data.name
+
+
+def _prepare(msg: Message, context: Context) -> _Round:
+    """Config, local data and a learner holding the received global adapter.
+
+    A sealed run verifies the server's signature before anything is loaded: a refused global
+    raises SecurityError (Flower replies with an error) and the learner keeps its last state.
+    """
     config = msg.content[CONFIG]
     cfg = from_wire(str(config[RUN_CONFIG]))
     data = local_data(cfg, context)
+    keys = institution_keys(cfg, context, data.name)
+    if keys is not None:
+        state = open_global(msg, keys, int(config[SERVER_ROUND]))
+    else:
+        state = from_array_record(msg.content[ARRAYS])
     learner = learner_for(cfg, _cpu_threads(cfg, context))
-    learner.set_state(from_array_record(msg.content[ARRAYS]))
-    return config, data, learner
+    learner.set_state(state)
+    return _Round(config, data, learner, keys)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """One round of local training starting from the global adapter."""
     started = time.perf_counter()
-    config, data, learner = _prepare(msg, context)
+    current = _prepare(msg, context)
+    config, data, learner = current.config, current.data, current.learner
+    server_round = int(config[SERVER_ROUND])
     result = learner.train(
         data.train,
-        server_round=int(config[SERVER_ROUND]),
+        server_round=server_round,
         num_rounds=int(config[NUM_ROUNDS]),
         proximal_mu=float(config.get(PROXIMAL_MU, 0.0)),
     )
-    logger.info("%s round %s: trained on %d examples, loss %.4f", data.name,
-                config[SERVER_ROUND], result.num_examples, result.loss)
+    logger.info("%s round %s: trained on %d examples, loss %.4f", current.name,
+                server_round, result.num_examples, result.loss)
     state = learner.get_state()
-    metrics = {
-        NUM_EXAMPLES: result.num_examples,
-        "loss": result.loss,
-        COMPUTE_SECONDS: time.perf_counter() - started,
-    }
-    return _reply(msg, data.name, metrics, state)
+    metrics = {NUM_EXAMPLES: result.num_examples, "loss": result.loss}
+    if current.keys is None:
+        arrays = to_array_record(state)
+    else:
+        sealing = time.perf_counter()
+        arrays = seal_state(state, msg, current.keys, server_round)
+        metrics[SEAL_SECONDS] = time.perf_counter() - sealing
+    metrics[COMPUTE_SECONDS] = time.perf_counter() - started
+    return _reply(msg, current.name, metrics, arrays)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the global adapter on the institution's local validation rows."""
     started = time.perf_counter()
-    _, data, learner = _prepare(msg, context)
+    current = _prepare(msg, context)
+    data, learner = current.data, current.learner
     if data.validation.empty:
         raise DataError(f"{data.name}: no local validation rows (data.validation_fraction is 0)")
     metrics = {**learner.evaluate(data.validation), NUM_EXAMPLES: len(data.validation),
                COMPUTE_SECONDS: time.perf_counter() - started}
-    return _reply(msg, data.name, metrics)
+    return _reply(msg, current.name, metrics)

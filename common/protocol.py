@@ -24,6 +24,9 @@ COMPUTE_SECONDS = "compute-s"
 """Seconds the institution spent handling the message (data, model, training or evaluation):
 everything else in a round's wall time is the framework's (transport, scheduling, aggregation)."""
 
+SEAL_SECONDS = "seal-s"
+"""Seconds the institution spent sealing and signing its update (part of compute-s)."""
+
 # keys inside a reply's institution record
 INSTITUTION_NAME = "name"
 
@@ -44,5 +47,5 @@ SEALED_UPDATE_STYPE = "fedpeft/sealed-v1"
 SIGNED_GLOBAL_STYPE = "fedpeft/signed-global-v1"
 """The server's global adapter: signed by the server, readable by every institution."""
 
-NON_AVERAGED_METRICS = frozenset({COMPUTE_SECONDS})
+NON_AVERAGED_METRICS = frozenset({COMPUTE_SECONDS, SEAL_SECONDS})
 """Reply metrics that describe the institution's hardware, not the model; kept per client only."""

@@ -85,6 +85,12 @@ def check_deployable(cfg: RunConfig) -> RunConfig:
     for field, value in (("data.test", cfg.data.test), ("output.dir", cfg.output.dir)):
         if not Path(value).is_absolute():
             raise ConfigError(f"{field}={value!r}: must be an absolute path on the SuperLink host")
+    creds = cfg.security.credentials_dir
+    if cfg.security.seal_updates and not (creds and Path(creds).is_absolute()):
+        raise ConfigError(
+            f"security.credentials_dir={creds!r}: a sealed run needs the federation folder's "
+            "absolute path on the SuperLink host (`fedpeft run --dir` sets it)"
+        )
     if not cfg.output.run_name:
         raise ConfigError("output.run_name: a deployed run must be named before it is submitted")
     return cfg

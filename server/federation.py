@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 
 from fedpeft.common.adapter.export import save_adapter
 from fedpeft.common.adapter.state import from_array_record, state_nbytes, to_array_record
@@ -26,8 +27,9 @@ from fedpeft.common.runs.metrics_log import MetricsLog
 from fedpeft.common.runs.plots import write_plots
 from fedpeft.common.training.learner import Learner
 from fedpeft.server.evaluation import ServerEvaluator
+from fedpeft.server.credentials import load_server_keys
 from fedpeft.server.round_recorder import RoundRecorder
-from fedpeft.server.strategies import InstrumentedStrategy, build_strategy
+from fedpeft.server.strategies import InstrumentedStrategy, SealedStrategy, build_strategy
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,22 @@ class FederationOutcome:
     best_value: float | None
     adapter_bytes: int
     wall_seconds: float
+    security: dict[str, Any]
+    """Whether updates were sealed, and the public-key fingerprints they were checked with."""
+
+
+def _strategy(grid: Grid, cfg: RunConfig, recorder: RoundRecorder) -> tuple[Strategy, dict[str, Any]]:
+    """Instrumented(Sealed(Flower strategy)): the recorder sees the bytes on the wire."""
+    inner = build_strategy(cfg)
+    if not cfg.security.seal_updates:
+        logger.warning(
+            "security.seal_updates = false: adapters cross the network and rest in the "
+            "SuperLink's database in the clear, unsigned; use this for benchmarks only"
+        )
+        return InstrumentedStrategy(inner, recorder), {"sealed_updates": False}
+    keys = load_server_keys(cfg.security)
+    sealed = SealedStrategy(inner, keys, run_id=grid.run.run_id, recorder=recorder)
+    return InstrumentedStrategy(sealed, recorder), {"sealed_updates": True, **keys.fingerprints}
 
 
 def run_federation(
@@ -57,7 +75,7 @@ def run_federation(
     started = time.perf_counter()
     log = MetricsLog(folder.metrics_path)
     recorder = RoundRecorder(log, parallel_slots, on_round)
-    strategy = InstrumentedStrategy(build_strategy(cfg), recorder)
+    strategy, security = _strategy(grid, cfg, recorder)
     evaluator = ServerEvaluator(learner, test, recorder, folder.best_dir, cfg.model.task)
     initial_state = learner.get_state()
     round_config = ConfigRecord({RUN_CONFIG: to_wire(cfg), NUM_ROUNDS: cfg.federation.num_rounds})
@@ -80,4 +98,5 @@ def run_federation(
         best_value=evaluator.best.value,
         adapter_bytes=state_nbytes(final_state),
         wall_seconds=time.perf_counter() - started,
+        security=security,
     )

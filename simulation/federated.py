@@ -2,7 +2,8 @@
 
 The ServerApp runs `run_federation` (the same coordinator code a deployment runs) in this
 process; each virtual institution is Flower's ClientApp in a Ray actor, reading its partition
-of the dataset. The run config reaches the institutions inside each round's message, exactly
+of the dataset. Updates are sealed and globals signed exactly as in a deployment, with keys
+made for the run and deleted after it (`fedpeft.simulation.credentials`). The run config reaches the institutions inside each round's message, exactly
 as in a deployment.
 """
 
@@ -24,6 +25,7 @@ from fedpeft.common.adapter.state import full_model_nbytes
 from fedpeft.common.config import RunConfig
 from fedpeft.common.errors import ConfigError
 from fedpeft.server.federation import FederationOutcome, run_federation
+from fedpeft.simulation.credentials import ephemeral_credentials, with_credentials
 from fedpeft.simulation.flower_logging import quiet_flower_console
 from fedpeft.common.runs.folder import open_run_folder
 from fedpeft.simulation.preparation import base_summary, prepare_run
@@ -43,6 +45,12 @@ def parallel_slots(cfg: RunConfig) -> int:
     """How many Ray actors run institutions at once on this machine."""
     cores = os.cpu_count() or 1
     return max(1, min(cfg.simulation.num_clients, int(cores // cfg.simulation.client_cpus)))
+
+
+def _quiet_ray() -> None:
+    """Ray's start-up advice about accelerator variables is noise on a terminal; opt in to
+    its future behaviour (no GPU env rewriting for CPU-only actors) which is what we want."""
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 
 def _backend_config(cfg: RunConfig) -> dict[str, Any]:
@@ -65,20 +73,30 @@ def simulate(cfg: RunConfig, on_round: Callable[[dict[str, Any]], None] | None =
         )
     prepared = prepare_run(cfg)
     cfg = prepared.cfg
-    folder = open_run_folder(cfg, "sim")
+    folder = open_run_folder(cfg, "sim")  # config.toml as given, without temporary key paths
     outcome: list[FederationOutcome] = []
-    server_app = ServerApp()
 
-    @server_app.main()
-    def _main(grid: Grid, context: Context) -> None:
-        outcome.append(run_federation(grid, cfg, prepared.learner, prepared.data.test.frame,
-                                      folder, parallel_slots(cfg), on_round))
+    def _run(run_cfg: RunConfig) -> None:
+        server_app = ServerApp()
 
-    try:
+        @server_app.main()
+        def _main(grid: Grid, context: Context) -> None:
+            outcome.append(run_federation(grid, run_cfg, prepared.learner,
+                                          prepared.data.test.frame, folder,
+                                          parallel_slots(run_cfg), on_round))
+
         with quiet_flower_console():
             run_simulation(server_app=server_app, client_app=client_app,
-                           num_supernodes=cfg.simulation.num_clients,
-                           backend_config=_backend_config(cfg))
+                           num_supernodes=run_cfg.simulation.num_clients,
+                           backend_config=_backend_config(run_cfg))
+
+    _quiet_ray()
+    try:
+        if cfg.security.seal_updates and cfg.security.credentials_dir is None:
+            with ephemeral_credentials(prepared.data.partition_names) as (keys_dir, federation_id):
+                _run(with_credentials(cfg, keys_dir, federation_id))
+        else:
+            _run(cfg)
         if not outcome:
             raise RuntimeError("the Flower simulation ended without running the server")
         result = outcome[0]
@@ -95,6 +113,7 @@ def simulate(cfg: RunConfig, on_round: Callable[[dict[str, Any]], None] | None =
             "adapter_bytes": result.adapter_bytes,
             "full_model_bytes": full_bytes,
             "wall_seconds": result.wall_seconds,
+            "security": result.security,
         }
         return RunReport(folder.finish(summary), summary)
     except BaseException as err:

@@ -90,7 +90,11 @@ class TrainingConfig(_Strict):
     batch_size: int = Field(16, ge=1, le=4096)
     eval_batch_size: int = Field(64, ge=1, le=4096)
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
-    learning_rate: float = Field(5e-4, gt=0, le=1.0)
+    learning_rate: float = Field(
+        5e-3, gt=0, le=1.0,
+        description="Peak learning rate. The default suits small encoders such as the default "
+        "MiniLM; LoRA on billion-parameter LLMs usually wants 1e-4 to 3e-4.",
+    )
     lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
         "linear",
         description="Decays over the whole federated run (all rounds), not restarted each round.",

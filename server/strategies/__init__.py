@@ -2,5 +2,6 @@
 
 from fedpeft.server.strategies.instrumented import InstrumentedStrategy
 from fedpeft.server.strategies.registry import build_strategy
+from fedpeft.server.strategies.sealed import SealedStrategy
 
-__all__ = ["InstrumentedStrategy", "build_strategy"]
+__all__ = ["InstrumentedStrategy", "SealedStrategy", "build_strategy"]

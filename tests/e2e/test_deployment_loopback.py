@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fedpeft.common.adapter.export import export_merged
@@ -209,7 +210,68 @@ def test_federation_over_tls_with_node_auth(tmp_path: Path, tiny_bert_dir: str) 
     for record in trained:
         assert sorted(c["name"] for c in record["clients"]) == list(INSTITUTIONS)
         assert not record["failures"]
-    assert json.loads((folder / "summary.json").read_text())["status"] == "completed"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["security"]["sealed_updates"] is True
+    assert sorted(summary["security"]["institutions"]) == sorted((*INSTITUTIONS, "no-ca", "rogue"))
     merged = export_merged(folder / "adapter", tmp_path / "merged")
     assert (merged / "config.json").is_file()
+    _assert_no_update_at_rest(folder, records[1], data, [fed / "server", logs])
     assert time.monotonic() - started < 180
+
+
+def _assert_no_update_at_rest(run: Path, round_one: dict, data: Path, places: list[Path]) -> None:
+    """No institution's round-1 update appears in the clear in the SuperLink's files or logs.
+
+    The updates are rebuilt here, not taken from the run: local training is deterministic
+    (fixed seed, no dropout, one step), so the test trains each institution's step again
+    from the same initial adapter on the same rows. The rebuild is checked against the run
+    (each institution's reported training loss must match exactly) so the search below cannot
+    pass by looking for the wrong bytes. Needles are 64-byte slices where each update differs
+    from the initial adapter and from the round-1 global (the updates' weighted mean), both of
+    which travel in the clear, signed: short enough to lie within one SQLite page, so deleted rows
+    left in free pages are searched too.
+    """
+    from flwr.app import Context, RecordDict
+
+    from fedpeft.client.learner_cache import learner_for
+    from fedpeft.client.local_data import local_data
+    from fedpeft.common.config import load_config
+    from fedpeft.common.training.learner import Learner
+
+    cfg = load_config(run / "config.toml")
+    initial = Learner(cfg, cfg.data.labels).get_state()  # what the ServerApp starts from
+    reported = {c["name"]: c["train"]["loss"] for c in round_one["clients"]}
+    updates = {}
+    for name in INSTITUTIONS:
+        context = Context(run_id=0, node_id=0, node_config={"data-path": str(data / f"{name}.csv"),
+                                                            "name": name},
+                          state=RecordDict(), run_config={})
+        learner = learner_for(cfg, None)
+        learner.set_state(initial)
+        result = learner.train(local_data(cfg, context).train, server_round=1,
+                               num_rounds=cfg.federation.num_rounds)
+        assert result.loss == pytest.approx(reported[name], rel=1e-6), name
+        updates[name] = learner.get_state()
+
+    weights = {c["name"]: c["train"]["num-examples"] for c in round_one["clients"]}
+    total = sum(weights.values())
+    mean = {key: sum(updates[n][key].astype(np.float64) * weights[n] for n in INSTITUTIONS) / total
+            for key in initial}  # the round-1 global, sent in the clear (signed) in round 2
+    needles = []
+    for name, update in updates.items():
+        for key, tensor in update.items():
+            flat = tensor.ravel()
+            differs = (flat != initial[key].ravel()) & ~np.isclose(flat, mean[key].ravel(),
+                                                                   rtol=1e-5, atol=1e-9)
+            runs = np.convolve(differs.astype(int), np.ones(16, dtype=int), mode="valid")
+            for start in np.flatnonzero(runs == 16)[:1]:
+                needles.append((name, key, flat[start:start + 16].tobytes()))
+    per_institution = {name: sum(n == name for n, _, _ in needles) for name in INSTITUTIONS}
+    assert min(per_institution.values()) >= 2, f"too few distinctive update slices: {per_institution}"
+    files = [p for place in places for p in place.rglob("*") if p.is_file()]
+    assert any(p.name.startswith("state.db") for p in files)
+    for path in files:
+        content = path.read_bytes()
+        for name, key, needle in needles:
+            assert needle not in content, f"{name}'s update of {key} in the clear in {path}"

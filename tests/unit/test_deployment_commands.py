@@ -283,6 +283,7 @@ def _deployable(tmp_path: Path) -> RunConfig:
     return RunConfig.model_validate({
         "data": {"labels": ["a", "b"], "test": str(tmp_path / "test.csv")},
         "output": {"dir": str(tmp_path / "runs"), "run_name": "r1"},
+        "security": {"credentials_dir": str(tmp_path / "FED")},
     })
 
 
@@ -306,9 +307,12 @@ def test_app_pyproject_names_installed_components() -> None:
     ({"data": {"labels": ["a"], "test": "t.csv"}}, "data.test"),
     ({"output": {"dir": "runs", "run_name": "r"}}, "output.dir"),
     ({"output": {"dir": "/runs", "run_name": None}}, "output.run_name"),
+    ({"security": {"credentials_dir": None}}, "security.credentials_dir"),
+    ({"security": {"credentials_dir": "FED"}}, "security.credentials_dir"),
 ])
 def test_check_deployable_names_the_field(update: dict, field: str) -> None:
-    base = {"data": {"labels": ["a"], "test": "/t.csv"}, "output": {"dir": "/runs", "run_name": "r"}}
+    base = {"data": {"labels": ["a"], "test": "/t.csv"}, "output": {"dir": "/runs", "run_name": "r"},
+            "security": {"credentials_dir": "/FED"}}
     cfg = RunConfig.model_validate({**base, **update})
     with pytest.raises(ConfigError, match=field.replace(".", "\\.")):
         check_deployable(cfg)

@@ -1,0 +1,285 @@
+"""The sealed exchange: what the aggregator accepts, what it refuses, and what a client refuses.
+
+Replies are built by hand (as in test_aggregation.py) and sealed with real keys, so every
+refusal below comes from the real checks, not from a mock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Metadata, MetricRecord, RecordDict
+from flwr.app.message.message import make_message
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedpeft.common.config import load_config
+from fedpeft.common.config.loader import to_wire
+from fedpeft.common.crypto import generate_encryption_key, generate_signing_key, seal_update, sign_global, verify_global
+from fedpeft.common.errors import RunError, SecurityError
+from fedpeft.common.protocol import (
+    ARRAYS,
+    CONFIG,
+    INSTITUTION,
+    NUM_ROUNDS,
+    RUN_CONFIG,
+    SEALED_UPDATE_STYPE,
+    SERVER_ROUND,
+    SIGNED_GLOBAL_STYPE,
+)
+from fedpeft.common.runs.metrics_log import MetricsLog
+from fedpeft.common.sealing import envelope_of, envelope_record, global_context, update_context
+from fedpeft.server.credentials import ServerKeys, Signer
+from fedpeft.server.round_recorder import RoundRecorder
+from fedpeft.server.strategies import InstrumentedStrategy, SealedStrategy, build_strategy
+
+FED, RUN = "fed-test", 1
+SERVER_SIGN, SERVER_ENC = generate_signing_key(), generate_encryption_key()
+INSTITUTION_KEYS = {name: generate_signing_key() for name in ("bank-1", "bank-2", "bank-3", "old")}
+
+
+def _signers() -> dict[str, Signer]:
+    return {name: Signer(name, key.public_key(), revoked=name == "old")
+            for name, key in INSTITUTION_KEYS.items()}
+
+
+KEYS = ServerKeys(FED, SERVER_ENC, SERVER_SIGN, _signers)
+
+
+@pytest.fixture(autouse=True)
+def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(TaskIdentity, "_run_id", RUN)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+
+
+@pytest.fixture
+def recorder(tmp_path: Path) -> RoundRecorder:
+    return RoundRecorder(MetricsLog(tmp_path / "metrics.jsonl"), parallel_slots=2)
+
+
+def _meta(node: int) -> Metadata:
+    return Metadata(run_id=RUN, message_id=f"m{node}", src_node_id=node, dst_node_id=0,
+                    reply_to_message_id="out", group_id="1", created_at=time.time(), ttl=60.0,
+                    message_type="train")
+
+
+def _content(arrays: ArrayRecord, name: str, examples: int) -> RecordDict:
+    return RecordDict({
+        "arrays": arrays,
+        "metrics": MetricRecord({"num-examples": examples, "loss": 0.5, "compute-s": 1.0}),
+        INSTITUTION: ConfigRecord({"name": name}),
+    })
+
+
+def _weights(values: list[float]) -> dict[str, np.ndarray]:
+    return {"w": np.asarray(values, dtype=np.float32)}
+
+
+def _plain(node: int, values: list[float], examples: int) -> Message:
+    arrays = ArrayRecord({"w": Array(_weights(values)["w"])})
+    return make_message(_meta(node), _content(arrays, f"bank-{node}", examples))
+
+
+def _sealed(node: int, values: list[float], examples: int, *, name: str | None = None,
+            server_round: int = 1, run_id: int = RUN, key: object = None,
+            arrays: dict[str, np.ndarray] | None = None,
+            blob_hook: Callable[[bytes], bytes] = lambda blob: blob) -> Message:
+    name = name or f"bank-{node}"
+    ctx = update_context(FED, run_id, server_round, name)
+    signing = key or INSTITUTION_KEYS.get(name) or generate_signing_key()
+    blob = seal_update(arrays or _weights(values), ctx, SERVER_ENC.public_key(), signing)
+    record = envelope_record(blob_hook(blob), SEALED_UPDATE_STYPE)
+    return make_message(_meta(node), _content(record, name, examples))
+
+
+class _Grid:
+    def get_node_ids(self) -> list[int]:
+        return [1, 2]
+
+
+def _strategy(recorder: RoundRecorder, sealed: bool = True, name: str = "fedavg",
+              **overrides: object) -> InstrumentedStrategy:
+    cfg = load_config(overrides={"strategy.name": name, **overrides})
+    inner = build_strategy(cfg)
+    if sealed:
+        inner = SealedStrategy(inner, KEYS, run_id=RUN, recorder=recorder)
+    return InstrumentedStrategy(inner, recorder)
+
+
+def _start(strategy: InstrumentedStrategy, initial: list[float], server_round: int = 1) -> list[Message]:
+    arrays = ArrayRecord({"w": Array(np.asarray(initial, dtype=np.float32))})
+    return list(strategy.configure_train(server_round, arrays, ConfigRecord({}), _Grid()))  # type: ignore[arg-type]
+
+
+# -- accepted updates ----------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["fedavg", "fedadam"])
+def test_sealed_updates_aggregate_like_plaintext(name: str, recorder: RoundRecorder) -> None:
+    extra = {"strategy.server_learning_rate": 0.1} if name == "fedadam" else {}
+    plain = _strategy(recorder, sealed=False, name=name, **extra)
+    _start(plain, [1.0, 1.0])
+    expected, expected_metrics = plain.aggregate_train(1, [_plain(1, [1, 2], 1), _plain(2, [4, 8], 3)])
+    sealed = _strategy(recorder, name=name, **extra)
+    _start(sealed, [1.0, 1.0])
+    arrays, metrics = sealed.aggregate_train(1, [_sealed(1, [1, 2], 1), _sealed(2, [4, 8], 3)])
+    np.testing.assert_allclose(arrays["w"].numpy(), expected["w"].numpy(), rtol=1e-6)
+    assert metrics["loss"] == pytest.approx(expected_metrics["loss"])
+    assert metrics["num-examples"] == 4
+
+
+def test_global_goes_out_signed_once_and_the_inner_strategy_sees_plaintext(recorder: RoundRecorder) -> None:
+    strategy = _strategy(recorder, name="fedadam")
+    messages = _start(strategy, [1.5, -2.0])
+    assert [m.metadata.dst_node_id for m in messages] == [1, 2]
+    blobs = [envelope_of(m.content[ARRAYS], SIGNED_GLOBAL_STYPE) for m in messages]
+    assert blobs[0] == blobs[1]  # one signature for every recipient (see fedpeft.common.sealing)
+    state = verify_global(blobs[0], global_context(FED, RUN, 0), SERVER_SIGN.public_key())
+    np.testing.assert_array_equal(state["w"], [1.5, -2.0])
+    fedadam = strategy.inner.inner  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(fedadam.current_arrays["w"], [1.5, -2.0])
+    # training in round 1 carries global version 0: the same global claimed for round 1 is refused
+    with pytest.raises(SecurityError, match="round mismatch"):
+        verify_global(blobs[0], global_context(FED, RUN, 1), SERVER_SIGN.public_key())
+
+
+def _tamper(blob: bytes) -> bytes:
+    """Flip one bit of the payload (the ciphertext of an update), just before the signature."""
+    at = len(blob) - 64 - 5
+    return blob[:at] + bytes([blob[at] ^ 1]) + blob[at + 1:]
+
+
+REFUSALS: dict[str, tuple[Callable[[], Message], str]] = {
+    "tampered ciphertext": (lambda: _sealed(3, [9, 9], 5, blob_hook=_tamper), "signature"),
+    "unknown institution": (lambda: _sealed(3, [9, 9], 5, name="bank-x"), "unknown institution"),
+    "forged key": (lambda: _sealed(3, [9, 9], 5, name="bank-3", key=generate_signing_key()),
+                   "signature"),
+    "revoked institution": (lambda: _sealed(3, [9, 9], 5, name="old"), "revoked"),
+    "replay from another round": (lambda: _sealed(3, [9, 9], 5, server_round=2), "round mismatch"),
+    "replay from another run": (lambda: _sealed(3, [9, 9], 5, run_id=7), "run mismatch"),
+    "wrong shape": (lambda: _sealed(3, [], 5, arrays=_weights([9, 9, 9])), "shape mismatch"),
+    "wrong dtype": (lambda: _sealed(3, [], 5, arrays={"w": np.asarray([9, 9], dtype=np.float64)}),
+                    "dtype mismatch"),
+    "plaintext": (lambda: _plain(3, [9, 9], 5), "unsealed"),
+    "duplicate institution": (lambda: _sealed(3, [9, 9], 5, name="bank-1"), "duplicate"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_bad_update_is_refused_logged_and_recorded(case: str, recorder: RoundRecorder,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    make_bad, reason = REFUSALS[case]
+    strategy = _strategy(recorder)
+    _start(strategy, [0.0, 0.0])
+    good = [_sealed(1, [1, 2], 1), _sealed(2, [4, 8], 3)]
+    with caplog.at_level(logging.WARNING, logger="fedpeft.server.strategies.sealed"):
+        arrays, metrics = strategy.aggregate_train(1, [*good, make_bad()])
+    # the round completes with the two good updates only
+    np.testing.assert_allclose(arrays["w"].numpy(), [3.25, 6.5])
+    assert metrics["num-examples"] == 4
+    warning = caplog.records[-1]
+    assert warning.levelno == logging.WARNING
+    assert "node 3" in warning.getMessage() and reason in warning.getMessage()
+    record = recorder.close(1, {}, server_eval_s=0.0)
+    (failure,) = record["failures"]
+    assert failure["node_id"] == 3 and failure["phase"] == "sealing" and reason in failure["reason"]
+    assert record["time"]["server_sealing_s"] > 0
+
+
+def test_update_from_another_node_than_registered_is_refused(recorder: RoundRecorder) -> None:
+    signers = {**_signers(), "bank-2": Signer("bank-2", INSTITUTION_KEYS["bank-2"].public_key(),
+                                              node_id=22)}
+    keys = ServerKeys(FED, SERVER_ENC, SERVER_SIGN, lambda: signers)
+    strategy = InstrumentedStrategy(SealedStrategy(build_strategy(load_config()), keys, RUN, recorder),
+                                    recorder)
+    _start(strategy, [0.0, 0.0])
+    arrays, _ = strategy.aggregate_train(1, [_sealed(1, [1, 2], 1), _sealed(2, [4, 8], 3)])
+    np.testing.assert_allclose(arrays["w"].numpy(), [1, 2])
+    assert "registered as node 22" in recorder.close(1, {}, 0.0)["failures"][0]["reason"]
+
+
+def test_round_without_any_acceptable_update_stops_the_run(recorder: RoundRecorder) -> None:
+    strategy = _strategy(recorder)
+    _start(strategy, [0.0, 0.0])
+    with pytest.raises(RunError, match="no update could be accepted.*unknown institution"):
+        strategy.aggregate_train(1, [_sealed(1, [1, 2], 1, name="bank-x"), _plain(2, [4, 8], 3)])
+
+
+def test_replay_of_the_previous_round_is_refused(recorder: RoundRecorder) -> None:
+    strategy = _strategy(recorder)
+    _start(strategy, [0.0, 0.0])
+    strategy.aggregate_train(1, [_sealed(1, [1, 2], 1), _sealed(2, [4, 8], 3)])
+    _start(strategy, [3.25, 6.5], server_round=2)
+    arrays, _ = strategy.aggregate_train(2, [_sealed(1, [1, 1], 1, server_round=2),
+                                            _sealed(2, [4, 8], 3, server_round=1)])
+    np.testing.assert_allclose(arrays["w"].numpy(), [1, 1])
+
+
+# -- the client refuses a bad global -------------------------------------------------------
+@pytest.fixture
+def client_setup(tmp_path: Path, tiny_bert_dir: str):
+    from fedpeft.simulation.credentials import ephemeral_credentials, with_credentials
+
+    rows = [{"text": f"my card number {i}" if i % 2 else f"fraud scam {i}",
+             "label": "card" if i % 2 else "fraud"} for i in range(24)]
+    pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
+    cfg = load_config(overrides={
+        "model.name": tiny_bert_dir, "model.max_seq_length": 16, "data.train": str(tmp_path / "train.csv"),
+        "data.partition": "iid", "data.labels": ["card", "fraud"], "training.local_steps": 1,
+        "training.batch_size": 4, "peft.lora_dropout": 0.0,
+    })
+    with ephemeral_credentials(["institution-0", "institution-1"]) as (folder, federation_id):
+        yield with_credentials(cfg, folder, federation_id), folder
+
+
+def _server_keys(folder: Path):
+    from fedpeft.server.credentials import load_server_keys
+    from fedpeft.common.config import SecurityConfig
+    return load_server_keys(SecurityConfig(credentials_dir=str(folder)))
+
+
+def test_client_refuses_tampered_or_unsigned_global_and_keeps_its_adapter(client_setup) -> None:
+    from fedpeft.client.app import train
+    from fedpeft.client.learner_cache import learner_for
+
+    cfg, folder = client_setup
+    keys = _server_keys(folder)
+    context = Context(run_id=RUN, node_id=5, node_config={"partition-id": 0, "num-partitions": 2},
+                      state=RecordDict(), run_config={})
+    learner = learner_for(cfg, None)
+    initial = learner.get_state()
+
+    def message(arrays: ArrayRecord) -> Message:
+        config = ConfigRecord({RUN_CONFIG: to_wire(cfg), NUM_ROUNDS: 2, SERVER_ROUND: 1})
+        return Message(RecordDict({ARRAYS: arrays, CONFIG: config}), dst_node_id=5, message_type="train")
+
+    def signed(state: dict[str, np.ndarray], version: int = 0) -> ArrayRecord:
+        blob = sign_global(state, global_context(keys.federation_id, RUN, version), keys.signing_key)
+        return envelope_record(blob, SIGNED_GLOBAL_STYPE)
+
+    reply = train(message(signed(initial)), context)  # a good global: trains, replies sealed
+    update = envelope_of(reply.content[ARRAYS], SEALED_UPDATE_STYPE)
+    assert update and reply.content[INSTITUTION]["name"] == "institution-0"
+    trained = learner.get_state()
+    assert any(not np.array_equal(trained[k], initial[k]) for k in initial)
+
+    other = {key: value + 1.0 for key, value in initial.items()}
+    tampered = signed(other)
+    blob = envelope_of(tampered, SIGNED_GLOBAL_STYPE)
+    bad_globals = {
+        "tampered": envelope_record(_tamper(blob), SIGNED_GLOBAL_STYPE),
+        "unsigned": ArrayRecord({key: Array(value) for key, value in other.items()}),
+        "old round": signed(other, version=3),
+        "forged": envelope_record(sign_global(other, global_context(keys.federation_id, RUN, 0),
+                                              generate_signing_key()), SIGNED_GLOBAL_STYPE),
+    }
+    for case, arrays in bad_globals.items():
+        with pytest.raises(SecurityError):
+            train(message(arrays), context)
+        after = learner.get_state()
+        for key in trained:
+            np.testing.assert_array_equal(after[key], trained[key], err_msg=case)
