@@ -146,7 +146,20 @@ class SealedStrategy(Strategy):
         if not accepted:
             reasons = "; ".join(refused[:3]) or "no update received"
             raise RunError(f"round {server_round}: no update could be accepted ({reasons})")
-        return self.inner.aggregate_train(server_round, passed)
+        arrays, metrics = self.inner.aggregate_train(server_round, passed)
+        return self._as_sent(arrays), metrics
+
+    def _as_sent(self, arrays: ArrayRecord | None) -> ArrayRecord | None:
+        """The aggregate in the dtypes of the global that went out (FedAdam/FedYogi compute in
+        float64): the next global then has the manifest institutions train and seal, float32."""
+        if arrays is None or self._manifest is None:
+            return arrays
+        dtypes = {spec.name: spec.dtype for spec in self._manifest.tensors}
+        state = from_array_record(arrays)
+        if all(dtypes.get(key, array.dtype.name) == array.dtype.name for key, array in state.items()):
+            return arrays
+        return to_array_record({key: array.astype(dtypes.get(key, array.dtype.name), copy=False)
+                                for key, array in state.items()})
 
     def _open(self, server_round: int, reply: Message, name: str,
               signers: Mapping[str, Signer]) -> AdapterState:

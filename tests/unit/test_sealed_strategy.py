@@ -128,6 +128,8 @@ def test_sealed_updates_aggregate_like_plaintext(name: str, recorder: RoundRecor
     _start(sealed, [1.0, 1.0])
     arrays, metrics = sealed.aggregate_train(1, [_sealed(1, [1, 2], 1), _sealed(2, [4, 8], 3)])
     np.testing.assert_allclose(arrays["w"].numpy(), expected["w"].numpy(), rtol=1e-6)
+    # the next global keeps the float32 manifest institutions seal (FedAdam computes in float64)
+    assert arrays["w"].numpy().dtype == np.float32
     assert metrics["loss"] == pytest.approx(expected_metrics["loss"])
     assert metrics["num-examples"] == 4
 

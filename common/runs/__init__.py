@@ -1,0 +1,1 @@
+"""Run folders: what every run leaves behind for a person to read."""

@@ -1,0 +1,42 @@
+"""`metrics.jsonl`: one JSON object per round (or epoch, for baselines), flushed as written.
+
+Written line by line so a run that dies in round 7 still shows rounds 0-6.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/Infinity; store them as null rather than emit invalid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
+class MetricsLog:
+    """Append-only writer for one run's `metrics.jsonl`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: list[dict[str, Any]] = []
+
+    def append(self, record: dict[str, Any]) -> None:
+        clean = _finite(record)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(clean, sort_keys=True) + "\n")
+        self.records.append(clean)
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Read a `metrics.jsonl` back (used by plots, reports and tests)."""
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
