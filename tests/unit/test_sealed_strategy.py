@@ -137,7 +137,7 @@ def test_sealed_updates_aggregate_like_plaintext(name: str, recorder: RoundRecor
 def test_global_goes_out_signed_once_and_the_inner_strategy_sees_plaintext(recorder: RoundRecorder) -> None:
     strategy = _strategy(recorder, name="fedadam")
     messages = _start(strategy, [1.5, -2.0])
-    assert [m.metadata.dst_node_id for m in messages] == [1, 2]
+    assert sorted(m.metadata.dst_node_id for m in messages) == [1, 2]  # Flower samples in random order
     blobs = [envelope_of(m.content[ARRAYS], SIGNED_GLOBAL_STYPE) for m in messages]
     assert blobs[0] == blobs[1]  # one signature for every recipient (see fedpeft.common.sealing)
     state = verify_global(blobs[0], global_context(FED, RUN, 0), SERVER_SIGN.public_key())
