@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -24,12 +23,10 @@ from fedpeft.common.adapter.export import save_adapter
 from fedpeft.common.adapter.state import full_model_nbytes, state_nbytes
 from fedpeft.common.config import RunConfig
 from fedpeft.common.runs.best import BestAdapter
-from fedpeft.common.runs.folder import RunFolder
+from fedpeft.common.runs.folder import RunFolder, open_run_folder
 from fedpeft.common.runs.metrics_log import MetricsLog
 from fedpeft.common.runs.plots import write_plots
-from fedpeft.common.training.learner import Learner
 from fedpeft.simulation.federated import RunReport
-from fedpeft.common.runs.folder import open_run_folder
 from fedpeft.simulation.preparation import PreparedRun, base_summary, prepare_run
 
 logger = logging.getLogger(__name__)
