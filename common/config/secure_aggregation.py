@@ -1,0 +1,69 @@
+"""The `[secure_aggregation]` section: SecAgg+-style masking of the updates."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import Field, model_validator
+
+from fedpeft.common.config.base import StrictModel
+
+
+def default_neighbours(participants: int) -> int:
+    """SecAgg+'s logarithmic degree: every other institution up to 5, then ~2 log2(n), even."""
+    if participants <= 5:
+        return max(1, participants - 1)
+    degree = 2 * math.ceil(math.log2(participants))
+    return min(participants - 1, degree)
+
+
+class SecureAggregationConfig(StrictModel):
+    """SecAgg+-style masking: the aggregator learns only the weighted sum of the updates.
+
+    Privacy and accuracy trade-off: each update value (the change of the adapter over the
+    round) is clipped to [-clip_range, clip_range] and rounded to one of 2**quantization_bits
+    levels, so the decoded average is within clip_range / (2**quantization_bits - 1) of the
+    plaintext average for every value inside the range. A wider range loses fewer outliers but
+    coarsens the grid. Up to `max_dropouts` institutions may vanish after the key exchange and
+    the round still completes; each institution's secrets are split among itself and its
+    `neighbours`, and any `neighbours + 1 - max_dropouts` of them can rebuild them, so fewer
+    than that many colluding institutions plus the aggregator learn nothing about one update.
+    """
+
+    enabled: bool = Field(False, description="Mask every update; the server unmasks only the sum.")
+    neighbours: int | None = Field(
+        None, ge=1,
+        description="Degree k of the communication graph; None: all others up to 5 "
+        "institutions, then 2*ceil(log2 n).",
+    )
+    max_dropouts: int = Field(
+        1, ge=0, description="Institutions that may drop out after the key exchange per round."
+    )
+    clip_range: float = Field(
+        4.0, gt=0, le=1e6, description="Each update value is clipped to +/- this before encoding."
+    )
+    quantization_bits: int = Field(24, ge=8, le=40, description="Fixed-point levels: 2**bits.")
+    ring_bits: int = Field(
+        64, ge=32, le=64, description="Masked values live in the integers modulo 2**ring_bits."
+    )
+
+    def degree(self, participants: int) -> int:
+        """The graph degree for `participants` institutions."""
+        if self.neighbours is None:
+            return default_neighbours(participants)
+        return min(self.neighbours, participants - 1)
+
+    def threshold(self, participants: int) -> int:
+        """Shares needed to rebuild one institution's secrets (it holds one of its own)."""
+        return self.degree(participants) + 1 - self.max_dropouts
+
+    @model_validator(mode="after")
+    def _ring_fits(self) -> SecureAggregationConfig:
+        # Room for the weighted sum: weights up to 2**20 examples summed over 2**10 institutions.
+        headroom = self.ring_bits - self.quantization_bits
+        if headroom < 30:
+            raise ValueError(
+                f"secure_aggregation.ring_bits={self.ring_bits} leaves {headroom} bits above "
+                f"quantization_bits={self.quantization_bits}; the weighted sum needs at least 30"
+            )
+        return self
