@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from fedpeft.cli.audit import audit_app
 from fedpeft.cli import deployment
 from fedpeft.cli import options as opt
 from fedpeft.cli.display import console, err_console, round_progress, summary_table
@@ -34,6 +35,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(deployment.federation_app, name="federation")
 app.add_typer(deployment.server_app, name="server")
 app.add_typer(deployment.client_app, name="client")
+app.add_typer(audit_app, name="audit")
 app.command("run")(deployment.run)
 
 

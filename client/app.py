@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedpeft.client import secure_aggregation
 from fedpeft.client.learner_cache import learner_for
 from fedpeft.client.local_data import LocalData, local_data
 from fedpeft.client.sealing import InstitutionKeys, institution_keys, open_global, seal_state
-from fedpeft.common.adapter.state import from_array_record, to_array_record
+from fedpeft.common import secagg_wire
+from fedpeft.common.adapter.state import AdapterState, from_array_record, to_array_record
 from fedpeft.common.config import RunConfig, from_wire
-from fedpeft.common.errors import DataError
+from fedpeft.common.errors import DataError, SecurityError
 from fedpeft.common.training.learner import Learner
 from fedpeft.common.protocol import (
     ARRAYS,
@@ -68,11 +70,20 @@ def _cpu_threads(cfg: RunConfig, context: Context) -> int | None:
 
 @dataclass(frozen=True)
 class _Round:
+    cfg: RunConfig
     config: ConfigRecord
     data: LocalData
     learner: Learner
+    received: AdapterState
+    """The global adapter as received, before local training."""
     keys: InstitutionKeys | None
     """None when the run exchanges plaintext adapters (security.seal_updates = false)."""
+
+    @property
+    def federation_id(self) -> str:
+        if self.keys is not None:
+            return self.keys.federation_id
+        return self.cfg.security.federation_id or secagg_wire.UNSEALED_FEDERATION
 
     @property
     def name(self) -> str:
@@ -95,7 +106,7 @@ def _prepare(msg: Message, context: Context) -> _Round:
         state = from_array_record(msg.content[ARRAYS])
     learner = learner_for(cfg, _cpu_threads(cfg, context))
     learner.set_state(state)
-    return _Round(config, data, learner, keys)
+    return _Round(cfg, config, data, learner, state, keys)
 
 
 @app.train()
@@ -114,7 +125,17 @@ def train(msg: Message, context: Context) -> Message:
     logger.info("%s round %s: trained on %d examples, loss %.4f", current.name,
                 server_round, result.num_examples, result.loss)
     state = learner.get_state()
-    metrics = {NUM_EXAMPLES: result.num_examples, "loss": result.loss}
+    metrics: dict[str, float] = {"loss": result.loss}
+    if secagg_wire.RECORD in msg.content.config_records:
+        state, clipped = _masked(msg, context, current, state, result.num_examples)
+        metrics[secagg_wire.CLIPPED] = clipped
+    elif current.cfg.secure_aggregation.enabled:
+        raise SecurityError(
+            "the run asks for secure aggregation but this train message has no masking "
+            "parameters: refusing to send an unmasked update"
+        )
+    else:
+        metrics[NUM_EXAMPLES] = result.num_examples
     if current.keys is None:
         arrays = to_array_record(state)
     else:
@@ -123,6 +144,35 @@ def train(msg: Message, context: Context) -> Message:
         metrics[SEAL_SECONDS] = time.perf_counter() - sealing
     metrics[COMPUTE_SECONDS] = time.perf_counter() - started
     return _reply(msg, current.name, metrics, arrays)
+
+
+def _masked(msg: Message, context: Context, current: _Round, state: AdapterState,
+            weight: int) -> tuple[AdapterState, int]:
+    """The update as this round's masked vector: (state with one masked array, values clipped)."""
+    delta = {key: state[key] - current.received[key] for key in state}
+    expected = secagg_wire.round_context(current.federation_id, msg.metadata.run_id,
+                                         int(current.config[SERVER_ROUND]))
+    masked = secure_aggregation.mask_update(msg, context, expected, secagg_wire.flatten(delta),
+                                            weight)
+    return {secagg_wire.MASKED_ARRAY: masked.vector}, masked.clipped
+
+
+@app.train(secagg_wire.ACTIONS[secagg_wire.SETUP])
+def secagg_setup(msg: Message, context: Context) -> Message:
+    """Secure aggregation, stage 1 (see `fedpeft.client.secure_aggregation`)."""
+    return secure_aggregation.handle_setup(msg, context)
+
+
+@app.train(secagg_wire.ACTIONS[secagg_wire.SHARE])
+def secagg_share(msg: Message, context: Context) -> Message:
+    """Secure aggregation, stage 2."""
+    return secure_aggregation.handle_share(msg, context)
+
+
+@app.train(secagg_wire.ACTIONS[secagg_wire.UNMASK])
+def secagg_unmask(msg: Message, context: Context) -> Message:
+    """Secure aggregation, stage 4."""
+    return secure_aggregation.handle_unmask(msg, context)
 
 
 @app.evaluate()

@@ -13,14 +13,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedpeft.common.adapter.export import save_adapter
-from fedpeft.common.adapter.state import from_array_record, state_nbytes, to_array_record
+from fedpeft.common import secagg_wire
+from fedpeft.common.adapter.state import (
+    AdapterState,
+    from_array_record,
+    state_nbytes,
+    to_array_record,
+)
 from fedpeft.common.config import RunConfig, to_wire
+from fedpeft.common.crypto import Manifest
 from fedpeft.common.protocol import NUM_ROUNDS, RUN_CONFIG
 from fedpeft.common.runs.folder import RunFolder
 from fedpeft.common.runs.metrics_log import MetricsLog
@@ -29,7 +37,12 @@ from fedpeft.common.training.learner import Learner
 from fedpeft.server.evaluation import ServerEvaluator
 from fedpeft.server.credentials import load_server_keys
 from fedpeft.server.round_recorder import RoundRecorder
-from fedpeft.server.strategies import InstrumentedStrategy, SealedStrategy, build_strategy
+from fedpeft.server.strategies import (
+    InstrumentedStrategy,
+    SealedStrategy,
+    SecureAggregationStrategy,
+    build_strategy,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,18 +61,36 @@ class FederationOutcome:
     """Whether updates were sealed, and the public-key fingerprints they were checked with."""
 
 
+def _masked_manifest(state: AdapterState) -> Manifest:
+    """What a masked update declares: one uint64 vector, every value plus the example count."""
+    size = sum(int(array.size) for array in state.values()) + 1
+    return Manifest.of({secagg_wire.MASKED_ARRAY: np.broadcast_to(np.uint64(0), (size,))})
+
+
 def _strategy(grid: Grid, cfg: RunConfig, recorder: RoundRecorder) -> tuple[Strategy, dict[str, Any]]:
-    """Instrumented(Sealed(Flower strategy)): the recorder sees the bytes on the wire."""
-    inner = build_strategy(cfg)
-    if not cfg.security.seal_updates:
+    """Instrumented(Sealed(SecureAggregation(Flower strategy))): the recorder sees the bytes on
+    the wire, sealing wraps masked vectors, and the Flower strategy sees only their sum."""
+    strategy = build_strategy(cfg)
+    keys = load_server_keys(cfg.security) if cfg.security.seal_updates else None
+    security: dict[str, Any] = {"sealed_updates": keys is not None,
+                                "secure_aggregation": cfg.secure_aggregation.enabled,
+                                "lora_mode": cfg.lora.mode}
+    update_manifest: Callable[[AdapterState], Manifest | None] = Manifest.of
+    if cfg.secure_aggregation.enabled:
+        federation_id = (keys.federation_id if keys is not None
+                         else cfg.security.federation_id or secagg_wire.UNSEALED_FEDERATION)
+        strategy = SecureAggregationStrategy(strategy, cfg, federation_id, grid.run.run_id,
+                                             recorder)
+        update_manifest = _masked_manifest
+    if keys is None:
         logger.warning(
             "security.seal_updates = false: adapters cross the network and rest in the "
-            "SuperLink's database in the clear, unsigned; use this for benchmarks only"
+            "SuperLink's database unencrypted and unsigned; use this for benchmarks only"
         )
-        return InstrumentedStrategy(inner, recorder), {"sealed_updates": False}
-    keys = load_server_keys(cfg.security)
-    sealed = SealedStrategy(inner, keys, run_id=grid.run.run_id, recorder=recorder)
-    return InstrumentedStrategy(sealed, recorder), {"sealed_updates": True, **keys.fingerprints}
+        return InstrumentedStrategy(strategy, recorder), security
+    sealed = SealedStrategy(strategy, keys, run_id=grid.run.run_id, recorder=recorder,
+                            update_manifest=update_manifest)
+    return InstrumentedStrategy(sealed, recorder), {**security, **keys.fingerprints}
 
 
 def run_federation(

@@ -63,6 +63,9 @@ class _Round:
     train_metrics: dict[str, float] = field(default_factory=dict)
     eval_metrics: dict[str, float] = field(default_factory=dict)
     sealing_s: float = 0.0
+    secure_aggregation: dict[str, Any] | None = None
+    updates: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class RoundRecorder:
@@ -123,6 +126,23 @@ class RoundRecorder:
             {"node_id": node_id, "name": name, "phase": "sealing", "reason": reason}
         )
 
+    def update_received(self, number: int, name: str, sha256: str) -> None:
+        """The SHA-256 of a sealed update as it arrived (before opening): the audit trail of
+        exactly what each institution sent, refused or not."""
+        self._round(number).updates[name] = sha256
+
+    def failure(self, number: int, node_id: int | None, phase: str, reason: str) -> None:
+        """Anything else refused or lost in round `number` (`node_id` None: the whole round)."""
+        self._round(number).failures.append({"node_id": node_id, "phase": phase, "reason": reason})
+
+    def secure_aggregation(self, number: int, info: dict[str, Any]) -> None:
+        """The round's secure-aggregation facts: participants, dropouts, protocol cost."""
+        self._round(number).secure_aggregation = dict(info)
+
+    def annotate(self, number: int, key: str, value: Any) -> None:
+        """A further section of the round record (e.g. `privacy`), written as given."""
+        self._round(number).extra[key] = value
+
     def sealing(self, number: int, seconds: float) -> None:
         """Server time spent signing globals and opening updates in round `number`."""
         self._round(number).sealing_s += seconds
@@ -139,16 +159,20 @@ class RoundRecorder:
         if number > 0:
             round_s = self._clock() - current.train.started
             compute_s = current.train.compute_wall(self._slots) + current.evaluate.compute_wall(self._slots)
+            protocol = current.secure_aggregation or {}
+            sent = protocol.get("protocol_bytes_sent", 0)
+            received = protocol.get("protocol_bytes_received", 0)
             record.update(
                 train=current.train_metrics,
                 client_eval=current.eval_metrics,
                 clients=[current.clients[k] for k in sorted(current.clients)],
                 failures=current.failures,
                 bytes={
-                    "sent": current.train.bytes_sent + current.evaluate.bytes_sent,
-                    "received": current.train.bytes_received + current.evaluate.bytes_received,
-                    "train_sent": current.train.bytes_sent,
-                    "train_received": current.train.bytes_received,
+                    "sent": current.train.bytes_sent + current.evaluate.bytes_sent + sent,
+                    "received": (current.train.bytes_received + current.evaluate.bytes_received
+                                 + received),
+                    "train_sent": current.train.bytes_sent + sent,
+                    "train_received": current.train.bytes_received + received,
                 },
                 time={
                     "round_s": round_s,
@@ -159,6 +183,11 @@ class RoundRecorder:
                     "framework_s": max(0.0, round_s - compute_s - server_eval_s),
                 },
             )
+            if current.updates:
+                record["updates_sha256"] = dict(sorted(current.updates.items()))
+            if current.secure_aggregation is not None:
+                record["secure_aggregation"] = current.secure_aggregation
+            record.update(current.extra)
         self._log.append(record)
         if self._on_round is not None:
             self._on_round(record)

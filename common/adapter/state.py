@@ -40,7 +40,8 @@ def adapter_state(model: PeftModel) -> AdapterState:
     return {key: _to_numpy(value) for key, value in peft_state_dict(model).items()}
 
 
-def _check_compatible(expected: Mapping[str, torch.Tensor], state: Mapping[str, np.ndarray]) -> None:
+def check_state_shapes(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, np.ndarray]) -> None:
+    """Raise ModelError naming the first key of `state` missing, unexpected or misshapen."""
     missing = [key for key in expected if key not in state]
     if missing:
         raise ModelError(f"adapter state: key {missing[0]!r} is missing ({len(missing)} missing in all)")
@@ -49,11 +50,11 @@ def _check_compatible(expected: Mapping[str, torch.Tensor], state: Mapping[str, 
         raise ModelError(
             f"adapter state: unexpected key {unexpected[0]!r} ({len(unexpected)} unexpected in all)"
         )
-    for key, tensor in expected.items():
-        if tuple(state[key].shape) != tuple(tensor.shape):
+    for key, shape in expected.items():
+        if tuple(state[key].shape) != tuple(shape):
             raise ModelError(
                 f"adapter state: {key!r} has shape {tuple(state[key].shape)}, "
-                f"the model expects {tuple(tensor.shape)}"
+                f"the model expects {tuple(shape)}"
             )
 
 
@@ -64,7 +65,7 @@ def load_adapter_state(model: PeftModel, state: Mapping[str, np.ndarray]) -> Non
     different setup keeps a usable model and the error names the offending key.
     """
     expected = peft_state_dict(model)
-    _check_compatible(expected, state)
+    check_state_shapes({key: tuple(tensor.shape) for key, tensor in expected.items()}, state)
     tensors = {key: torch.from_numpy(np.asarray(state[key])).to(dtype=tensor.dtype, device=tensor.device)
                for key, tensor in expected.items()}
     # Every key was checked against peft's own state dict, whose keys peft guarantees to load.

@@ -3,5 +3,6 @@
 from fedpeft.server.strategies.instrumented import InstrumentedStrategy
 from fedpeft.server.strategies.registry import build_strategy
 from fedpeft.server.strategies.sealed import SealedStrategy
+from fedpeft.server.strategies.secure_aggregation import SecureAggregationStrategy
 
-__all__ = ["InstrumentedStrategy", "SealedStrategy", "build_strategy"]
+__all__ = ["InstrumentedStrategy", "SealedStrategy", "SecureAggregationStrategy", "build_strategy"]

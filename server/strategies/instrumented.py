@@ -23,6 +23,8 @@ class InstrumentedStrategy(Strategy):
     def __init__(self, inner: Strategy, recorder: RoundRecorder) -> None:
         self.inner = inner
         self.recorder = recorder
+        self._sent: dict[int, int] = {}
+        """Train messages sent per round: none means the round was aborted before training."""
 
     def summary(self) -> None:
         self.inner.summary()
@@ -32,6 +34,7 @@ class InstrumentedStrategy(Strategy):
     ) -> Iterable[Message]:
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         self.recorder.messages_out(server_round, "train", messages)
+        self._sent[server_round] = len(messages)
         return messages
 
     def aggregate_train(
@@ -39,6 +42,8 @@ class InstrumentedStrategy(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
         self.recorder.replies_in(server_round, "train", replies)
+        if self._sent.get(server_round, 1) == 0:
+            return None, None  # aborted before training; the reason is already recorded
         if replies and all(reply.has_error() for reply in replies):
             reasons = "; ".join(
                 f"node {r.metadata.src_node_id}: {r.error.reason}" for r in replies[:3]

@@ -20,9 +20,10 @@ decryption. At most one update per institution per round: later ones are refused
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.app.message.message import make_message
@@ -55,8 +56,15 @@ class SealedStrategy(Strategy):
     """Forwards to `inner` with signed globals going out and opened updates coming in."""
 
     def __init__(self, inner: Strategy, keys: ServerKeys, run_id: int,
-                 recorder: RoundRecorder | None = None) -> None:
+                 recorder: RoundRecorder | None = None,
+                 update_manifest: Callable[[AdapterState], Manifest | None] = Manifest.of) -> None:
+        """`update_manifest` maps the global to what an update must declare: the same tensors
+        by default, a masked vector under secure aggregation, None when shapes vary by
+        institution (stacking: the decrypted tensors are still checked against the signed
+        manifest)."""
         self.inner = inner
+        self._update_manifest = update_manifest
+        self._expected: Manifest | None = None
         self.keys = keys
         self.run_id = run_id
         self.recorder = recorder
@@ -76,6 +84,7 @@ class SealedStrategy(Strategy):
         state = from_array_record(arrays)
         self._global_keys = list(state)
         self._manifest = Manifest.of(state)
+        self._expected = self._update_manifest(state)
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         return self._signed_messages(server_round, messages)
 
@@ -179,12 +188,16 @@ class SealedStrategy(Strategy):
         if len(records) != 1:
             raise SecurityError(f"expected one ArrayRecord, found {len(records)}")
         blob = envelope_of(records[0], SEALED_UPDATE_STYPE)
+        if self.recorder is not None:
+            self.recorder.update_received(server_round, name, hashlib.sha256(blob).hexdigest())
         ctx = update_context(self.keys.federation_id, self.run_id, server_round, name)
         state = open_update(blob, ctx, self.keys.encryption_key, {name: signer.public_key},
-                            self._manifest)
+                            self._expected)
         # The envelope holds tensors in name order; keep the global's order for the inner
         # strategy (aggregation is by name, but the final adapter is saved in this order).
-        return {key: state[key] for key in self._global_keys} if self._global_keys else state
+        if set(state) == set(self._global_keys):
+            return {key: state[key] for key in self._global_keys}
+        return state
 
     def _refuse(self, server_round: int, node: int, name: str, reason: str) -> None:
         logger.warning("round %d: refused the update of node %d (institution %s): %s",

@@ -66,6 +66,6 @@ def test_simulation_without_sealing_warns(tiny_bert_dir: str, tmp_path: Path, ca
     })
     with caplog.at_level("WARNING"):
         report = simulate(cfg)
-    assert report.summary["security"] == {"sealed_updates": False}
+    assert report.summary["security"]["sealed_updates"] is False
     assert "seal_updates = false" in caplog.text
     assert json.loads((report.path / "summary.json").read_text())["status"] == "completed"

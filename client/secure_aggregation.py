@@ -1,0 +1,107 @@
+"""The institution's half of secure aggregation: key exchange, masking, unmasking shares.
+
+The protocol state (private keys, the self-mask seed, the shares other institutions sent) is
+kept in Flower's `Context.state` between the round's messages: it lives on the institution's
+node (the SuperNode, or the simulation's node state) and never travels to the SuperLink.
+
+What an institution checks before it helps: every stage's parameters are bound to one run
+and round (`secagg_wire.round_context`), and it masks only for the run and round of the train
+message it is answering; the unmasking stage refuses requests that would reveal both secrets
+of one institution (`SecAggClient.unmask`). The run's settings come from the server, but an
+institution whose run config asks for secure aggregation refuses to send an unmasked update.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+
+from fedpeft.common import secagg_wire as wire
+from fedpeft.common.crypto.secagg import MaskedInput, SecAggClient, SecAggParams
+from fedpeft.common.errors import SecurityError
+
+logger = logging.getLogger(__name__)
+
+_CLIENT = "client"
+_CONTEXT = "context"
+
+
+def _params(msg: Message) -> tuple[SecAggParams, int]:
+    record = msg.content.config_records.get(wire.RECORD)
+    if record is None:
+        raise SecurityError("secure aggregation message without its parameters")
+    sid = record.get(wire.ID)
+    if not isinstance(sid, int) or sid < 1:
+        raise SecurityError(f"secure aggregation: bad protocol id {sid!r}")
+    return SecAggParams.from_record(record), sid
+
+
+def _save(context: Context, client: SecAggClient, params: SecAggParams) -> None:
+    context.state[wire.STATE] = ConfigRecord({_CLIENT: client.to_bytes(), _CONTEXT: params.context})
+
+
+def _load(context: Context, params: SecAggParams) -> SecAggClient:
+    record = context.state.config_records.get(wire.STATE)
+    if record is None or record.get(_CONTEXT) != params.context:
+        raise SecurityError("secure aggregation: no key exchange for this round on this node")
+    data = record.get(_CLIENT)
+    assert isinstance(data, bytes)
+    return SecAggClient.from_bytes(data)
+
+
+def _reply(msg: Message, values: dict[str, object]) -> Message:
+    return Message(RecordDict({wire.RECORD: ConfigRecord(values)}), reply_to=msg)  # type: ignore[arg-type]
+
+
+def handle_setup(msg: Message, context: Context) -> Message:
+    """Stage 1: fresh key pairs for this round; the public halves go back."""
+    params, sid = _params(msg)
+    client = SecAggClient(sid, params)
+    keys = client.advertise()
+    _save(context, client, params)
+    return _reply(msg, wire.keys_record({sid: keys}))
+
+
+def handle_share(msg: Message, context: Context) -> Message:
+    """Stage 2: Shamir shares of this institution's secrets, one ciphertext per neighbour."""
+    params, _ = _params(msg)
+    client = _load(context, params)
+    neighbours = wire.read_keys(msg.content[wire.RECORD])
+    ciphertexts = client.share_keys(neighbours)
+    _save(context, client, params)
+    return _reply(msg, wire.payloads_record(ciphertexts))
+
+
+def mask_update(msg: Message, context: Context, expected_context: bytes,
+                values: np.ndarray, weight: int) -> MaskedInput:
+    """Stage 3: `values` (the flattened update) masked for this round's sum.
+
+    `expected_context` is what this institution itself knows of the run and round (its
+    federation, the message's run id and round), so a server cannot get a mask computed for
+    another round out of it.
+    """
+    params, _ = _params(msg)
+    if params.context != expected_context:
+        raise SecurityError("secure aggregation parameters are for another run or round")
+    client = _load(context, params)
+    client.receive_shares(wire.read_payloads(msg.content[wire.RECORD]))
+    masked = client.mask(values, weight)
+    _save(context, client, params)
+    return masked
+
+
+def handle_unmask(msg: Message, context: Context) -> Message:
+    """Stage 4: the shares that remove the masks of the sum, then the round's state is gone."""
+    params, _ = _params(msg)
+    client = _load(context, params)
+    record = msg.content[wire.RECORD]
+    survivors, dropped = record.get(wire.SURVIVORS), record.get(wire.DROPPED)
+    if not isinstance(survivors, list) or not isinstance(dropped, list):
+        raise SecurityError("secure aggregation: unmask request without survivor lists")
+    shares = client.unmask([int(v) for v in survivors], [int(v) for v in dropped])
+    del context.state[wire.STATE]
+    logger.info("secure aggregation: sent %d shares (%d survivors, %d dropped)", len(shares),
+                len(survivors), len(dropped))
+    return _reply(msg, wire.payloads_record(shares))

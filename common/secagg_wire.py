@@ -1,0 +1,143 @@
+"""How the secure-aggregation stages travel inside Flower messages; shared by server and client.
+
+A round under secure aggregation is four exchanges of Flower's Message API, all of category
+"train" so every institution's ClientApp routes them (`train.<action>`):
+
+1. `secagg_setup`: the parameters and the institution's protocol id; it answers with two fresh
+   X25519 public keys.
+2. `secagg_share`: its neighbours' public keys; it answers with one AES-GCM ciphertext of
+   Shamir shares per neighbour (only the neighbour can read it).
+3. the ordinary `train` message, plus the ciphertexts addressed to it; it answers with its
+   masked update instead of its adapter.
+4. `secagg_unmask`: who sent a masked update and who dropped out; it answers with the shares
+   the server needs to remove the masks of the sum, and nothing more.
+
+Institutions are numbered 1..n within a round (`secagg-id`): Shamir x-coordinates must be small
+non-zero field elements, and Flower's 64-bit node ids do not fit a signed config integer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from flwr.app import ConfigRecord
+
+from fedpeft.common.crypto.secagg import AdvertisedKeys
+from fedpeft.common.errors import SecurityError
+
+RECORD = "secagg"
+"""The ConfigRecord holding a stage's inputs (server to client) or outputs (client to server)."""
+
+SETUP = "train.secagg_setup"
+SHARE = "train.secagg_share"
+UNMASK = "train.secagg_unmask"
+ACTIONS = {SETUP: "secagg_setup", SHARE: "secagg_share", UNMASK: "secagg_unmask"}
+
+MASKED_ARRAY = "secagg-masked"
+"""The one array of a masked update: the masked ring vector, uint64, length = values + 1."""
+
+ID = "secagg-id"
+IDS = "ids"
+CIPHER_KEYS = "cipher-keys"
+MASK_KEYS = "mask-keys"
+PAYLOADS = "payloads"
+SURVIVORS = "survivors"
+DROPPED = "dropped"
+CLIPPED = "secagg-clipped"
+"""Reply metric: how many update values fell outside secure_aggregation.clip_range."""
+
+UNSEALED_FEDERATION = "unsealed"
+"""The federation id in round contexts when a run exchanges unsealed updates (no bundle)."""
+
+STATE = "fedpeft-secagg"
+"""Key of the institution's protocol state in Flower's `Context.state` (stays on its node)."""
+
+
+def round_context(federation_id: str, run_id: int, server_round: int) -> bytes:
+    """What every key, seed and ciphertext of one round is bound to."""
+    return f"fedpeft-secagg|{federation_id}|{run_id}|{server_round}".encode()
+
+
+def keys_record(keys: Mapping[int, AdvertisedKeys]) -> dict[str, list[int] | list[bytes]]:
+    """Public keys by protocol id, as parallel lists a ConfigRecord can hold."""
+    ids = sorted(keys)
+    return {
+        IDS: ids,
+        CIPHER_KEYS: [keys[i].cipher_public for i in ids],
+        MASK_KEYS: [keys[i].mask_public for i in ids],
+    }
+
+
+def read_keys(record: ConfigRecord) -> dict[int, AdvertisedKeys]:
+    """The inverse of `keys_record`; SecurityError when the lists do not line up."""
+    ids = _int_list(record, IDS)
+    cipher = _bytes_list(record, CIPHER_KEYS, len(ids))
+    mask = _bytes_list(record, MASK_KEYS, len(ids))
+    return {i: AdvertisedKeys(cipher_public=c, mask_public=m) for i, c, m in zip(ids, cipher, mask)}
+
+
+def payloads_record(payloads: Mapping[int, bytes]) -> dict[str, list[int] | list[bytes]]:
+    """Opaque byte strings by protocol id (share ciphertexts or shares)."""
+    ids = sorted(payloads)
+    return {IDS: ids, PAYLOADS: [payloads[i] for i in ids]}
+
+
+def read_payloads(record: ConfigRecord) -> dict[int, bytes]:
+    """The inverse of `payloads_record`."""
+    ids = _int_list(record, IDS)
+    return dict(zip(ids, _bytes_list(record, PAYLOADS, len(ids))))
+
+
+def masked_vector(state: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The masked ring vector of an opened reply; SecurityError if it is anything else."""
+    if list(state) != [MASKED_ARRAY]:
+        raise SecurityError(f"a masked update holds exactly one array {MASKED_ARRAY!r}")
+    vector = state[MASKED_ARRAY]
+    if vector.dtype != np.uint64 or vector.ndim != 1:
+        raise SecurityError(
+            f"masked update: expected a 1-d uint64 vector, got {vector.dtype} {vector.shape}"
+        )
+    return vector
+
+
+def flatten(state: Mapping[str, np.ndarray]) -> np.ndarray:
+    """All tensors in name order as one float64 vector (the order both sides agree on)."""
+    if not state:
+        return np.zeros(0, dtype=np.float64)
+    return np.concatenate([np.asarray(state[k], dtype=np.float64).ravel() for k in sorted(state)])
+
+
+def unflatten(vector: np.ndarray, like: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`vector` cut into the shapes and dtypes of `like`, in `like`'s key order."""
+    sizes = {k: int(like[k].size) for k in sorted(like)}
+    if vector.size != sum(sizes.values()):
+        raise SecurityError(
+            f"aggregate has {vector.size} values, the adapter {sum(sizes.values())}"
+        )
+    out: dict[str, np.ndarray] = {}
+    offset = 0
+    for key in sorted(like):
+        part = vector[offset:offset + sizes[key]]
+        out[key] = part.reshape(like[key].shape).astype(like[key].dtype, copy=False)
+        offset += sizes[key]
+    return {key: out[key] for key in like}
+
+
+def _int_list(record: ConfigRecord, key: str) -> list[int]:
+    value = record.get(key)
+    if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+        raise SecurityError(f"secure aggregation record: {key!r} must be a list of integers")
+    if len(set(value)) != len(value):
+        raise SecurityError(f"secure aggregation record: {key!r} repeats an id")
+    return list(value)
+
+
+def _bytes_list(record: ConfigRecord, key: str, length: int) -> list[bytes]:
+    value = record.get(key)
+    if (not isinstance(value, list) or len(value) != length
+            or not all(isinstance(v, bytes) for v in value)):
+        raise SecurityError(
+            f"secure aggregation record: {key!r} must be {length} byte strings"
+        )
+    return list(value)
