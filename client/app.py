@@ -17,17 +17,28 @@ from flwr.clientapp import ClientApp
 
 from fedpeft.client import secure_aggregation
 from fedpeft.client.learner_cache import learner_for
+from fedpeft.client.local_ledger import record_sent
 from fedpeft.client.local_data import LocalData, local_data
-from fedpeft.client.sealing import InstitutionKeys, institution_keys, open_global, seal_state
+from fedpeft.client.sealing import (
+    InstitutionKeys,
+    institution_keys,
+    open_global,
+    seal_state,
+    sealed_sha256,
+)
 from fedpeft.common import secagg_wire
 from fedpeft.common.adapter.state import AdapterState, from_array_record, to_array_record
 from fedpeft.common.config import RunConfig, from_wire
 from fedpeft.common.errors import DataError, SecurityError
+from fedpeft.common.privacy import add_gaussian_noise, clip_update
 from fedpeft.common.training.learner import Learner
 from fedpeft.common.protocol import (
     ARRAYS,
     COMPUTE_SECONDS,
     CONFIG,
+    DP_CLIP_NORM,
+    DP_NOISE_STD,
+    DP_UNCLIPPED,
     INSTITUTION,
     INSTITUTION_NAME,
     METRICS,
@@ -126,8 +137,20 @@ def train(msg: Message, context: Context) -> Message:
                 server_round, result.num_examples, result.loss)
     state = learner.get_state()
     metrics: dict[str, float] = {"loss": result.loss}
-    if secagg_wire.RECORD in msg.content.config_records:
-        state, clipped = _masked(msg, context, current, state, result.num_examples)
+    masked = secagg_wire.RECORD in msg.content.config_records
+    weight = result.num_examples
+    if DP_CLIP_NORM in config:
+        state, fitted = _privatised(config, current.received, state)
+        weight = 1  # DP-FedAvg averages clipped updates with equal weights
+        if not masked:  # the aggregator sees this update anyway; under masking it must not
+            metrics[DP_UNCLIPPED] = fitted
+    elif current.cfg.privacy.enabled:
+        raise SecurityError(
+            "the run asks for differential privacy but this train message has no clipping "
+            "bound: refusing to send an unclipped update"
+        )
+    if masked:
+        state, clipped = _masked(msg, context, current, state, weight)
         metrics[secagg_wire.CLIPPED] = clipped
     elif current.cfg.secure_aggregation.enabled:
         raise SecurityError(
@@ -142,8 +165,30 @@ def train(msg: Message, context: Context) -> Message:
         sealing = time.perf_counter()
         arrays = seal_state(state, msg, current.keys, server_round)
         metrics[SEAL_SECONDS] = time.perf_counter() - sealing
+        if current.cfg.audit.ledger:
+            record_sent(current.keys, {
+                "run_id": msg.metadata.run_id, "round": server_round,
+                "federation_id": current.keys.federation_id,
+                "sealed_sha256": sealed_sha256(arrays),
+                "form": "sealed, masked" if masked else "sealed",
+                "clip_norm": config.get(DP_CLIP_NORM), "noise_std": config.get(DP_NOISE_STD),
+                "tensors": len(state), "values": int(sum(a.size for a in state.values())),
+            })
     metrics[COMPUTE_SECONDS] = time.perf_counter() - started
     return _reply(msg, current.name, metrics, arrays)
+
+
+def _privatised(config: ConfigRecord, received: AdapterState, state: AdapterState
+                ) -> tuple[AdapterState, float]:
+    """The update clipped to the round's bound (plus this institution's noise share under
+    secure aggregation), as a state again; and 1.0 if it fitted under the bound unclipped."""
+    clipped = clip_update({key: state[key] - received[key] for key in state},
+                          float(config[DP_CLIP_NORM]))  # type: ignore[arg-type]
+    delta = clipped.delta
+    if DP_NOISE_STD in config:
+        delta = add_gaussian_noise(delta, float(config[DP_NOISE_STD]))  # type: ignore[arg-type]
+    return ({key: (received[key] + delta[key]).astype(received[key].dtype) for key in state},
+            0.0 if clipped.clipped else 1.0)
 
 
 def _masked(msg: Message, context: Context, current: _Round, state: AdapterState,

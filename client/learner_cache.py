@@ -2,7 +2,7 @@
 
 Loading the base model is the most expensive thing a client does; a simulation actor or a
 long-lived deployment process serves many rounds, so it is loaded once per (model, PEFT,
-training, labels) combination. Each round starts by overwriting the adapter with the global
+training, labels, LoRA mode, own rank) combination. Each round starts by overwriting the adapter with the global
 one, so reuse cannot leak state from one round into the next.
 """
 
@@ -17,16 +17,17 @@ from fedpeft.common.training.learner import Learner
 
 
 @lru_cache(maxsize=2)
-def _learner(key: str) -> Learner:
+def _learner(key: str, rank: int | None) -> Learner:
     cfg = from_wire(key)
-    return Learner(cfg, cfg.data.labels)
+    return Learner(cfg, cfg.data.labels, rank)
 
 
-def learner_for(cfg: RunConfig, cpu_threads: int | None) -> Learner:
-    """The cached learner for this setup; `cpu_threads` caps torch so actors do not oversubscribe."""
+def learner_for(cfg: RunConfig, cpu_threads: int | None, rank: int | None = None) -> Learner:
+    """The cached learner for this setup at this institution's LoRA `rank` (None: peft.r);
+    `cpu_threads` caps torch so actors do not oversubscribe."""
     if cpu_threads is not None and cpu_threads > 0:
         torch.set_num_threads(cpu_threads)
     # Only what shapes the model belongs in the key; rounds, sampling and paths do not.
     key = to_wire(RunConfig(model=cfg.model, peft=cfg.peft, training=cfg.training,
-                            data=DataConfig(labels=cfg.data.labels)))
-    return _learner(key)
+                            data=DataConfig(labels=cfg.data.labels), lora=cfg.lora))
+    return _learner(key, rank)

@@ -13,6 +13,7 @@ node config says `allow-plaintext="true"`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -56,6 +57,8 @@ class InstitutionKeys:
 
     name: str
     federation_id: str
+    bundle_dir: str
+    """Where the bundle lives; the institution's own ledger of what it sent is kept there."""
     signing_key: SigningPrivateKey
     server_signing_key: SigningPublicKey
     server_encryption_key: EncryptionPublicKey
@@ -69,6 +72,7 @@ def load_institution_keys(bundle_dir: str) -> InstitutionKeys:
     return InstitutionKeys(
         name=manifest.name,
         federation_id=manifest.federation_id,
+        bundle_dir=bundle_dir,
         signing_key=load_signing_private_key(bundle.signing_key),
         server_signing_key=load_signing_public_key(bundle.server_signing_pub),
         server_encryption_key=load_encryption_public_key(bundle.server_encryption_pub),
@@ -118,3 +122,8 @@ def seal_state(state: AdapterState, msg: Message, keys: InstitutionKeys,
     ctx = update_context(keys.federation_id, msg.metadata.run_id, server_round, keys.name)
     blob = seal_update(state, ctx, keys.server_encryption_key, keys.signing_key)
     return envelope_record(blob, SEALED_UPDATE_STYPE)
+
+
+def sealed_sha256(record: ArrayRecord) -> str:
+    """SHA-256 of the sealed envelope in `record`: the bytes the coordinator's ledger quotes."""
+    return hashlib.sha256(envelope_of(record, SEALED_UPDATE_STYPE)).hexdigest()

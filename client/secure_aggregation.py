@@ -52,7 +52,8 @@ def _load(context: Context, params: SecAggParams) -> SecAggClient:
 
 
 def _reply(msg: Message, values: dict[str, object]) -> Message:
-    return Message(RecordDict({wire.RECORD: ConfigRecord(values)}), reply_to=msg)  # type: ignore[arg-type]
+    return Message(RecordDict({wire.RECORD: ConfigRecord(values)}),  # type: ignore[arg-type]
+                   reply_to=msg)
 
 
 def handle_setup(msg: Message, context: Context) -> Message:
@@ -97,10 +98,8 @@ def handle_unmask(msg: Message, context: Context) -> Message:
     params, _ = _params(msg)
     client = _load(context, params)
     record = msg.content[wire.RECORD]
-    survivors, dropped = record.get(wire.SURVIVORS), record.get(wire.DROPPED)
-    if not isinstance(survivors, list) or not isinstance(dropped, list):
-        raise SecurityError("secure aggregation: unmask request without survivor lists")
-    shares = client.unmask([int(v) for v in survivors], [int(v) for v in dropped])
+    survivors, dropped = wire.read_ids(record, wire.SURVIVORS), wire.read_ids(record, wire.DROPPED)
+    shares = client.unmask(survivors, dropped)
     del context.state[wire.STATE]
     logger.info("secure aggregation: sent %d shares (%d survivors, %d dropped)", len(shares),
                 len(survivors), len(dropped))

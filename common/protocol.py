@@ -18,6 +18,11 @@ NUM_ROUNDS = "num-rounds"
 SERVER_ROUND = "server-round"  # added by Flower's strategies
 PROXIMAL_MU = "proximal-mu"  # added by Flower's FedProx
 
+DP_CLIP_NORM = "dp-clip-norm"
+"""Client-level DP: the L2 bound each institution clips its round update to."""
+DP_NOISE_STD = "dp-noise-std"
+"""Under secure aggregation: the std of the Gaussian noise share each institution adds."""
+
 # keys inside a reply's metric record
 NUM_EXAMPLES = "num-examples"
 COMPUTE_SECONDS = "compute-s"
@@ -26,6 +31,9 @@ everything else in a round's wall time is the framework's (transport, scheduling
 
 SEAL_SECONDS = "seal-s"
 """Seconds the institution spent sealing and signing its update (part of compute-s)."""
+
+DP_UNCLIPPED = "dp-unclipped"
+"""1 when the update fitted under the clip norm before clipping (adaptive clipping's count)."""
 
 # keys inside a reply's institution record
 INSTITUTION_NAME = "name"
@@ -47,5 +55,6 @@ SEALED_UPDATE_STYPE = "fedpeft/sealed-v1"
 SIGNED_GLOBAL_STYPE = "fedpeft/signed-global-v1"
 """The server's global adapter: signed by the server, readable by every institution."""
 
-NON_AVERAGED_METRICS = frozenset({COMPUTE_SECONDS, SEAL_SECONDS})
+NON_AVERAGED_METRICS = frozenset({COMPUTE_SECONDS, SEAL_SECONDS, DP_UNCLIPPED})
 """Reply metrics that describe the institution's hardware, not the model; kept per client only."""
+LORA_RANK = "lora-rank"

@@ -59,14 +59,20 @@ def round_context(federation_id: str, run_id: int, server_round: int) -> bytes:
     return f"fedpeft-secagg|{federation_id}|{run_id}|{server_round}".encode()
 
 
-def keys_record(keys: Mapping[int, AdvertisedKeys]) -> dict[str, list[int] | list[bytes]]:
+def non_empty(values: Mapping[str, object]) -> dict[str, object]:
+    """`values` without empty lists: Flower's ConfigRecord cannot size an empty list, so an
+    absent key stands for one (the readers below treat it so)."""
+    return {key: value for key, value in values.items() if value != []}
+
+
+def keys_record(keys: Mapping[int, AdvertisedKeys]) -> dict[str, object]:
     """Public keys by protocol id, as parallel lists a ConfigRecord can hold."""
     ids = sorted(keys)
-    return {
+    return non_empty({
         IDS: ids,
         CIPHER_KEYS: [keys[i].cipher_public for i in ids],
         MASK_KEYS: [keys[i].mask_public for i in ids],
-    }
+    })
 
 
 def read_keys(record: ConfigRecord) -> dict[int, AdvertisedKeys]:
@@ -77,10 +83,10 @@ def read_keys(record: ConfigRecord) -> dict[int, AdvertisedKeys]:
     return {i: AdvertisedKeys(cipher_public=c, mask_public=m) for i, c, m in zip(ids, cipher, mask)}
 
 
-def payloads_record(payloads: Mapping[int, bytes]) -> dict[str, list[int] | list[bytes]]:
+def payloads_record(payloads: Mapping[int, bytes]) -> dict[str, object]:
     """Opaque byte strings by protocol id (share ciphertexts or shares)."""
     ids = sorted(payloads)
-    return {IDS: ids, PAYLOADS: [payloads[i] for i in ids]}
+    return non_empty({IDS: ids, PAYLOADS: [payloads[i] for i in ids]})
 
 
 def read_payloads(record: ConfigRecord) -> dict[int, bytes]:
@@ -124,8 +130,13 @@ def unflatten(vector: np.ndarray, like: Mapping[str, np.ndarray]) -> dict[str, n
     return {key: out[key] for key in like}
 
 
+def read_ids(record: ConfigRecord, key: str) -> list[int]:
+    """A list of protocol ids (absent: empty)."""
+    return _int_list(record, key)
+
+
 def _int_list(record: ConfigRecord, key: str) -> list[int]:
-    value = record.get(key)
+    value = record.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
         raise SecurityError(f"secure aggregation record: {key!r} must be a list of integers")
     if len(set(value)) != len(value):
@@ -134,7 +145,7 @@ def _int_list(record: ConfigRecord, key: str) -> list[int]:
 
 
 def _bytes_list(record: ConfigRecord, key: str, length: int) -> list[bytes]:
-    value = record.get(key)
+    value = record.get(key, [])
     if (not isinstance(value, list) or len(value) != length
             or not all(isinstance(v, bytes) for v in value)):
         raise SecurityError(

@@ -50,7 +50,7 @@ def _summary(cfg: RunConfig, learner: Learner, test_rows: int, result: Federatio
         "adapter_bytes": result.adapter_bytes,
         "full_model_bytes": full_model_nbytes(learner.model),
         "wall_seconds": result.wall_seconds,
-        "security": result.security,
+        **result.protection,
     }
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 from flwr.app import ArrayRecord, MetricRecord
 
 from fedpeft.common.adapter.state import from_array_record
+from fedpeft.common.audit import sha256_arrays
 from fedpeft.common.runs.best import BestAdapter
 from fedpeft.common.training.learner import Learner
 from fedpeft.server.round_recorder import RoundRecorder
@@ -37,6 +38,7 @@ class ServerEvaluator:
         metrics = self.learner.evaluate(self.test)
         elapsed = time.perf_counter() - started
         self.best.offer(server_round, metrics, state)
+        self.recorder.annotate(server_round, "global_sha256", sha256_arrays(state))
         self.recorder.close(server_round, metrics, elapsed)
         logger.info("round %d server evaluation: %s", server_round, metrics)
         return MetricRecord(dict(metrics))

@@ -156,6 +156,8 @@ class RoundRecorder:
         """Write the round's record (round 0 is the initial model's evaluation)."""
         current = self._round(number)
         record: dict[str, Any] = {"round": number, "server_eval": server_eval}
+        if number == 0:
+            record.update(current.extra)
         if number > 0:
             round_s = self._clock() - current.train.started
             compute_s = current.train.compute_wall(self._slots) + current.evaluate.compute_wall(self._slots)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from flwr.simulation import run_simulation
 
 from fedpeft.client.app import app as client_app
 from fedpeft.common.adapter.state import full_model_nbytes
+from fedpeft.common.audit import LEDGER_FILE
 from fedpeft.common.config import RunConfig
 from fedpeft.common.errors import ConfigError
 from fedpeft.server.federation import FederationOutcome, run_federation
@@ -64,6 +66,15 @@ def _backend_config(cfg: RunConfig) -> dict[str, Any]:
     }
 
 
+def _keep_institution_ledgers(keys_dir: Path, run_dir: Path) -> None:
+    """Each virtual institution's own ledger, moved out of the run's temporary key folder into
+    `institutions/<name>/` of the run folder before the keys are deleted."""
+    for ledger in sorted((keys_dir / "institutions").glob(f"*/{LEDGER_FILE}")):
+        target = run_dir / "institutions" / ledger.parent.name / LEDGER_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ledger, target)
+
+
 def simulate(cfg: RunConfig, on_round: Callable[[dict[str, Any]], None] | None = None) -> RunReport:
     """Run a simulated federation and return its finished run folder."""
     if cfg.simulation.client_cpus > (os.cpu_count() or 1):
@@ -95,6 +106,7 @@ def simulate(cfg: RunConfig, on_round: Callable[[dict[str, Any]], None] | None =
         if cfg.security.seal_updates and cfg.security.credentials_dir is None:
             with ephemeral_credentials(prepared.data.partition_names) as (keys_dir, federation_id):
                 _run(with_credentials(cfg, keys_dir, federation_id))
+                _keep_institution_ledgers(keys_dir, folder.path)
         else:
             _run(cfg)
         if not outcome:
@@ -113,7 +125,7 @@ def simulate(cfg: RunConfig, on_round: Callable[[dict[str, Any]], None] | None =
             "adapter_bytes": result.adapter_bytes,
             "full_model_bytes": full_bytes,
             "wall_seconds": result.wall_seconds,
-            "security": result.security,
+            **result.protection,
         }
         return RunReport(folder.finish(summary), summary)
     except BaseException as err:

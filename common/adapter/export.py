@@ -8,17 +8,25 @@ merged classifier could not be rebuilt with the right size or label names.
 
 from __future__ import annotations
 
+import copy
 import json
+import re
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from peft import PeftConfig, PeftModel, TaskType
+from peft.utils import SAFETENSORS_WEIGHTS_NAME
+from safetensors.torch import save_file
 
 from fedpeft.common.adapter.state import adapter_state, load_adapter_state
 from fedpeft.common.config.models import ModelConfig, RunConfig
 from fedpeft.common.errors import ConfigError, ModelError
+from fedpeft.common.lora.exchange import SavedLora
+from fedpeft.common.lora.keys import base_model_name, lora_a_key, lora_modules
 from fedpeft.common.modeling.loader import load_base_model, quiet_transformers
 
 if TYPE_CHECKING:
@@ -33,16 +41,9 @@ def _class_names(model: PeftModel) -> list[str]:
     return [id2label[i] for i in range(len(id2label))]
 
 
-def save_adapter(source: Learner | PeftModel, state: Mapping[str, np.ndarray],
-                 out_dir: str | Path) -> Path:
-    """Save `state` (not necessarily the model's current adapter) as a peft adapter folder.
-
-    The model's own adapter is swapped out only for the write and restored afterwards, so a
-    learner can save the best round's adapter while it holds a later one.
-    """
-    model = source if isinstance(source, PeftModel) else source.model
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def _save_own_form(model: PeftModel, state: Mapping[str, np.ndarray], out: Path) -> None:
+    """The model's own adapter is swapped out only for the write and restored afterwards, so
+    a learner can save the best round's adapter while it holds a later one."""
     current = adapter_state(model)
     load_adapter_state(model, state)
     try:
@@ -50,6 +51,46 @@ def save_adapter(source: Learner | PeftModel, state: Mapping[str, np.ndarray],
             model.save_pretrained(out, save_embedding_layers=False)  # see state.peft_state_dict
     finally:
         load_adapter_state(model, current)
+
+
+def _save_lora(model: PeftModel, saved: SavedLora, out: Path) -> None:
+    """A LoRA whose ranks may differ from the model's, per layer: written the way peft's
+    save_pretrained writes (config + safetensors of the same keys), from the model's config
+    with r, alpha and their per-layer patterns set so every layer scales by `saved.scaling`.
+
+    Pattern keys are regex-escaped full layer names: peft matches them as a regex suffix.
+    """
+    ranks = {module: int(saved.tensors[lora_a_key(module)].shape[0])
+             for module in lora_modules(saved.tensors)}
+    rank = Counter(ranks.values()).most_common(1)[0][0]
+    config = copy.deepcopy(model.peft_config[model.active_adapter])
+    config.r, config.lora_alpha, config.use_rslora = rank, saved.scaling * rank, False
+    others = {re.escape(base_model_name(module)): r for module, r in ranks.items() if r != rank}
+    config.rank_pattern = others
+    config.alpha_pattern = {pattern: saved.scaling * r for pattern, r in others.items()}
+    config.inference_mode = True
+    config.save_pretrained(str(out))
+    save_file({key: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+               for key, value in saved.tensors.items()},
+              str(out / SAFETENSORS_WEIGHTS_NAME), metadata={"format": "pt"})
+
+
+def save_adapter(source: Learner | PeftModel, state: Mapping[str, np.ndarray],
+                 out_dir: str | Path) -> Path:
+    """Save `state` (not necessarily the model's current adapter) as a peft adapter folder.
+
+    From a learner, `state` is a global adapter of its `lora.mode`; ffa and stacking globals
+    are not the model's own adapter form (ffa leaves A out, stacking has its own ranks), so
+    the learner turns them into LoRA tensors (`Learner.saved_form`) written directly.
+    """
+    model = source if isinstance(source, PeftModel) else source.model
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = None if isinstance(source, PeftModel) else source.saved_form(dict(state))
+    if saved is None:
+        _save_own_form(model, state, out)
+    else:
+        _save_lora(model, saved, out)
     if not isinstance(source, PeftModel):
         source.tokenizer.save_pretrained(out)
     if model.peft_config[model.active_adapter].task_type == TaskType.SEQ_CLS:

@@ -302,6 +302,18 @@ class RunConfig(StrictModel):
                 f"lora.mode={lora.mode!r} combines LoRA factors; peft.method={self.peft.method!r} "
                 "has none (use peft.method='lora' or lora.mode='fedavg')"
             )
+        if (self.privacy.enabled and self.privacy.clipping == "adaptive"
+                and self.secure_aggregation.enabled):
+            raise ValueError(
+                "privacy.clipping='adaptive' needs the count of institutions whose update fitted "
+                "under the bound, which secure aggregation hides; use privacy.clipping='fixed'"
+            )
+        if lora.mode == "stacking" and self.strategy.name not in {"fedavg", "fedprox"}:
+            raise ValueError(
+                f"lora.mode='stacking' grows the adapter's rank every round; strategy.name="
+                f"{self.strategy.name!r} keeps per-tensor server state of a fixed shape "
+                "(use fedavg or fedprox)"
+            )
         if lora.mode == "stacking" and self.secure_aggregation.enabled:
             raise ValueError(
                 "lora.mode='stacking' concatenates each institution's own factors, which "

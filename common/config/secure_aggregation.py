@@ -25,9 +25,12 @@ class SecureAggregationConfig(StrictModel):
     levels, so the decoded average is within clip_range / (2**quantization_bits - 1) of the
     plaintext average for every value inside the range. A wider range loses fewer outliers but
     coarsens the grid. Up to `max_dropouts` institutions may vanish after the key exchange and
-    the round still completes; each institution's secrets are split among itself and its
-    `neighbours`, and any `neighbours + 1 - max_dropouts` of them can rebuild them, so fewer
-    than that many colluding institutions plus the aggregator learn nothing about one update.
+    the round still completes: each institution's secrets are split among itself and its
+    `neighbours`, and any t = neighbours + 1 - max_dropouts of them rebuild them. So the
+    aggregator learns one institution's update only by colluding with enough of its neighbours:
+    with max_dropouts = 0, all of them (together they know every pairwise mask); otherwise t of
+    its share holders. The server also refuses settings where t is not more than half of the
+    holders, since it could then ask for both secrets of one institution.
     """
 
     enabled: bool = Field(False, description="Mask every update; the server unmasks only the sum.")
@@ -44,7 +47,7 @@ class SecureAggregationConfig(StrictModel):
     )
     quantization_bits: int = Field(24, ge=8, le=40, description="Fixed-point levels: 2**bits.")
     ring_bits: int = Field(
-        64, ge=32, le=64, description="Masked values live in the integers modulo 2**ring_bits."
+        64, ge=38, le=64, description="Masked values live in the integers modulo 2**ring_bits."
     )
 
     def degree(self, participants: int) -> int:

@@ -21,6 +21,7 @@ from transformers.pytorch_utils import Conv1D
 
 from fedpeft.common.config.models import RunConfig
 from fedpeft.common.errors import ConfigError, ModelError
+from fedpeft.common.lora.ranks import scaled_alpha
 from fedpeft.common.modeling.loader import quiet_transformers
 from fedpeft.common.modeling.resolve import portable_model_name
 
@@ -77,13 +78,23 @@ def _check_target_modules(targets: list[str], model: nn.Module) -> None:
             )
 
 
-def _generic_kwargs(cfg: RunConfig, fields: set[str]) -> dict[str, Any]:
+def _generic_values(cfg: RunConfig, rank: int | None) -> dict[str, Any]:
+    """Our generic settings; at an institution's own `rank`, alpha scales with it so its
+    LoRA scaling stays the federation's (see `fedpeft.common.lora.ranks`)."""
+    values = {ours: getattr(cfg.peft, ours) for ours in _GENERIC_FIELDS}
+    if rank is not None:
+        rslora = bool(cfg.peft.options.get("use_rslora", False))
+        values["r"] = rank
+        values["lora_alpha"] = scaled_alpha(cfg.peft.lora_alpha, rank, cfg.peft.r, rslora)
+    return values
+
+
+def _generic_kwargs(cfg: RunConfig, fields: set[str], rank: int | None) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
-    for ours, theirs in _GENERIC_FIELDS.items():
-        value = getattr(cfg.peft, ours)
+    for ours, value in _generic_values(cfg, rank).items():
         if value is None:  # target_modules=None: let peft pick its per-architecture default
             continue
-        for name in theirs:
+        for name in _GENERIC_FIELDS[ours]:
             if name in fields:
                 kwargs[name] = list(value) if isinstance(value, list) else value
     return kwargs
@@ -93,8 +104,10 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def build_peft_config(cfg: RunConfig, model: PreTrainedModel) -> PeftMethodConfig:
-    """The peft config for `cfg.peft` on `model`; user mistakes raise Config/ModelError."""
+def build_peft_config(cfg: RunConfig, model: PreTrainedModel,
+                      rank: int | None = None) -> PeftMethodConfig:
+    """The peft config for `cfg.peft` on `model`, at `rank` instead of peft.r when given;
+    user mistakes raise Config/ModelError."""
     method = cfg.peft.method
     config_cls = _config_class(method)
     fields = _init_fields(config_cls)
@@ -105,7 +118,7 @@ def build_peft_config(cfg: RunConfig, model: PreTrainedModel) -> PeftMethodConfi
             )
     if cfg.peft.target_modules is not None and "target_modules" in fields:
         _check_target_modules(cfg.peft.target_modules, model)
-    generic = _generic_kwargs(cfg, fields)
+    generic = _generic_kwargs(cfg, fields, rank)
     kwargs = {"task_type": _TASK_TYPES[cfg.model.task], **generic, **cfg.peft.options}
     try:
         return config_cls(**kwargs)
@@ -117,14 +130,16 @@ def build_peft_config(cfg: RunConfig, model: PreTrainedModel) -> PeftMethodConfi
         raise ConfigError(f"peft.method={method!r}: {_one_line(err)}{hint}") from None
 
 
-def apply_peft(cfg: RunConfig, model: PreTrainedModel) -> PeftModel:
+def apply_peft(cfg: RunConfig, model: PreTrainedModel, rank: int | None = None) -> PeftModel:
     """Wrap `model` (which this call consumes: peft edits it in place) with the configured method.
+
+    `rank` is an institution's own LoRA rank (heterogeneous ranks); None means peft.r.
 
     Prompt-learning methods need dimensions of the model (token_dim, layers, heads); peft fills
     them from `model.config` here. Methods that do not support the architecture (e.g. LoHa on
     GPT-2's Conv1D) fail as a ModelError naming method and model type.
     """
-    peft_config = build_peft_config(cfg, model)
+    peft_config = build_peft_config(cfg, model, rank)
     try:
         with quiet_transformers(), warnings.catch_warnings():
             # peft flips fan_in_fan_out itself for GPT-2's Conv1D, then warns that it did.

@@ -32,8 +32,8 @@ class _DropNonConvergence(logging.Filter):
 
     With the large sampling rates of federations (often 0.2 to 1) the series for fractional
     orders near 1 does not converge; the library then counts that order as infinite RDP, which
-    can only raise epsilon, never lower it (and orders that close to 1 rarely give the minimum). Logged once, at debug level, by
-    `_round_rdp` instead of once per order.
+    can only raise epsilon, never lower it (and orders that close to 1 rarely give the
+    minimum). Logged once, at debug level, by `_round_rdp` instead of once per order.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -115,3 +115,24 @@ def write_plots(records: list[dict[str, Any]], out_dir: Path, xlabel: str = "rou
         if path.exists():
             written.append(path)
     return written
+
+
+def round_series(
+    records: list[dict[str, Any]], section: str, names: tuple[str, ...] | None = None
+) -> dict[str, list[tuple[int, float]]]:
+    """The numeric values of `section` in each record, by name, as (round, value) points;
+    only `names` when given (used by the run report)."""
+    series = _series(records, section)
+    return {name: points for name, points in series.items() if names is None or name in names}
+
+
+def plot_series(
+    series: dict[str, list[tuple[int, float]]], title: str, path: Path, xlabel: str = "round"
+) -> Path | None:
+    """One panel per named series, in the style of the run folder's plots; None (and no
+    file) when there is nothing to draw."""
+    series = {name: points for name, points in series.items() if points}
+    if not series:
+        return None
+    _plot_metric_grid(series, title, xlabel, path)
+    return path

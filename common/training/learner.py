@@ -3,6 +3,10 @@
 The client app, the server-side evaluator and the centralised/local baselines all use this one
 class, so every number fedpeft reports comes from the same training and evaluation code.
 
+What travels depends on `lora.mode` (see `fedpeft.common.lora`): `get_state` returns the update
+in the form the federation exchanges, `set_state` takes the global adapter; both are peft's
+own adapter state in fedavg mode.
+
 Each round starts a fresh AdamW. Optimizer moments are local state that FedAvg does not
 average; carrying them across rounds would apply momentum computed for a model the server
 has since replaced. This is the usual choice in federated fine-tuning, and it keeps an
@@ -23,9 +27,12 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from fedpeft.common.adapter.state import AdapterState, adapter_state, load_adapter_state
+from fedpeft.common.adapter.state import AdapterState
 from fedpeft.common.config.models import RunConfig
 from fedpeft.common.errors import DataError
+from fedpeft.common.lora.exchange import SavedLora
+from fedpeft.common.lora.modes import check_lora_options, exchange_for
+from fedpeft.common.lora.ranks import check_rank
 from fedpeft.common.metrics import causal_lm_metrics, classification_metrics
 from fedpeft.common.modeling.device import (
     autocast,
@@ -55,7 +62,12 @@ class TrainResult:
 class Learner:
     """A PEFT-wrapped model on this process's device, with its tokenizer."""
 
-    def __init__(self, cfg: RunConfig, label_names: list[str] | None) -> None:
+    def __init__(self, cfg: RunConfig, label_names: list[str] | None,
+                 rank: int | None = None) -> None:
+        """`rank`: this institution's own LoRA rank (ffa/stacking); None is peft.r, the
+        federation's, which the server's evaluator and the baselines use."""
+        check_lora_options(cfg)
+        self.rank = check_rank(cfg, rank, "rank") if rank is not None else cfg.peft.r
         self.cfg = cfg
         self.label_names = list(label_names) if label_names is not None else None
         self.device = resolve_device(cfg)
@@ -64,10 +76,11 @@ class Learner:
         # the server's initial adapter overrides them, but baselines start from these.
         torch.manual_seed(cfg.training.seed)
         base, self._tokenizer = load_base_model(cfg, self.label_names)
-        self._model = apply_peft(cfg, base)
+        self._model = apply_peft(cfg, base, rank)
         if cfg.model.quantization == "none":  # bitsandbytes already placed the weights
             self._model.to(self.device)
         self._model.eval()
+        self._exchange = exchange_for(cfg, self._model, self.rank)
         trainable, total = self._model.get_nb_trainable_parameters()
         logger.info("%s + %s: %d of %d parameters trainable (%.2f%%) on %s", cfg.model.name,
                     cfg.peft.method, trainable, total, 100.0 * trainable / total, self.device)
@@ -81,12 +94,19 @@ class Learner:
         return self._tokenizer
 
     def get_state(self) -> AdapterState:
-        """The adapter to send: float32 copies, safe to keep while training continues."""
-        return adapter_state(self._model)
+        """The update to send, as `lora.mode` exchanges it: float32 copies, safe to keep while
+        training continues. ffa: no lora_A, B padded to peft.r; stacking: this round's own
+        LoRA with the scaling folded into B."""
+        return self._exchange.outgoing()
 
     def set_state(self, state: AdapterState) -> None:
-        """Adopt an adapter (the global one, usually); refused whole if it does not fit."""
-        load_adapter_state(self._model, state)
+        """Adopt the global adapter; refused whole if it does not fit."""
+        self._exchange.adopt(state)
+
+    def saved_form(self, state: AdapterState) -> SavedLora | None:
+        """A global adapter as the tensors of a peft LoRA folder; None when it already is the
+        model's own adapter state (fedavg)."""
+        return self._exchange.saved_form(state)
 
     def _encode(self, table: pd.DataFrame, what: str) -> list[Example]:
         if table.empty:
@@ -117,7 +137,8 @@ class Learner:
 
     def train(self, table: pd.DataFrame, server_round: int, num_rounds: int,
               proximal_mu: float = 0.0) -> TrainResult:
-        """One round of local training from the current adapter.
+        """One round of local training from the current adapter (stacking: from a fresh
+        LoRA on top of the adopted global).
 
         With `proximal_mu` > 0 the FedProx term mu/2 * ||w - w_start||^2 over the trainable
         parameters is added to every step's loss, keeping heterogeneous institutions from
@@ -127,6 +148,7 @@ class Learner:
         training = self.cfg.training
         examples = self._encode(table, "training data")
         steps, micro = self._plan(len(examples))
+        self._exchange.begin_round(server_round)
         params = [p for p in self._model.parameters() if p.requires_grad]
         anchors = [p.detach().clone() for p in params] if proximal_mu > 0 else []
         optimizer = torch.optim.AdamW(params, lr=training.learning_rate,

@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.app.message.message import make_message
 from flwr.serverapp import Grid
@@ -195,6 +196,10 @@ class SealedStrategy(Strategy):
                             self._expected)
         # The envelope holds tensors in name order; keep the global's order for the inner
         # strategy (aggregation is by name, but the final adapter is saved in this order).
+        bad = [key for key, array in state.items()
+               if array.dtype.kind == "f" and not np.isfinite(array).all()]
+        if bad:
+            raise SecurityError(f"tensor {bad[0]!r} holds NaN or infinite values")
         if set(state) == set(self._global_keys):
             return {key: state[key] for key in self._global_keys}
         return state

@@ -220,10 +220,13 @@ class SecureAggregationStrategy(Strategy):
             metrics[sid] = next(iter(reply.content.metric_records.values()), MetricRecord())
             template = template or reply
         try:
-            survivors, dropped = state.server.receive_masked(vectors)
-            unmask = {sid: ConfigRecord({**state.params.to_record(), wire.ID: sid,
-                                         wire.SURVIVORS: list(survivors),
-                                         wire.DROPPED: list(dropped)}) for sid in survivors}
+            survivors, _ = state.server.receive_masked(vectors)
+            unmask = {}
+            for sid in survivors:
+                alive, gone = state.server.unmask_request(sid)
+                unmask[sid] = ConfigRecord(wire.non_empty({
+                    **state.params.to_record(), wire.ID: sid,
+                    wire.SURVIVORS: alive, wire.DROPPED: gone}))
             state.seconds += time.perf_counter() - started
             answers = self._stage(server_round, state, wire.UNMASK, unmask)
             started = time.perf_counter()

@@ -21,9 +21,10 @@ Protocol, one round (each arrow is one Flower message through the SuperLink):
 
 Threat model: the aggregator is honest but curious (it follows the protocol and tries to learn
 from what it sees); Flower's SuperLink relay sees only public keys, AES-GCM ciphertexts and
-masked vectors, which are uniformly random without the seeds. An institution's update stays
-hidden unless the server obtains t shares of one of its secrets outside the protocol, i.e.
-colludes with t of its share holders (its neighbours and itself). Active attacks by the server
+masked vectors, which are uniformly random without the seeds. A survivor's update stays hidden
+unless the server colludes with t of its neighbours (who could pool shares of its mask key) or
+with all k of them (who together know every pairwise mask it added); with max_dropouts = 0,
+t = k + 1, so the second case is the binding one. Active attacks by the server
 or the relay (substituting advertised keys, lying about who dropped out) are out of scope: they
 would need the advertised keys signed with the institutions' Ed25519 keys and SecAgg's
 consistency round.

@@ -33,7 +33,7 @@ def expand_mask(seed: bytes, length: int, ring_bits: int) -> np.ndarray:
         raise ValueError(f"ring_bits must be an int in [1, {MAX_RING_BITS}], got {ring_bits!r}")
     words = np.empty(length, dtype="<u8")
     stream = Cipher(algorithms.ChaCha20(seed, _NONCE), mode=None).encryptor()
-    raw = memoryview(words).cast("B")
+    raw = words.data.cast("B")
     for start in range(0, len(raw), _CHUNK_BYTES):
         end = min(start + _CHUNK_BYTES, len(raw))
         stream.update_into(memoryview(_ZEROS)[: end - start], raw[start:end])

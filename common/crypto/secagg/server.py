@@ -292,16 +292,16 @@ class SecAggServer:
     def _check_holders(self, owners: Collection[int], alive: Collection[int], when: str) -> None:
         """RoundAborted unless every node of `owners` keeps `threshold` live share holders
         (its neighbours in `alive`, and itself if alive)."""
+        if not owners:
+            raise RoundAborted(f"secure aggregation: no institution remains {when}")
         threshold = self._params.threshold
-        if len(alive) < threshold:
-            raise RoundAborted(
-                f"secure aggregation: {len(alive)} institutions remain {when}, fewer than the "
-                f"threshold {threshold}; more dropped out than {MAX_DROPOUTS_SETTING} allows"
-            )
         for owner in sorted(owners):
             holders = sum(peer in alive for peer in self._graph[owner]) + (owner in alive)
             if holders < threshold:
-                what = "self-mask seed" if owner in alive else "mask key"
+                if owner not in alive:
+                    what = "mask key"
+                else:
+                    what = "self-mask seed" if self._stage is _Stage.MASKED else "secrets"
                 raise RoundAborted(_too_few(owner, what, holders, threshold, when))
 
     def _require_stage(self, stage: _Stage, step: str) -> None:

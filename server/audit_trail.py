@@ -1,0 +1,76 @@
+"""The coordinator's signed ledger of a run: what was configured, received, refused and produced.
+
+One record per event, each chained to the previous and signed with the server's signing key
+(`fedpeft.common.audit`): `run-start` (config hash, protection settings, initial adapter hash),
+one `round` per round (who took part, the SHA-256 of every sealed update as it arrived,
+secure-aggregation and privacy facts, refusals, the resulting global adapter's hash, the test
+metrics), and `run-end`. A run without sealing keys signs with a key made for the run, whose
+fingerprint the summary names; such a ledger proves integrity, not who wrote it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from fedpeft.common.adapter.state import AdapterState
+from fedpeft.common.audit import COORDINATOR, LEDGER_FILE, RUN_END, Ledger, sha256_arrays
+from fedpeft.common.audit import canonical_sha256
+from fedpeft.common.config import RunConfig
+from fedpeft.common.crypto import SigningPrivateKey, generate_signing_key
+
+_ROUND_FIELDS = ("updates_sha256", "failures", "secure_aggregation", "privacy", "global_sha256",
+                 "server_eval")
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe copy: canonical JSON has no NaN or infinity, so those become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+class AuditTrail:
+    """Writes the run's `ledger.jsonl` as the run happens."""
+
+    def __init__(self, folder: Path, owner: str, signing_key: SigningPrivateKey | None) -> None:
+        self.ephemeral_key = signing_key is None
+        self.ledger = Ledger.create(folder / LEDGER_FILE, signing_key or generate_signing_key(),
+                                    owner=owner, role=COORDINATOR)
+
+    def start(self, cfg: RunConfig, run_id: int, initial: AdapterState) -> None:
+        self.ledger.append("run-start", {
+            "run_id": run_id,
+            "config_sha256": canonical_sha256(cfg.model_dump(mode="json")),
+            "strategy": cfg.strategy.name,
+            "rounds_planned": cfg.federation.num_rounds,
+            "sealed_updates": cfg.security.seal_updates,
+            "lora": cfg.lora.model_dump(mode="json"),
+            "secure_aggregation": cfg.secure_aggregation.model_dump(mode="json"),
+            "privacy": cfg.privacy.model_dump(mode="json"),
+            "initial_adapter_sha256": sha256_arrays(initial),
+        })
+
+    def round(self, record: dict[str, Any]) -> None:
+        """The round record of `metrics.jsonl` (round 0 is the initial evaluation: skipped)."""
+        if record.get("round", 0) == 0:
+            return
+        body = {"round": record["round"],
+                "participants": sorted(str(c.get("name")) for c in record.get("clients", []))}
+        body.update({key: record[key] for key in _ROUND_FIELDS if key in record})
+        self.ledger.append("round", _finite(body))
+
+    def end(self, rounds_completed: int, final: AdapterState, notes: dict[str, Any]) -> dict[str, Any]:
+        """Close the ledger; returns what the run summary says about it."""
+        self.ledger.append(RUN_END, _finite({
+            "rounds_completed": rounds_completed,
+            "final_adapter_sha256": sha256_arrays(final),
+            **notes,
+        }))
+        return {"file": LEDGER_FILE, "head": self.ledger.head, "records": self.ledger.records,
+                "signer": self.ledger.signer, "ephemeral_key": self.ephemeral_key}

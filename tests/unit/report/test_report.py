@@ -1,0 +1,163 @@
+"""`write_report`: the files, what the Markdown states, the ledger verdict, escaping, and
+saying plainly which protections a run did not have."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import EPSILONS, REFUSAL
+
+from fedpeft.common.errors import DataError
+from fedpeft.common.report import read_run, write_report
+from fedpeft.common.report.content import build_document
+from fedpeft.common.report.markdown import render_markdown
+
+
+def _section(markdown: str, title: str) -> str:
+    start = markdown.index(f"## {title}")
+    end = markdown.find("\n## ", start + 1)
+    return markdown[start:] if end < 0 else markdown[start:end]
+
+
+def test_the_report_files_and_what_the_markdown_states(make_run) -> None:
+    run = make_run()
+    paths = write_report(run)
+    assert paths.markdown == run / "report.md" and paths.html == run / "report.html"
+    assert {p.name for p in paths.plots} == {"quality.png", "loss.png", "epsilon.png"}
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths.plots)
+    md = paths.markdown.read_text(encoding="utf-8")
+
+    for name in ("bank-a", "bank-b", "bank-c"):
+        assert name in _section(md, "Who took part")
+    assert "| 2 | bank-a, bank-b | bank-a, bank-b | bank-c (sealing) |" in md
+    dp = _section(md, "Guarantees in force")
+    for epsilon in EPSILONS:
+        assert f"| {epsilon:.3f} |" in dp
+    assert "epsilon = 1.953, delta = 1e-05" in dp
+    assert f"| 2 | bank-c | sealing | {REFUSAL} |" in _section(md, "Refusals and failures")
+    assert "2.38e-07 (= 4 / (2^24 - 1))" in dp  # quantisation bound from config.toml
+    assert "Simulation on one machine: no network" in dp and "TLS: on" not in dp
+
+    ledger = _section(md, "Audit ledger")
+    assert "**verified**" in ledger and "| Records | 6 |" in ledger
+    assert f"fedpeft audit verify {run} --key FED/server/signing.pub" in ledger
+    assert "**yes** (record count, head and signer agree" in ledger
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["ledger"]["head"] in ledger and summary["ledger"]["signer"] in ledger
+
+    digest = hashlib.sha256((run / "config.toml").read_bytes()).hexdigest()
+    assert f"| Config SHA-256 | `{digest}` |" in md
+    assert "`" + "c" * 64 + "`" in _section(md, "What was exchanged")  # bank-c's sealed update
+    assert "![" in md and "(report/epsilon.png)" in md
+
+
+def test_a_tampered_ledger_is_reported_failed_at_its_record(make_run) -> None:
+    run = make_run()
+    ledger = run / "ledger.jsonl"
+    lines = ledger.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b'"round":2', b'"round":9')  # record 3: round 2's record
+    ledger.write_bytes(b"\n".join(lines))
+    md = write_report(run).markdown.read_text(encoding="utf-8")
+    section = _section(md, "Audit ledger")
+    assert "**FAILED at record 3**: record 3 (line 4): " in section
+    assert "signed ledger **FAILED**" in md
+    assert "verified" not in section.split("```")[0].replace("this report checks", "")
+
+
+def test_a_cut_ledger_tail_disagrees_with_the_summary(make_run) -> None:
+    run = make_run()
+    ledger = run / "ledger.jsonl"
+    ledger.write_bytes(b"".join(ledger.read_bytes().splitlines(keepends=True)[:-1]))
+    section = _section(write_report(run).markdown.read_text(encoding="utf-8"), "Audit ledger")
+    assert "**verified**" in section  # a prefix of a ledger is a valid ledger...
+    assert "**no**: no run-end record" in section  # ...but not a complete one
+    assert "**NO**: summary.json says 6 records" in section
+
+
+def test_html_escapes_a_malicious_institution_name(make_run) -> None:
+    evil = "<script>alert(1)</script>"
+    run = make_run(institutions=(evil, "bank-b"))
+    paths = write_report(run)
+    page = paths.html.read_text(encoding="utf-8")
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    assert re.findall(r"<img [^>]*src=\"([^\":]*):", page) == ["data"] * 3  # embedded plots only
+    md = paths.markdown.read_text(encoding="utf-8")
+    assert "<script" not in md and "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+
+
+def test_a_run_without_privacy_or_secure_aggregation_says_so(make_run) -> None:
+    run = make_run(dp=False, secagg=False)
+    (run / "report").mkdir()
+    (run / "report" / "epsilon.png").write_bytes(b"stale plot of an earlier report")
+    paths = write_report(run)
+    md = paths.markdown.read_text(encoding="utf-8")
+    assert "secure aggregation **no**; differential privacy **no**" in md
+    guarantees = _section(md, "Guarantees in force")
+    assert "### Secure aggregation\n\n**Off**" in guarantees
+    assert "### Differential privacy\n\n**Off**" in guarantees
+    assert "no (epsilon, delta) bound" in guarantees
+    for invented in ("SecAgg+", "epsilon =", "Quantisation", "threshold", "masked under"):
+        assert invented not in md
+    assert "not masked (no secure aggregation)" in md
+    assert not (run / "report" / "epsilon.png").exists()
+    assert {p.name for p in paths.plots} == {"quality.png", "loss.png"}
+
+
+def test_rewriting_replaces_the_report_without_leftovers(make_run) -> None:
+    run = make_run(ledger=False)
+    write_report(run)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "model": "other-model"}))
+    md = write_report(run).markdown.read_text(encoding="utf-8")
+    assert "| Base model | other-model |" in md
+    assert "**No ledger.jsonl**" in md and "signed ledger **none**" in md
+    leftovers = [p.name for p in run.rglob("*") if p.name.startswith(".") or "tmp" in p.name]
+    assert leftovers == []
+
+
+def test_a_deployment_run_states_what_it_records_about_transport(make_run) -> None:
+    run = make_run()
+    summary = json.loads((run / "summary.json").read_text())
+    summary.update(kind="federated-deployment", deployment=True, tls=True)
+    summary["privacy"].update(stopped_early=True, rounds_planned=5, rounds_allowed=3)
+    (run / "summary.json").write_text(json.dumps(summary))
+    md = render_markdown(build_document(read_run(run), {}, run))
+    transport = _section(md, "Guarantees in force")
+    assert "TLS: **on** (gRPC over TLS" in transport
+    assert "SuperNode authentication: not recorded" in transport
+    assert "--insecure" in transport
+    assert "keys are made for the run" not in transport
+    assert "**yes**: stopped before exceeding the target epsilon (3 of 5 planned" in transport
+
+
+def test_a_failed_run_without_a_summary(tmp_path: Path) -> None:
+    run = tmp_path / "sim-2.failed"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"round": 0, "server_eval": {"loss": 2.0}}\n')
+    (run / "error.txt").write_text("RunError: every institution failed round 1\n")
+    md = write_report(run).markdown.read_text(encoding="utf-8")
+    assert "# Run report: sim-2" in md
+    assert "| Status | **failed**: RunError: every institution failed round 1 |" in md
+    assert "Sealing of updates: not recorded" in md
+    assert "Differential privacy: not recorded" in md
+    assert "**No config.toml**" in md
+
+
+@pytest.mark.parametrize("missing", ["folder", "metrics"])
+def test_not_a_run_folder_is_a_data_error_naming_the_path(tmp_path: Path, missing: str) -> None:
+    run = tmp_path / "nothing-here"
+    if missing == "metrics":
+        run.mkdir()
+    with pytest.raises(DataError) as raised:
+        write_report(run)
+    message = str(raised.value)
+    assert "\n" not in message
+    expected = run if missing == "folder" else run / "metrics.jsonl"
+    assert message.startswith(f"{expected}: ")
+    assert not (run / "report.md").exists()

@@ -1,0 +1,426 @@
+"""Whole SecAgg+ rounds in one process: the server gets the weighted mean of the survivors and
+nothing it should not, dropouts up to the configured limit are tolerated, and beyond it the
+round aborts with a message that names the setting."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Collection
+
+import numpy as np
+import pytest
+
+from fedpeft.common.config.secure_aggregation import SecureAggregationConfig
+from fedpeft.common.crypto.secagg import (
+    AggregateResult,
+    SecAggClient,
+    SecAggParams,
+    SecAggServer,
+    encode,
+    quantization_bound,
+    split,
+)
+from fedpeft.common.errors import RoundAborted, SecurityError
+
+CONTEXT = b"test-federation|run-1|round-3"
+GRAPH_SEED = b"graph-seed"
+FLOAT_SLACK = 1e-12
+_NONE: frozenset[int] = frozenset()
+
+
+class Federation:
+    """One round's server and clients, with seeded client randomness (reproducible vectors).
+
+    With `persist`, every client is rebuilt from `to_bytes()` before each of its steps, as the
+    ClientApp does between Flower messages.
+    """
+
+    def __init__(
+        self,
+        count: int,
+        max_dropouts: int,
+        *,
+        size: int = 100,
+        ring_bits: int = 64,
+        bits: int = 24,
+        max_weight: int = 500,
+        persist: bool = False,
+    ) -> None:
+        config = SecureAggregationConfig.model_validate(
+            {"enabled": True, "max_dropouts": max_dropouts}
+        )
+        rng = random.Random(count * 1000 + size)
+        self.ids = [rng.getrandbits(64) | 1 for _ in range(count)]
+        self.params = SecAggParams(ring_bits, bits, config.clip_range, config.threshold(count),
+                                   CONTEXT)
+        self.server = SecAggServer(self.params, self.ids, config.degree(count), GRAPH_SEED)
+        self._rngs = {node: random.Random(node) for node in self.ids}
+        self.clients = {node: SecAggClient(node, self.params, randbytes=self._rngs[node].randbytes)
+                        for node in self.ids}
+        self._persist = persist
+        values = np.random.default_rng(count + size)
+        self.values = {node: values.uniform(-3, 3, size) for node in self.ids}
+        self.weights = {node: int(values.integers(1, max_weight)) for node in self.ids}
+        self.vectors: dict[int, np.ndarray] = {}
+
+    def client(self, node: int) -> SecAggClient:
+        if self._persist:
+            self.clients[node] = SecAggClient.from_bytes(
+                self.clients[node].to_bytes(), randbytes=self._rngs[node].randbytes
+            )
+        return self.clients[node]
+
+    def exchange(
+        self, missing_keys: Collection[int] = _NONE, silent_shares: Collection[int] = _NONE
+    ) -> list[int]:
+        """Stages 1 and 2; returns the nodes that completed stage 2."""
+        advertised = {n: self.client(n).advertise() for n in self.ids if n not in missing_keys}
+        forwarded = self.server.receive_keys(advertised)
+        sent = {n: self.client(n).share_keys(keys) for n, keys in forwarded.items()
+                if n not in silent_shares}
+        inboxes = self.server.route_shares(sent)
+        for node, ciphertexts in inboxes.items():
+            self.client(node).receive_shares(ciphertexts)
+        return sorted(inboxes)
+
+    def mask(self, nodes: Collection[int]) -> tuple[list[int], list[int]]:
+        self.vectors = {n: self.client(n).mask(self.values[n], self.weights[n]).vector
+                        for n in nodes}
+        return self.server.receive_masked(self.vectors)
+
+    def unmask(self, survivors: list[int], silent: Collection[int] = _NONE) -> AggregateResult:
+        shares = {n: self.client(n).unmask(*self.server.unmask_request(n)) for n in survivors
+                  if n not in silent}
+        return self.server.unmask(shares)
+
+    def run(
+        self,
+        *,
+        missing_keys: Collection[int] = _NONE,
+        no_vector: Collection[int] = _NONE,
+        silent_unmask: Collection[int] = _NONE,
+    ) -> AggregateResult:
+        sharers = self.exchange(missing_keys)
+        survivors, _ = self.mask([n for n in sharers if n not in no_vector])
+        return self.unmask(survivors, silent_unmask)
+
+    def expected_mean(self, nodes: Collection[int]) -> np.ndarray:
+        return np.average(
+            [self.values[n] for n in nodes], axis=0, weights=[self.weights[n] for n in nodes]
+        )
+
+    def assert_mean_of(self, result: AggregateResult, nodes: Collection[int]) -> None:
+        assert result.survivors == tuple(sorted(nodes))
+        assert result.total_weight == sum(self.weights[n] for n in nodes)
+        assert result.mean.dtype == np.float64
+        error = np.abs(result.mean - self.expected_mean(nodes)).max()
+        bound = quantization_bound(self.params.clip_range, self.params.quantization_bits)
+        assert error <= bound + FLOAT_SLACK
+
+
+MAX_DROPOUTS = {2: 0, 3: 1, 5: 1, 20: 2}
+"""A valid max_dropouts per federation size (threshold = degree + 1 - max_dropouts >= 2)."""
+
+
+@pytest.mark.parametrize("count", [3, 5, 20])
+@pytest.mark.parametrize("size", [1, 1000, 100_000])
+def test_aggregate_is_the_weighted_mean_within_the_quantization_bound(
+    count: int, size: int
+) -> None:
+    federation = Federation(count, MAX_DROPOUTS[count], size=size)
+    result = federation.run()
+    federation.assert_mean_of(result, federation.ids)
+    assert result.dropped == ()
+    assert result.mean.shape == (size,)
+
+
+def test_two_institutions_without_dropout_tolerance() -> None:
+    federation = Federation(2, 0)
+    federation.assert_mean_of(federation.run(), federation.ids)
+
+
+def test_a_single_institution_cannot_meet_the_threshold() -> None:
+    params = SecAggParams(64, 24, 4.0, 2, CONTEXT)
+    with pytest.raises(ValueError, match="threshold 2 exceeds the 1 share holders"):
+        SecAggServer(params, [7], 0, GRAPH_SEED)
+
+
+def test_small_ring_round() -> None:
+    federation = Federation(5, 1, size=1000, ring_bits=32, bits=16, max_weight=60)
+    federation.assert_mean_of(federation.run(), federation.ids)
+
+
+@pytest.mark.parametrize(("count", "max_dropouts"), [(3, 1), (5, 1), (20, 2), (20, 3)])
+def test_dropouts_before_masking_up_to_the_limit(count: int, max_dropouts: int) -> None:
+    """Nodes that shared keys but sent no vector are left out; their masks are removed."""
+    federation = Federation(count, max_dropouts, size=1000)
+    gone = federation.ids[:max_dropouts]
+    result = federation.run(no_vector=gone)
+    survivors = [n for n in federation.ids if n not in gone]
+    federation.assert_mean_of(result, survivors)
+    assert result.dropped == tuple(sorted(gone))
+
+
+def test_nodes_missing_from_the_key_exchange_are_out_of_the_round() -> None:
+    federation = Federation(5, 1, size=1000)
+    result = federation.run(missing_keys=federation.ids[:1])
+    federation.assert_mean_of(result, federation.ids[1:])
+    assert result.dropped == ()
+
+
+@pytest.mark.parametrize(
+    ("count", "max_dropouts", "before", "after"), [(5, 1, 0, 1), (20, 2, 1, 1), (20, 2, 0, 2)]
+)
+def test_dropouts_after_masking_are_included_in_the_sum(
+    count: int, max_dropouts: int, before: int, after: int
+) -> None:
+    """A node that sent its masked vector is a survivor even if it never answers stage 4."""
+    federation = Federation(count, max_dropouts, size=1000)
+    no_vector, silent = federation.ids[:before], federation.ids[before : before + after]
+    result = federation.run(no_vector=no_vector, silent_unmask=silent)
+    federation.assert_mean_of(result, [n for n in federation.ids if n not in no_vector])
+    assert set(silent) <= set(result.survivors)
+    assert result.dropped == tuple(sorted(no_vector))
+
+
+TOO_FEW = r"of node \d+ .*: 3 of 4 shares available; .* secure_aggregation\.max_dropouts allows"
+
+
+def test_too_many_dropouts_before_masking_abort_the_round() -> None:
+    federation = Federation(5, 1)
+    federation.exchange()
+    with pytest.raises(RoundAborted, match=TOO_FEW):
+        federation.mask(federation.ids[2:])
+
+
+def test_too_many_dropouts_after_masking_abort_the_round() -> None:
+    federation = Federation(5, 1)
+    federation.exchange()
+    survivors, _ = federation.mask(federation.ids)
+    with pytest.raises(RoundAborted, match="self-mask seed " + TOO_FEW):
+        federation.unmask(survivors, silent=federation.ids[:2])
+
+
+def test_one_dropout_on_each_side_of_masking_exceeds_a_limit_of_one() -> None:
+    federation = Federation(5, 1)
+    federation.exchange()
+    survivors, _ = federation.mask(federation.ids[1:])
+    with pytest.raises(RoundAborted, match=TOO_FEW):
+        federation.unmask(survivors, silent=federation.ids[1:2])
+
+
+@pytest.mark.parametrize("stage", ["keys", "shares"])
+def test_too_many_dropouts_during_the_key_exchange_abort_the_round(stage: str) -> None:
+    federation = Federation(5, 1)
+    gone = federation.ids[:2]
+    with pytest.raises(RoundAborted, match=TOO_FEW):
+        if stage == "keys":
+            federation.exchange(missing_keys=gone)
+        else:
+            federation.exchange(silent_shares=gone)
+
+
+@pytest.mark.parametrize(("ring_bits", "bits"), [(32, 16), (64, 24)])
+def test_a_masked_vector_is_uniform_and_hides_the_plaintext(
+    ring_bits: int, bits: int, assert_bytes_uniform: Callable[[np.ndarray, int], None]
+) -> None:
+    federation = Federation(3, 1, size=100_000, ring_bits=ring_bits, bits=bits, max_weight=60)
+    node = federation.ids[0]
+    federation.values[node] = np.zeros(100_000)
+    federation.weights[node] = 7
+    federation.exchange()
+    federation.mask(federation.ids)
+    vector = federation.vectors[node]
+    assert vector.dtype == np.uint64 and vector.size == 100_001
+    assert_bytes_uniform(vector[:-1], ring_bits)
+    levels, _ = encode(np.zeros(100_000), federation.params.clip_range, bits)
+    assert np.count_nonzero(vector[:-1] == levels * np.uint64(7)) == 0
+    assert int(vector[-1]) != 7
+
+
+def test_state_round_trip_between_every_step_gives_the_same_round() -> None:
+    direct, persisted = Federation(5, 1, size=1000), Federation(5, 1, size=1000, persist=True)
+    results = [federation.run(no_vector=federation.ids[:1]) for federation in (direct, persisted)]
+    assert direct.vectors.keys() == persisted.vectors.keys()
+    for node, vector in direct.vectors.items():
+        assert np.array_equal(vector, persisted.vectors[node])
+    assert np.array_equal(results[0].mean, results[1].mean)
+    assert results[0].total_weight == results[1].total_weight
+
+
+def test_restored_state_still_refuses_a_second_unmask() -> None:
+    federation = Federation(3, 1)
+    federation.exchange()
+    survivors, _ = federation.mask(federation.ids)
+    node = survivors[0]
+    request = federation.server.unmask_request(node)
+    federation.clients[node].unmask(*request)
+    restored = SecAggClient.from_bytes(federation.clients[node].to_bytes())
+    with pytest.raises(SecurityError, match="refuses unmask"):
+        restored.unmask(*request)
+
+
+@pytest.mark.parametrize("state", [b"", b"{}", b"not json", b'{"version": 2}'])
+def test_malformed_client_state_is_refused(state: bytes) -> None:
+    with pytest.raises(SecurityError, match="malformed secure-aggregation client state"):
+        SecAggClient.from_bytes(state)
+
+
+def test_client_state_with_secrets_missing_for_its_stage_is_refused() -> None:
+    client = SecAggClient(5, SecAggParams(64, 24, 4.0, 2, CONTEXT))
+    client.advertise()
+    state = client.to_bytes().replace(b'"stage": "advertised"', b'"stage": "received"')
+    with pytest.raises(SecurityError, match="malformed"):
+        SecAggClient.from_bytes(state)
+
+
+@pytest.fixture
+def masked() -> Federation:
+    """Five institutions that all sent their masked vectors (threshold 4)."""
+    federation = Federation(5, 1)
+    federation.exchange()
+    federation.mask(federation.ids)
+    return federation
+
+
+def test_client_unmask_refuses_to_release_both_secrets_of_a_node(masked: Federation) -> None:
+    node = masked.ids[0]
+    survivors, _ = masked.server.unmask_request(node)
+    other = next(n for n in survivors if n != node)
+    client = masked.clients[node]
+    with pytest.raises(SecurityError, match="both as survivors and as dropped"):
+        client.unmask(survivors, [other])
+    with pytest.raises(SecurityError, match="missing from the survivors"):
+        client.unmask([n for n in survivors if n != node], [node])
+    client.unmask(survivors, [])
+    with pytest.raises(SecurityError, match="refuses unmask"):
+        client.unmask(survivors, [])
+
+
+def test_client_unmask_refuses_strangers_and_too_few_survivors(masked: Federation) -> None:
+    node = masked.ids[0]
+    survivors, _ = masked.server.unmask_request(node)
+    client = masked.clients[node]
+    with pytest.raises(SecurityError, match="did not exchange shares"):
+        client.unmask(survivors[:-1], [12345])
+    with pytest.raises(SecurityError, match="fewer than the threshold 4"):
+        client.unmask([node, *[n for n in survivors if n != node][:2]], [])
+
+
+def test_client_refuses_steps_out_of_order(masked: Federation) -> None:
+    client = masked.clients[masked.ids[0]]
+    with pytest.raises(SecurityError, match="refuses mask"):
+        client.mask(np.zeros(100), 1)
+    fresh = SecAggClient(99, masked.params)
+    with pytest.raises(SecurityError, match="refuses unmask"):
+        fresh.unmask([99], [])
+
+
+def test_mask_refuses_bad_weights() -> None:
+    federation = Federation(3, 1)
+    federation.exchange()
+    client = federation.clients[federation.ids[0]]
+    with pytest.raises(ValueError, match="at least 1"):
+        client.mask(np.zeros(100), 0)
+    with pytest.raises(ValueError, match=r"weight 2147483648 .* 2\*\*64 ring"):
+        client.mask(np.zeros(100), 2**31)
+    assert client.mask(np.zeros(100), 2**30).vector.size == 101
+
+
+def _exchanged_until_routing() -> tuple[Federation, dict[int, dict[int, bytes]]]:
+    federation = Federation(5, 1)
+    forwarded = federation.server.receive_keys(
+        {n: federation.clients[n].advertise() for n in federation.ids}
+    )
+    sent = {n: federation.clients[n].share_keys(keys) for n, keys in forwarded.items()}
+    return federation, federation.server.route_shares(sent)
+
+
+def test_tampered_or_misattributed_share_ciphertext_is_refused() -> None:
+    federation, inboxes = _exchanged_until_routing()
+    node, inbox = next(iter(inboxes.items()))
+    first, second = sorted(inbox)[:2]
+    client = federation.clients[node]
+    ciphertext = inbox[first]
+    tampered = ciphertext[:-1] + bytes([ciphertext[-1] ^ 0x01])
+    for bad in ({**inbox, first: tampered}, {**inbox, first: inbox[second]}):
+        with pytest.raises(SecurityError, match="failed authentication"):
+            client.receive_shares(bad)
+    with pytest.raises(SecurityError, match="not one of its neighbours"):
+        client.receive_shares({**inbox, 424242: ciphertext})
+    client.receive_shares(inbox)
+
+
+def test_share_keys_refuses_repeated_keys_and_too_few_holders() -> None:
+    federation = Federation(5, 1)
+    advertised = {n: federation.clients[n].advertise() for n in federation.ids}
+    forwarded = federation.server.receive_keys(advertised)
+    node = federation.ids[0]
+    client = federation.clients[node]
+    neighbours = forwarded[node]
+    first, second = sorted(neighbours)[:2]
+    with pytest.raises(SecurityError, match="already used by node"):
+        client.share_keys({**neighbours, first: advertised[node]})
+    with pytest.raises(SecurityError, match="already used by node"):
+        client.share_keys({**neighbours, first: neighbours[second]})
+    with pytest.raises(SecurityError, match="invalid neighbour"):
+        client.share_keys({**neighbours, node: neighbours[first]})
+    with pytest.raises(SecurityError, match="fewer share holders than the threshold 4"):
+        client.share_keys({first: neighbours[first]})
+    assert set(client.share_keys(neighbours)) == set(neighbours)
+
+
+def test_server_refuses_inconsistent_senders() -> None:
+    federation = Federation(5, 1)
+    advertised = {n: federation.clients[n].advertise() for n in federation.ids}
+    node = federation.ids[0]
+    with pytest.raises(SecurityError, match="already used by node"):
+        federation.server.receive_keys({**advertised, federation.ids[1]: advertised[node]})
+    with pytest.raises(SecurityError, match="node 31337"):
+        federation.server.receive_keys({**advertised, 31337: advertised[node]})
+    forwarded = federation.server.receive_keys(advertised)
+    sent = {n: federation.clients[n].share_keys(keys) for n, keys in forwarded.items()}
+    stranger = {**sent[node], 31337: b"x" * 40}
+    with pytest.raises(SecurityError, match=f"node {node} addressed share bundles"):
+        federation.server.route_shares({**sent, node: stranger})
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [np.zeros(50, dtype=np.uint64), np.zeros(101, dtype=np.int64), np.zeros((101, 1), np.uint64)],
+)
+def test_server_refuses_malformed_masked_vectors(bad: np.ndarray) -> None:
+    federation = Federation(5, 1)
+    federation.exchange()
+    vectors = {n: federation.clients[n].mask(federation.values[n], 1).vector
+               for n in federation.ids}
+    node = federation.ids[-1]
+    with pytest.raises(SecurityError, match=f"node {node} sent a masked vector"):
+        federation.server.receive_masked({**vectors, node: bad})
+
+
+def test_server_refuses_a_rebuilt_key_that_does_not_match_the_advertised_one() -> None:
+    federation = Federation(5, 1)
+    federation.exchange()
+    survivors, dropped = federation.mask(federation.ids[1:])
+    shares = {n: federation.clients[n].unmask(*federation.server.unmask_request(n))
+              for n in survivors}
+    forged = split(bytes(range(32)), federation.params.threshold, survivors)
+    for node in survivors:
+        shares[node][dropped[0]] = forged[node]
+    with pytest.raises(SecurityError, match="does not match its advertised public key"):
+        federation.server.unmask(shares)
+
+
+def test_server_refuses_shares_it_did_not_ask_for(masked: Federation) -> None:
+    shares = {n: masked.clients[n].unmask(*masked.server.unmask_request(n)) for n in masked.ids}
+    responder = masked.ids[0]
+    shares[responder] = {**shares[responder], 424242: b"\x00" * 66}
+    with pytest.raises(SecurityError, match=f"node {responder} released a share"):
+        masked.server.unmask(shares)
+
+
+def test_server_stages_run_in_order() -> None:
+    federation = Federation(3, 1)
+    with pytest.raises(RuntimeError, match="out of order"):
+        federation.server.route_shares({})

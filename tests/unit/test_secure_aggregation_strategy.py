@@ -1,0 +1,204 @@
+"""Secure aggregation through Flower's Message API: the strategy's stages against the real
+client-side stage handlers, over an in-memory grid that can make institutions vanish.
+
+The models are replaced by known update vectors so that the aggregate can be compared with the
+plaintext weighted mean; everything else (wire records, Context.state between stages, masking,
+unmasking, the inner FedAvg) is the production code.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    Metadata,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.app.message.message import make_message
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedpeft.client import secure_aggregation as client_stages
+from fedpeft.common import secagg_wire as wire
+from fedpeft.common.config import load_config
+from fedpeft.common.crypto.secagg import quantization_bound
+from fedpeft.common.errors import ConfigError
+from fedpeft.common.protocol import ARRAYS, METRICS, NUM_EXAMPLES
+from fedpeft.common.runs.metrics_log import MetricsLog, read_metrics
+from fedpeft.server.round_recorder import RoundRecorder
+from fedpeft.server.strategies import InstrumentedStrategy, SecureAggregationStrategy, build_strategy
+
+RUN = 7
+_ids = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(TaskIdentity, "_run_id", RUN)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+
+
+class _Run:
+    run_id = RUN
+
+
+class _Grid:
+    """Delivers each message to its node's handlers; `vanish` maps a stage to nodes that stop
+    answering from that stage on (their replies never arrive, as after a timeout)."""
+
+    def __init__(self, updates: dict[int, tuple[np.ndarray, int]],
+                 vanish: dict[str, set[int]] | None = None) -> None:
+        self.updates = updates
+        self.vanish = vanish or {}
+        self.contexts = {node: Context(RUN, node, {}, RecordDict(), {}) for node in updates}
+        self.run = _Run()
+        self.seen: list[RecordDict] = []
+        self.gone: set[int] = set()
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.updates)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
+                         ) -> list[Message]:
+        replies = []
+        for message in messages:
+            node, kind = message.metadata.dst_node_id, message.metadata.message_type
+            self.gone |= self.vanish.get(kind, set())
+            if node in self.gone:
+                continue
+            delivered = make_message(Metadata(
+                run_id=RUN, message_id=f"m{next(_ids)}", src_node_id=0, dst_node_id=node,
+                reply_to_message_id="", group_id="1", created_at=time.time(), ttl=60.0,
+                message_type=kind), message.content)
+            reply = self._handle(delivered, self.contexts[node])
+            assert reply.metadata.src_node_id == node
+            self.seen.append(reply.content)
+            replies.append(reply)
+        return replies
+
+    def _handle(self, msg: Message, context: Context) -> Message:
+        kind = msg.metadata.message_type
+        if kind == wire.SETUP:
+            return client_stages.handle_setup(msg, context)
+        if kind == wire.SHARE:
+            return client_stages.handle_share(msg, context)
+        if kind == wire.UNMASK:
+            return client_stages.handle_unmask(msg, context)
+        values, weight = self.updates[context.node_id]
+        expected = wire.round_context(wire.UNSEALED_FEDERATION, RUN, int(msg.content["config"]["server-round"]))
+        masked = client_stages.mask_update(msg, context, expected, values, weight)
+        return Message(RecordDict({
+            ARRAYS: ArrayRecord({wire.MASKED_ARRAY: Array(masked.vector)}),
+            METRICS: MetricRecord({"loss": 1.0}),
+        }), reply_to=msg)
+
+
+def _setup(tmp_path: Path, n: int, size: int, max_dropouts: int = 1, seed: int = 0
+           ) -> tuple[InstrumentedStrategy, RoundRecorder, dict[int, tuple[np.ndarray, int]], np.ndarray]:
+    cfg = load_config(overrides={
+        "secure_aggregation.enabled": True, "secure_aggregation.max_dropouts": max_dropouts,
+        "secure_aggregation.clip_range": 2.0, "security.seal_updates": False,
+        "federation.min_train_clients": 2, "federation.min_available_clients": 2,
+    })
+    recorder = RoundRecorder(MetricsLog(tmp_path / "metrics.jsonl"), parallel_slots=2)
+    strategy = InstrumentedStrategy(SecureAggregationStrategy(
+        build_strategy(cfg), cfg, wire.UNSEALED_FEDERATION, RUN, recorder), recorder)
+    rng = np.random.default_rng(seed)
+    updates = {100 + i: (rng.uniform(-1, 1, size), int(rng.integers(1, 500))) for i in range(n)}
+    current = rng.normal(0, 0.1, size).astype(np.float32)
+    return strategy, recorder, updates, current
+
+
+def _round(strategy: InstrumentedStrategy, grid: _Grid, current: np.ndarray
+           ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    arrays = ArrayRecord({"w": Array(current)})
+    messages = list(strategy.configure_train(1, arrays, ConfigRecord({}), grid))  # type: ignore[arg-type]
+    replies = grid.send_and_receive(messages)
+    return strategy.aggregate_train(1, replies)
+
+
+def _expected(updates: dict[int, tuple[np.ndarray, int]], nodes: Iterable[int],
+              current: np.ndarray) -> np.ndarray:
+    nodes = list(nodes)
+    weights = np.array([updates[n][1] for n in nodes], dtype=np.float64)
+    mean = sum(updates[n][0] * updates[n][1] for n in nodes) / weights.sum()
+    return current.astype(np.float64) + mean
+
+
+@pytest.mark.parametrize(("n", "size"), [(3, 1), (5, 1000), (8, 20000)])
+def test_aggregate_equals_weighted_mean(tmp_path: Path, n: int, size: int) -> None:
+    strategy, recorder, updates, current = _setup(tmp_path, n, size, seed=n)
+    grid = _Grid(updates)
+    arrays, metrics = _round(strategy, grid, current)
+    assert arrays is not None and metrics is not None
+    got = arrays["w"].numpy()
+    bound = quantization_bound(2.0, 24)
+    np.testing.assert_allclose(got, _expected(updates, updates, current), atol=bound + 1e-6)
+    assert metrics[NUM_EXAMPLES] == sum(w for _, w in updates.values())
+    # No reply the server received holds an update in the clear (or its example count).
+    for content in grid.seen:
+        for record in content.array_records.values():
+            for array in record.values():
+                data = array.numpy()
+                for values, weight in updates.values():
+                    assert not np.isin(values.astype(np.float32), data.astype(np.float32)).any()
+        assert all(NUM_EXAMPLES not in m for m in content.metric_records.values())
+
+
+def test_dropouts_after_key_exchange_and_after_masking(tmp_path: Path) -> None:
+    strategy, recorder, updates, current = _setup(tmp_path, 6, 500, max_dropouts=2)
+    nodes = list(updates)
+    # One institution vanishes before sending its masked update, one after sending it.
+    grid = _Grid(updates, vanish={"train": {nodes[0]}, wire.UNMASK: {nodes[1]}})
+    arrays, _ = _round(strategy, grid, current)
+    assert arrays is not None
+    included = [n for n in nodes if n != nodes[0]]  # a masked update that arrived counts
+    np.testing.assert_allclose(arrays["w"].numpy(), _expected(updates, included, current),
+                               atol=quantization_bound(2.0, 24) + 1e-6)
+
+
+def test_too_many_dropouts_abort_the_round_and_keep_the_global(tmp_path: Path) -> None:
+    strategy, recorder, updates, current = _setup(tmp_path, 5, 100, max_dropouts=1)
+    nodes = list(updates)
+    grid = _Grid(updates, vanish={"train": {nodes[0], nodes[1]}})
+    arrays, metrics = _round(strategy, grid, current)
+    assert arrays is None and metrics is None  # Flower keeps the previous global
+    record = recorder.close(1, {"accuracy": 0.5}, 0.0)
+    aborted = [f for f in record["failures"] if f["node_id"] is None]
+    assert aborted and "round aborted" in aborted[0]["reason"]
+    assert "max_dropouts" in aborted[0]["reason"]
+    assert record["secure_aggregation"]["aborted"]
+    assert read_metrics(tmp_path / "metrics.jsonl")[-1]["round"] == 1
+
+
+def test_threshold_that_would_let_the_server_unmask_is_refused(tmp_path: Path) -> None:
+    strategy, _, updates, current = _setup(tmp_path, 3, 10, max_dropouts=2)
+    with pytest.raises(ConfigError, match="max_dropouts=2 is too many for 3 institutions"):
+        _round(strategy, _Grid(updates), current)
+
+
+def test_error_reply_counts_as_a_dropout(tmp_path: Path) -> None:
+    strategy, recorder, updates, current = _setup(tmp_path, 4, 50, max_dropouts=1)
+    grid = _Grid(updates)
+    arrays = ArrayRecord({"w": Array(current)})
+    messages = list(strategy.configure_train(1, arrays, ConfigRecord({}), grid))  # type: ignore[arg-type]
+    replies = grid.send_and_receive(messages)
+    failed = replies[0]
+    replies[0] = make_message(failed.metadata, error=Error(code=0, reason="institution crashed"))
+    result, _ = strategy.aggregate_train(1, replies)
+    assert result is not None
+    survivors = [n for n in updates if n != failed.metadata.src_node_id]
+    np.testing.assert_allclose(result["w"].numpy(), _expected(updates, survivors, current),
+                               atol=quantization_bound(2.0, 24) + 1e-6)
