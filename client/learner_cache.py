@@ -2,8 +2,8 @@
 
 Loading the base model is the most expensive thing a client does; a simulation actor or a
 long-lived deployment process serves many rounds, so it is loaded once per (model, PEFT,
-training, labels, LoRA mode, own rank) combination. Each round starts by overwriting the adapter with the global
-one, so reuse cannot leak state from one round into the next.
+training, labels, LoRA mode, own rank) combination. Each round starts by overwriting the adapter
+with the global one, so reuse cannot leak state from one round into the next.
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ def adapter_state(model: PeftModel) -> AdapterState:
     return {key: _to_numpy(value) for key, value in peft_state_dict(model).items()}
 
 
-def check_state_shapes(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, np.ndarray]) -> None:
+def check_state_shapes(expected: Mapping[str, tuple[int, ...]],
+                       state: Mapping[str, np.ndarray]) -> None:
     """Raise ModelError naming the first key of `state` missing, unexpected or misshapen."""
     missing = [key for key in expected if key not in state]
     if missing:

@@ -42,17 +42,16 @@ class FfaExchange:
                 weight.copy_(shared.to(device=weight.device, dtype=weight.dtype))
                 weight.requires_grad_(False)
         self._scaling = float(next(iter(self._layers.values())).scaling[adapter])
-
-    def _exchanged_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {key: (value.shape[0], self._full_rank) if is_lora_b(key) else tuple(value.shape)
-                for key, value in adapter_state(self._model).items() if not is_lora_a(key)}
+        self._shapes = {key: (value.shape[0], full_rank) if is_lora_b(key) else value.shape
+                        for key, value in adapter_state(model).items() if not is_lora_a(key)}
+        """The exchanged layout: the federation's, whatever this institution's rank."""
 
     def outgoing(self) -> AdapterState:
         return {key: pad_columns(value, self._full_rank) if is_lora_b(key) else value
                 for key, value in adapter_state(self._model).items() if not is_lora_a(key)}
 
     def adopt(self, state: Mapping[str, np.ndarray]) -> None:
-        check_state_shapes(self._exchanged_shapes(), state)
+        check_state_shapes(self._shapes, state)
         current = adapter_state(self._model)
         load_adapter_state(self._model, {
             key: value if is_lora_a(key)
@@ -64,7 +63,7 @@ class FfaExchange:
 
     def saved_form(self, state: Mapping[str, np.ndarray]) -> SavedLora:
         """The global at the federation's rank, with the full shared A every party derives."""
-        check_state_shapes(self._exchanged_shapes(), state)
+        check_state_shapes(self._shapes, state)
         tensors: AdapterState = {}
         for key, value in state.items():
             if is_lora_b(key):

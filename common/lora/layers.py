@@ -23,7 +23,8 @@ def lora_layers(model: PeftModel, mode: str) -> dict[str, LoraLayer]:
         if not isinstance(module, LoraLayer) or adapter not in module.r:
             continue
         factor = module.lora_A[adapter] if adapter in module.lora_A else None
-        if isinstance(module, (MultiheadAttention, ParamWrapper)) or not isinstance(factor, nn.Linear):
+        if isinstance(module, (MultiheadAttention, ParamWrapper)) \
+                or not isinstance(factor, nn.Linear):
             raise ModelError(f"lora.mode={mode!r}: layer {name!r} is a {type(module).__name__} "
                              "LoRA; only Linear layers have a plain B @ A update")
         if adapter in module.lora_variant:

@@ -41,6 +41,8 @@ class StackingExchange:
                                  "global update")
         self._pristine = {name: layer.get_base_layer().weight.detach().clone()
                           for name, layer in self._layers.items()}
+        self._shapes = shapes_of(adapter_state(model))
+        """The own LoRA's layout; a global may differ from it only in its ranks."""
 
     def _scaling(self, module: str) -> float:
         return float(self._layers[module].scaling[self._adapter])
@@ -50,8 +52,8 @@ class StackingExchange:
                 for key, value in adapter_state(self._model).items()}
 
     def adopt(self, state: Mapping[str, np.ndarray]) -> None:
+        stack_ranks(self._shapes, shapes_of(state))
         own = adapter_state(self._model)
-        stack_ranks(shapes_of(own), shapes_of(state))
         with torch.no_grad():
             for name, layer in self._layers.items():
                 a = torch.from_numpy(np.asarray(state[lora_a_key(name)], dtype=np.float64))
@@ -78,6 +80,6 @@ class StackingExchange:
 
     def saved_form(self, state: Mapping[str, np.ndarray]) -> SavedLora:
         """The stacked global as it is: B already carries the scaling, so the LoRA's is 1."""
-        stack_ranks(shapes_of(adapter_state(self._model)), shapes_of(state))
+        stack_ranks(self._shapes, shapes_of(state))
         return SavedLora({key: np.asarray(value, dtype=np.float32) for key, value in state.items()},
                          1.0)

@@ -1,8 +1,8 @@
 """What the report says, section by section, decided once for both Markdown and HTML.
 
 The rule throughout: state what the run folder records, say "not recorded" where it records
-nothing, and never describe a protection the run did not have. Where `summary.json` is silent
-the effective `config.toml` is used, and the text says so.
+nothing, and never describe a protection the run did not have (`view.RunView` decides what
+was on; `guarantees` words the protections).
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from fedpeft.common.report.document import (
     Block,
@@ -31,28 +29,47 @@ from fedpeft.common.report.document import (
     code,
     line,
 )
-from fedpeft.common.report.facts import CONFIG_FILE, RoundFacts, RunFacts
+from fedpeft.common.report.facts import CONFIG_FILE, RunFacts
+from fedpeft.common.report.guarantees import (
+    form_line,
+    guarantees_section,
+    protection_line,
+    round_form,
+)
+from fedpeft.common.report.view import (
+    BAD,
+    GOOD,
+    NOT_RECORDED,
+    SHOWN_METRICS,
+    WARN,
+    RunView,
+    as_text,
+    best_text,
+    bytes_text,
+    fedpeft_version,
+    final_eval,
+    fixed4,
+    is_number,
+    kind_text,
+    metrics_text,
+    names_text,
+    numeric,
+    round_list,
+)
 
-NOT_RECORDED = "not recorded"
-FROM_CONFIG = " (per config.toml)"
-SHOWN_METRICS = ("accuracy", "macro_f1", "loss", "perplexity")
 VERIFY_KEY = "FED/server/signing.pub"
-
-_GOOD = "good"
-_BAD = "bad"
-_WARN = "warn"
 
 
 def build_document(facts: RunFacts, figures: Mapping[str, Figure], run_arg: Path) -> Document:
     """The whole report for `facts`; `figures` by name (quality, loss, epsilon) when drawn;
     `run_arg` is the run folder as the user named it (quoted in the commands shown)."""
-    view = _View(facts)
+    view = RunView(facts)
     sections = [
         _summary(view),
         _metrics(view, figures),
         _participation(view),
         _exchange(view),
-        _guarantees(view, figures),
+        guarantees_section(view, figures),
         _failures(view),
         _ledger(view, run_arg),
         _configuration(view),
@@ -60,92 +77,16 @@ def build_document(facts: RunFacts, figures: Mapping[str, Figure], run_arg: Path
     return Document(
         title=f"Run report: {facts.name}",
         subtitle=line("Generated ", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                      f" by fedpeft {_version()} from the run folder ", code(str(run_arg)),
+                      f" by fedpeft {fedpeft_version()} from the run folder ", code(str(run_arg)),
                       ". Every statement below comes from the files in that folder."),
         sections=tuple(sections),
     )
 
 
-class _View:
-    """`RunFacts` with the report's questions answered: each protection on, off or unknown,
-    and where the answer came from."""
-
-    def __init__(self, facts: RunFacts) -> None:
-        self.facts = facts
-        self.security = facts.section("security")
-        self.privacy = facts.section("privacy")
-        self.rounds = facts.rounds
-        self.sealed, self.sealed_src = self._flag(
-            self.security.get("sealed_updates"), facts.setting("security", "seal_updates"),
-            any(r.updates_sha256 for r in self.rounds))
-        self.secagg, self.secagg_src = self._flag(
-            self.security.get("secure_aggregation"),
-            facts.setting("secure_aggregation", "enabled"),
-            any(r.secure_aggregation for r in self.rounds))
-        self.dp, self.dp_src = self._flag(
-            self.privacy.get("enabled"), facts.setting("privacy", "enabled"),
-            any(r.privacy for r in self.rounds))
-        self.deployment = self._deployment()
-
-    @staticmethod
-    def _flag(recorded: Any, configured: Any, evidence: bool) -> tuple[bool | None, str]:
-        """On/off from the summary, else from the config, else on if a round record shows
-        the protection at work; None when nothing says."""
-        if isinstance(recorded, bool):
-            return recorded, ""
-        if isinstance(configured, bool):
-            return configured, FROM_CONFIG
-        return (True, " (seen in metrics.jsonl)") if evidence else (None, "")
-
-    def _deployment(self) -> bool | None:
-        recorded = self.facts.summary.get("deployment")
-        if isinstance(recorded, bool):
-            return recorded
-        kind = self.facts.kind
-        if kind == "federated-deployment":
-            return True
-        if kind in ("federated", "centralized", "local"):
-            return False
-        return None
-
-    def value(self, summary_key: str, section: str, key: str) -> tuple[Any, str]:
-        """A run fact from `summary.json`, else from `config.toml` (saying so)."""
-        recorded = self.facts.summary.get(summary_key)
-        if recorded is not None:
-            return recorded, ""
-        configured = self.facts.setting(section, key)
-        return (configured, FROM_CONFIG) if configured is not None else (None, "")
-
-    def privacy_value(self, key: str) -> tuple[Any, str]:
-        """A privacy fact: the summary, else the last round that recorded it, else the config."""
-        if self.privacy.get(key) is not None:
-            return self.privacy[key], ""
-        for facts in reversed(self.rounds):
-            if facts.privacy and facts.privacy.get(key) is not None:
-                return facts.privacy[key], " (last round's record)"
-        configured = self.facts.setting("privacy", key)
-        return (configured, FROM_CONFIG) if configured is not None else (None, "")
-
-    @property
-    def lora_mode(self) -> tuple[Any, str]:
-        if self.security.get("lora_mode") is not None:
-            return self.security["lora_mode"], ""
-        configured = self.facts.setting("lora", "mode")
-        return (configured, FROM_CONFIG) if configured is not None else (None, "")
-
-    @property
-    def fingerprints(self) -> dict[str, str]:
-        institutions = self.security.get("institutions")
-        if not isinstance(institutions, dict):
-            return {}
-        return {str(name): str(value) for name, value in institutions.items()}
-
-
-# -- sections ---------------------------------------------------------------------------------
-def _summary(view: _View) -> Section:
+def _summary(view: RunView) -> Section:
     facts = view.facts
     summary = facts.summary
-    status = Span(facts.status, _GOOD if facts.status == "completed" else _BAD)
+    status = Span(facts.status, GOOD if facts.status == "completed" else BAD)
     status_line = line(status, *((f": {facts.error}",) if facts.error else ()))
     planned, planned_src = view.value("rounds", "federation", "num_rounds")
     if facts.is_baseline:
@@ -157,7 +98,7 @@ def _summary(view: _View) -> Section:
     model, model_src = view.value("model", "model", "name")
     task, task_src = view.value("task", "model", "task")
     method, method_src = view.value("peft_method", "peft", "method")
-    method_text = _text(method) + method_src
+    method_text = as_text(method) + method_src
     rank = facts.setting("peft", "r")
     if method == "lora" and rank is not None:
         method_text = f"lora, rank r = {rank}{method_src}"
@@ -165,21 +106,21 @@ def _summary(view: _View) -> Section:
     strategy, strategy_src = view.value("strategy", "strategy", "name")
     items: list[tuple[str, Line]] = [
         ("Run", line(facts.name)),
-        ("Kind", line(_kind(facts))),
+        ("Kind", line(kind_text(facts))),
         ("Status", status_line),
         ("Rounds", line(rounds)),
         ("Institutions", line(f"{len(facts.institutions)}: {', '.join(facts.institutions)}"
                               if facts.institutions else NOT_RECORDED)),
-        ("Base model", line(_text(model) + model_src)),
-        ("Task", line(_text(task) + task_src)),
+        ("Base model", line(as_text(model) + model_src)),
+        ("Task", line(as_text(task) + task_src)),
         ("PEFT method", line(method_text)),
-        ("LoRA mode", line(_text(mode) + mode_src if method in ("lora", None)
+        ("LoRA mode", line(as_text(mode) + mode_src if method in ("lora", None)
                            else f"n/a ({method} is not LoRA)")),
-        ("Strategy", line(_text(strategy) + strategy_src)),
-        ("Best", line(_best(summary))),
-        ("Initial test metrics", line(_metrics_text(facts.initial_eval))),
-        ("Final test metrics", line(_metrics_text(_final_eval(facts)))),
-        ("Protection", _protection_line(view)),
+        ("Strategy", line(as_text(strategy) + strategy_src)),
+        ("Best", line(best_text(summary))),
+        ("Initial test metrics", line(metrics_text(facts.initial_eval))),
+        ("Final test metrics", line(metrics_text(final_eval(facts)))),
+        ("Protection", protection_line(view)),
         ("Config SHA-256", line(code(facts.config_sha256) if facts.config_sha256
                                 else "no config.toml")),
     ]
@@ -193,15 +134,15 @@ def _summary(view: _View) -> Section:
     return Section("Summary", tuple(blocks))
 
 
-def _metrics(view: _View, figures: Mapping[str, Figure]) -> Section:
+def _metrics(view: RunView, figures: Mapping[str, Figure]) -> Section:
     records = view.facts.records
-    names = [n for n in SHOWN_METRICS if any(n in _numbers(r.get("server_eval")) for r in records)]
+    names = [n for n in SHOWN_METRICS if any(n in numeric(r.get("server_eval")) for r in records)]
     blocks: list[Block] = [figures[name] for name in ("quality", "loss") if name in figures]
     if names:
         rows = tuple(
             (line(str(r["round"]) if r["round"] else "0 (initial)"),
-             *(line(_num(_numbers(r.get("server_eval")).get(n))) for n in names),
-             line(_num(_numbers(r.get("train")).get("loss"))))
+             *(line(fixed4(numeric(r.get("server_eval")).get(n))) for n in names),
+             line(fixed4(numeric(r.get("train")).get("loss"))))
             for r in records
         )
         blocks.append(Table(("round", *(f"test {n}" for n in names), "training loss"), rows))
@@ -210,7 +151,7 @@ def _metrics(view: _View, figures: Mapping[str, Figure]) -> Section:
     return Section("Model quality per round", tuple(blocks))
 
 
-def _participation(view: _View) -> Section:
+def _participation(view: RunView) -> Section:
     facts = view.facts
     if not facts.rounds:
         return Section("Who took part", (Paragraph(line("No round was recorded.")),))
@@ -220,8 +161,8 @@ def _participation(view: _View) -> Section:
         "that failed or were refused (details under ", bold("Refusals and failures"), ")."))]
     blocks.append(Table(
         ("round", "update accepted", "evaluated locally", "failed or refused"),
-        tuple((line(str(r.number)), line(_names(r.contributed)), line(_names(r.evaluated)),
-               line(_names(tuple(f"{f.institution} ({f.phase})" for f in r.failures))))
+        tuple((line(str(r.number)), line(names_text(r.contributed)), line(names_text(r.evaluated)),
+               line(names_text(tuple(f"{f.institution} ({f.phase})" for f in r.failures))))
               for r in facts.rounds),
     ))
     fingerprints = view.fingerprints
@@ -233,7 +174,7 @@ def _participation(view: _View) -> Section:
         rows.append((
             line(name),
             line(f"{len(contributed)} of {len(facts.rounds)}"),
-            line(_round_list(failed) if failed else "none"),
+            line(round_list(failed) if failed else "none"),
             line(code(fingerprints[name]) if name in fingerprints else NOT_RECORDED),
         ))
     blocks.append(Heading("Institutions"))
@@ -242,7 +183,7 @@ def _participation(view: _View) -> Section:
     return Section("Who took part", tuple(blocks))
 
 
-def _exchange(view: _View) -> Section:
+def _exchange(view: RunView) -> Section:
     facts = view.facts
     if facts.is_baseline:
         return Section("What was exchanged", (Paragraph(line(
@@ -258,10 +199,11 @@ def _exchange(view: _View) -> Section:
         "its own."))]
     bullets: list[Line] = []
     adapter, full = summary.get("adapter_bytes"), summary.get("full_model_bytes")
-    if _is_number(adapter):
-        size = f"Global adapter: {_bytes(adapter)}"
-        if _is_number(full) and adapter:
-            size += f"; the full model it adapts is {_bytes(full)} ({full / adapter:.0f}x larger)"
+    if is_number(adapter):
+        size = f"Global adapter: {bytes_text(adapter)}"
+        if is_number(full) and adapter:
+            size += (f"; the full model it adapts is {bytes_text(full)} "
+                     f"({full / adapter:.0f}x larger)")
         bullets.append(line(size + "."))
     mode, mode_src = view.lora_mode
     mode_text = {
@@ -273,7 +215,7 @@ def _exchange(view: _View) -> Section:
     }.get(mode) if method in ("lora", None) else None
     if mode_text:
         bullets.append(line(mode_text + mode_src + "."))
-    bullets.append(_form_line(view))
+    bullets.append(form_line(view))
     blocks.append(Bullets(tuple(bullets)))
     if facts.rounds:
         blocks.append(Paragraph(line(
@@ -282,8 +224,9 @@ def _exchange(view: _View) -> Section:
             "messages).")))
         blocks.append(Table(
             ("round", "sent by server", "received by server", "updates accepted", "form"),
-            tuple((line(str(r.number)), line(_bytes(r.bytes_sent)), line(_bytes(r.bytes_received)),
-                   line(str(len(r.contributed))), line(_round_form(view, r)))
+            tuple((line(str(r.number)), line(bytes_text(r.bytes_sent)),
+                   line(bytes_text(r.bytes_received)),
+                   line(str(len(r.contributed))), line(round_form(view, r)))
                   for r in facts.rounds),
         ))
     digests = [(r.number, name, digest) for r in facts.rounds
@@ -294,7 +237,8 @@ def _exchange(view: _View) -> Section:
             "Recorded before the update was opened, whether it was then accepted or refused: "
             "an institution can compare these with the digests of what it sent.")))
         blocks.append(Table(("round", "institution", "SHA-256"), tuple(
-            (line(str(number)), line(name), line(code(digest))) for number, name, digest in digests)))
+            (line(str(number)), line(name), line(code(digest)))
+            for number, name, digest in digests)))
     else:
         reason = ("updates were not sealed" if view.sealed is False
                   else "metrics.jsonl has no updates_sha256")
@@ -302,19 +246,7 @@ def _exchange(view: _View) -> Section:
     return Section("What was exchanged, and in what form", tuple(blocks))
 
 
-def _guarantees(view: _View, figures: Mapping[str, Figure]) -> Section:
-    blocks: list[Block] = []
-    if view.facts.is_baseline:
-        blocks.append(Paragraph(line("None apply: a baseline run has no federation.")))
-        return Section("Guarantees in force", tuple(blocks))
-    blocks += [Heading("Transport"), Paragraph(_transport(view))]
-    blocks += [Heading("Sealing and signatures"), *_sealing(view)]
-    blocks += [Heading("Secure aggregation"), *_secure_aggregation(view)]
-    blocks += [Heading("Differential privacy"), *_privacy(view, figures)]
-    return Section("Guarantees in force", tuple(blocks))
-
-
-def _failures(view: _View) -> Section:
+def _failures(view: RunView) -> Section:
     failures = [f for r in view.rounds for f in r.failures]
     if not failures:
         body: Block = Paragraph(line(
@@ -326,7 +258,7 @@ def _failures(view: _View) -> Section:
     return Section("Refusals and failures", (body,))
 
 
-def _ledger(view: _View, run_arg: Path) -> Section:
+def _ledger(view: RunView, run_arg: Path) -> Section:
     ledger = view.facts.ledger
     command = Command(f"fedpeft audit verify {shlex.quote(str(run_arg))} --key {VERIFY_KEY}")
     if not ledger.present:
@@ -334,25 +266,26 @@ def _ledger(view: _View, run_arg: Path) -> Section:
                if view.facts.setting("audit", "ledger") is False
                else "this run kept none, or it was removed")
         return Section("Audit ledger", (Paragraph(line(
-            Span("No ledger.jsonl", _WARN),
+            Span("No ledger.jsonl", WARN),
             f" in the run folder ({why}): this run has no signed audit trail to verify.")),))
     report = ledger.report
     items: list[tuple[str, Line]] = [("File", line(code(ledger.path.name)))]
     if report is None:
-        items.append(("Status", line(Span("FAILED", _BAD), f": {ledger.error}")))
+        items.append(("Status", line(Span("FAILED", BAD), f": {ledger.error}")))
     else:
-        status = (line(Span("verified", _GOOD), ": the hash chain and every signature check out")
+        status = (line(Span("verified", GOOD), ": the hash chain and every signature check out")
                   if report.ok else
-                  line(Span(f"FAILED at record {report.first_bad}", _BAD), f": {report.reason}"))
+                  line(Span(f"FAILED at record {report.first_bad}", BAD), f": {report.reason}"))
         complete = {True: line("yes (ends with a run-end record)"),
-                    False: line(Span("no", _WARN), ": no run-end record (the run did not finish, "
+                    False: line(Span("no", WARN), ": no run-end record (the run did not finish, "
                                 "or the ledger's tail was cut)"),
                     None: line("n/a (not a coordinator ledger)")}[report.complete]
         verified = "" if report.ok else " (before the first bad one)"
         items += [
             ("Status", status),
             ("Records", line(f"{report.records}{verified}")),
-            ("Head (SHA-256 of the last record)", line(code(report.head) if report.head else "none")),
+            ("Head (SHA-256 of the last record)",
+             line(code(report.head) if report.head else "none")),
             ("Signer key fingerprint", line(code(report.signer) if report.signer else "none")),
             ("Owner", line(f"{report.owner or '?'} ({report.role or '?'})")),
             ("Complete", complete),
@@ -361,7 +294,7 @@ def _ledger(view: _View, run_arg: Path) -> Section:
     blocks: list[Block] = [Fields(tuple(items))]
     if ledger.summary.get("ephemeral_key") is True:
         blocks.append(Paragraph(line(
-            Span("Signed with a key made for this run", _WARN),
+            Span("Signed with a key made for this run", WARN),
             " (no federation signing key was available): the ledger shows that no record was "
             "altered after signing, not who wrote it.")))
     blocks.append(Paragraph(line(
@@ -373,11 +306,11 @@ def _ledger(view: _View, run_arg: Path) -> Section:
     return Section("Audit ledger", tuple(blocks))
 
 
-def _configuration(view: _View) -> Section:
+def _configuration(view: RunView) -> Section:
     facts = view.facts
     if facts.config_sha256 is None:
         return Section("Configuration", (Paragraph(line(
-            Span("No config.toml", _WARN), " in the run folder: the effective configuration "
+            Span("No config.toml", WARN), " in the run folder: the effective configuration "
             "was not recorded.")),))
     return Section("Configuration", (
         Paragraph(line("The effective configuration of the run (defaults, file and flags "
@@ -387,253 +320,7 @@ def _configuration(view: _View) -> Section:
     ))
 
 
-# -- guarantees -------------------------------------------------------------------------------
-def _transport(view: _View) -> Line:
-    if view.deployment is False:
-        return line("Simulation on one machine: no network was involved, so no transport "
-                    "security (TLS) applies or was needed.")
-    if view.deployment is None:
-        return line(f"{NOT_RECORDED}: summary.json does not say whether this was a simulation "
-                    "or a deployment.")
-    summary = view.facts.summary
-    tls, auth = summary.get("tls"), summary.get("node_auth")
-    parts: list[str | Span] = ["Deployment across the network (Flower SuperLink and SuperNodes). "]
-    parts += ["TLS: ", *_switch(tls, "gRPC over TLS with the federation's own CA"), ". "]
-    parts += ["SuperNode authentication: ",
-              *_switch(auth, "only registered institutions' SuperNodes may connect"), "."]
-    if tls is None or auth is None:
-        parts.append(" fedpeft deployments use both unless the SuperLink was started with "
-                     "--insecure; this run folder does not record which.")
-    return line(*parts)
-
-
-def _switch(value: Any, on_text: str) -> list[str | Span]:
-    if value is True:
-        return [Span("on", _GOOD), f" ({on_text})"]
-    if value is False:
-        return [Span("OFF", _BAD)]
-    if value is None:
-        return [NOT_RECORDED]
-    if isinstance(value, dict):
-        return [", ".join(f"{k} {_text(v)}" for k, v in value.items())]
-    return [_text(value)]
-
-
-def _sealing(view: _View) -> list[Block]:
-    security = view.security
-    if view.sealed is None:
-        return [Paragraph(line(f"Sealing of updates: {NOT_RECORDED}."))]
-    if view.sealed is False:
-        where = ("were exchanged" if view.deployment is False else
-                 "crossed the network and rested in the SuperLink's database")
-        return [Paragraph(line(
-            Span("Updates were not sealed", _BAD), f"{view.sealed_src}: security.seal_updates "
-            f"= false, so adapters {where} unencrypted and unsigned, and global adapters were "
-            "not signed by the server."))]
-    bullets = [
-        line(Span("Sealed", _GOOD), view.sealed_src, ": every update is encrypted end to end to "
-             "the aggregator (X25519 key agreement, HKDF, AES-256-GCM), bound to the "
-             "federation, run, round and institution, so the SuperLink and anything on the path "
-             "see only ciphertext."),
-        line("Signed: every update is signed by its institution (Ed25519) and an update whose "
-             "signature or binding does not verify is refused (listed under Refusals and "
-             "failures); every global adapter is signed by the server (Ed25519)."),
-    ]
-    if view.deployment is False and view.facts.config is not None \
-            and view.facts.setting("security", "credentials_dir") is None:
-        bullets.append(line("In a simulation the keys are made for the run and deleted after it."))
-    blocks: list[Block] = [Bullets(tuple(bullets))]
-    keys = [(label, security.get(key)) for label, key in (
-        ("Federation", "federation_id"),
-        ("Server signing key (Ed25519) fingerprint", "server_signing"),
-        ("Server encryption key (X25519) fingerprint", "server_encryption"))]
-    blocks.append(Fields(tuple(
-        (label, line(code(str(value)) if value is not None else NOT_RECORDED))
-        for label, value in keys)))
-    if view.fingerprints:
-        blocks.append(Paragraph(line(
-            "Institutions' signing key fingerprints are listed under Who took part.")))
-    return blocks
-
-
-def _secure_aggregation(view: _View) -> list[Block]:
-    facts = view.facts
-    if view.secagg is None:
-        return [Paragraph(line(f"Secure aggregation: {NOT_RECORDED}."))]
-    if view.secagg is False:
-        seen = ("each institution's update on its own once it has opened its seal"
-                if view.sealed else "each institution's update on its own")
-        return [Paragraph(line(Span("Off", _WARN), f"{view.secagg_src}: the aggregator sees "
-                               f"{seen}."))]
-    def setting(key: str) -> Any:
-        return facts.setting("secure_aggregation", key)
-
-    clip, bits = setting("clip_range"), setting("quantization_bits")
-    neighbours, dropouts = setting("neighbours"), setting("max_dropouts")
-    if _is_number(clip) and isinstance(bits, int) and bits > 0:
-        bound = clip / (2 ** bits - 1)
-        quantisation = (f"each update value clipped to +/- {clip:g} and encoded on 2^{bits} "
-                        f"levels: the decoded average is within {bound:.3g} "
-                        f"(= {clip:g} / (2^{bits} - 1)) of the plain average for values inside "
-                        "that range")
-    else:
-        quantisation = f"{NOT_RECORDED} (no [secure_aggregation] clip_range/quantization_bits)"
-    items: tuple[tuple[str, Line], ...] = (
-        ("Status", line(Span("on", _GOOD), view.secagg_src, ": SecAgg+-style masking, the "
-                        "aggregator learns only the sum of the updates, never one "
-                        "institution's update")),
-        ("Dropouts tolerated per round",
-         line(f"{dropouts} (after the key exchange)" if dropouts is not None else NOT_RECORDED)),
-        ("Neighbours", line(str(neighbours) if neighbours is not None
-                            else "default: every other institution up to 5, then 2 ceil(log2 n)"
-                            if facts.config is not None else NOT_RECORDED,
-                            " (actual per round below)")),
-        ("Threshold", line("shares of an institution's secrets needed to rebuild them: fewer "
-                           "colluding institutions, even together with the aggregator, learn "
-                           "nothing about one update (per round below)")),
-        ("Quantisation", line(quantisation)),
-    )
-    blocks: list[Block] = [Fields(items)]
-    rows = []
-    for r in facts.rounds:
-        info = r.secure_aggregation
-        if info is None:
-            continue
-        aborted = info.get("aborted")
-        outcome = (line(Span("ABORTED", _BAD), f": {aborted}") if aborted
-                   else line("aggregated"))
-        rows.append((line(str(r.number)),
-                     *(line(_text(info.get(key))) for key in
-                       ("participants", "neighbours", "threshold", "survivors", "dropped")),
-                     outcome))
-    if rows:
-        blocks.append(Table(("round", "participants", "neighbours", "threshold", "survivors",
-                             "dropped", "outcome"), tuple(rows)))
-    else:
-        blocks.append(Paragraph(line("No round recorded secure-aggregation facts.")))
-    return blocks
-
-
-def _privacy(view: _View, figures: Mapping[str, Figure]) -> list[Block]:
-    if view.dp is None:
-        return [Paragraph(line(f"Differential privacy: {NOT_RECORDED}."))]
-    if view.dp is False:
-        return [Paragraph(line(
-            Span("Off", _WARN), f"{view.dp_src}: no (epsilon, delta) bound limits what the "
-            "global adapter reveals about any one institution's data. Sealing and secure "
-            "aggregation protect updates on their way and at the aggregator; they do not limit "
-            "what the resulting model itself reveals."))]
-    value = view.privacy_value
-    noise, noise_src = value("noise")
-    noise_text = {"central": "central: the server adds Gaussian noise to the sum of the "
-                             "clipped updates",
-                  "distributed": "distributed: each institution adds its share of the noise "
-                                 "before masking, so the sum carries the full noise"
-                  }.get(noise, _text(noise))
-    clipping, clipping_src = value("clipping")
-    clip_norm, clip_src = value("clip_norm")
-    clip_text = f"{_text(clipping)}{clipping_src}, L2 norm bound {_text(clip_norm)}{clip_src}"
-    if clipping == "adaptive":
-        clip_text += " (initial; it follows a quantile of the update norms)"
-    epsilon, eps_src = value("epsilon")
-    delta, delta_src = value("delta")
-    charged = [r for r in view.rounds if r.privacy and _is_number(r.privacy.get("epsilon"))]
-    final = (line(Span(f"epsilon = {_eps(epsilon)}, delta = {_text(delta)}", "bold"),
-                  f" after {len(charged)} round(s){eps_src}")
-             if _is_number(epsilon) else line(NOT_RECORDED))
-    target, _ = value("target_epsilon")
-    planned = view.privacy.get("rounds_planned")
-    if planned is None:
-        planned = view.value("rounds", "federation", "num_rounds")[0]
-    allowed = view.privacy.get("rounds_allowed")
-    stopped = view.privacy.get("stopped_early")
-    if stopped is True:
-        stop_line = line(Span("yes", _WARN), f": stopped before exceeding the target epsilon "
-                         f"({_text(allowed)} of {_text(planned)} planned rounds run)")
-    elif stopped is False:
-        stop_line = line(f"no ({_text(allowed) if allowed is not None else len(charged)} of "
-                         f"{_text(planned)} planned rounds within the budget)")
-    else:
-        stop_line = line(NOT_RECORDED)
-    rate, rate_src = value("sampling_rate")
-    items: list[tuple[str, Line]] = [
-        ("Status", line(Span("on", _GOOD), view.dp_src, ": client-level differential privacy "
-                        "(DP-FedAvg); the unit protected is one institution's whole contribution, "
-                        "so the bound holds for each of its records too")),
-        ("Final (epsilon, delta)", final),
-        ("Target epsilon", line(_eps(target) if _is_number(target) else "none set")),
-        ("Stopped early at the target", stop_line),
-        ("Noise", line(noise_text + noise_src)),
-        ("Noise multiplier", line(_text(value("noise_multiplier")[0])
-                                  + value("noise_multiplier")[1])),
-        ("Clipping", line(clip_text)),
-        ("Sampling rate", line(_text(rate) + rate_src)),
-    ]
-    blocks: list[Block] = [Fields(tuple(items))]
-    if _is_number(rate) and rate < 1:
-        blocks.append(Paragraph(line(
-            "With a sampling rate below 1 the epsilon assumes Poisson sampling of institutions; "
-            "Flower samples a fixed number, so it is the customary approximation, not a proof.")))
-    if charged:
-        blocks.append(Paragraph(line("Cumulative (epsilon, delta) after each round, from the "
-                                     "RDP accountant:")))
-        blocks.append(Table(
-            ("round", "epsilon (cumulative)", "delta", "noise multiplier", "clip norm", "noise",
-             "sampling rate"),
-            tuple((line(str(r.number)), line(_eps(r.privacy.get("epsilon"))),
-                   *(line(_text(r.privacy.get(key))) for key in
-                     ("delta", "noise_multiplier", "clip_norm", "noise", "sampling_rate")))
-                  for r in charged if r.privacy)))
-    if "epsilon" in figures:
-        blocks.append(figures["epsilon"])
-    return blocks
-
-
-def _protection_line(view: _View) -> Line:
-    def state(value: bool | None) -> Span:
-        return {True: Span("yes", _GOOD), False: Span("no", _WARN)}.get(value, Span(NOT_RECORDED))
-
-    ledger = view.facts.ledger
-    if not ledger.present:
-        ledger_span = Span("none", _WARN)
-    elif ledger.report is not None and ledger.report.ok:
-        ledger_span = Span("verified", _GOOD)
-    else:
-        ledger_span = Span("FAILED", _BAD)
-    return line("sealed updates ", state(view.sealed), "; secure aggregation ",
-                state(view.secagg), "; differential privacy ", state(view.dp),
-                "; signed ledger ", ledger_span)
-
-
-def _form_line(view: _View) -> Line:
-    if view.sealed is True:
-        sealed = "sealed to the aggregator and signed by their institution"
-    elif view.sealed is False:
-        sealed = "NOT sealed: sent in the clear"
-    else:
-        sealed = f"sealing {NOT_RECORDED}"
-    if view.secagg is True:
-        masked = "masked under secure aggregation (only their sum can be unmasked)"
-    elif view.secagg is False:
-        masked = "not masked (no secure aggregation)"
-    else:
-        masked = f"secure aggregation {NOT_RECORDED}"
-    style = _BAD if view.sealed is False else ""
-    return line("Updates were ", Span(sealed, style), "; ", masked, ".")
-
-
-def _round_form(view: _View, facts: RoundFacts) -> str:
-    parts = []
-    if view.sealed is True:
-        parts.append("sealed")
-    elif view.sealed is False:
-        parts.append("in the clear")
-    if facts.secure_aggregation is not None or (view.secagg is True and facts.contributed):
-        parts.append("masked")
-    return " + ".join(parts) if parts else NOT_RECORDED
-
-
-def _ledger_vs_summary(view: _View) -> Line:
+def _ledger_vs_summary(view: RunView) -> Line:
     ledger = view.facts.ledger
     report = ledger.report
     recorded = ledger.summary
@@ -652,95 +339,9 @@ def _ledger_vs_summary(view: _View) -> Line:
     if server is not None and recorded.get("ephemeral_key") is not True and server != report.signer:
         problems.append(f"the server signing key in summary.json is {server}")
     if problems:
-        return line(Span("NO", _BAD), ": " + "; ".join(problems)
+        return line(Span("NO", BAD), ": " + "; ".join(problems)
                     + " (the ledger's tail may have been cut, or a file replaced)")
     agreed = "record count, head and signer agree"
     if server is not None and server == report.signer:
         agreed += "; the signer is the server signing key named in summary.json"
-    return line(Span("yes", _GOOD), f" ({agreed})")
-
-
-# -- formatting -------------------------------------------------------------------------------
-def _kind(facts: RunFacts) -> str:
-    kind = facts.kind
-    described = {
-        "federated": "federated, simulated on one machine",
-        "federated-deployment": "federated deployment across institutions",
-        "centralized": "centralized baseline (all data pooled)",
-        "local": "local-only baseline (each institution alone)",
-    }.get(kind or "")
-    return described or (kind if kind else NOT_RECORDED)
-
-
-def _best(summary: dict[str, Any]) -> str:
-    metric, value, number = (summary.get("best_metric"), summary.get("best_value"),
-                             summary.get("best_round"))
-    if not _is_number(value):
-        return NOT_RECORDED
-    return f"test {metric or 'metric'} {value:.4f} in round {_text(number)}"
-
-
-def _final_eval(facts: RunFacts) -> dict[str, float]:
-    final = facts.summary.get("final")
-    if isinstance(final, dict):
-        return {k: float(v) for k, v in final.items() if _is_number(v)}
-    return facts.rounds[-1].server_eval if facts.rounds else {}
-
-
-def _metrics_text(metrics: dict[str, float]) -> str:
-    shown = [f"{name} {metrics[name]:.4f}" for name in SHOWN_METRICS if name in metrics]
-    return ", ".join(shown) if shown else NOT_RECORDED
-
-
-def _names(names: tuple[str, ...]) -> str:
-    return ", ".join(names) if names else "none"
-
-
-def _round_list(numbers: list[int]) -> str:
-    return ", ".join(str(n) for n in numbers)
-
-
-def _numbers(value: Any) -> dict[str, float]:
-    if not isinstance(value, dict):
-        return {}
-    return {k: float(v) for k, v in value.items() if _is_number(v)}
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _num(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
-
-
-def _eps(value: Any) -> str:
-    return f"{value:.3f}" if _is_number(value) else _text(value)
-
-
-def _bytes(value: int | float | None) -> str:
-    if value is None:
-        return NOT_RECORDED
-    if value >= 1e6:
-        return f"{value / 1e6:.2f} MB"
-    if value >= 1e3:
-        return f"{value / 1e3:.1f} kB"
-    return f"{int(value)} B"
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return NOT_RECORDED
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def _version() -> str:
-    try:
-        return metadata.version("fedpeft")
-    except metadata.PackageNotFoundError:
-        return "(version unknown)"
-
+    return line(Span("yes", GOOD), f" ({agreed})")

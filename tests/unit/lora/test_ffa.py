@@ -105,7 +105,8 @@ def test_heterogeneous_ranks_aggregate_exactly(make) -> None:
         np.testing.assert_array_equal(value, full_a[key][:2])
 
 
-def test_ffa_global_saves_as_a_peft_lora_with_the_same_logits(make, tiny_bert_dir, tmp_path) -> None:
+def test_ffa_global_saves_as_a_peft_lora_with_the_same_logits(make, tiny_bert_dir,
+                                                              tmp_path) -> None:
     server = make()
     rng = np.random.default_rng(0)
     state = {k: (v + rng.normal(0, 0.3, v.shape)).astype(np.float32)

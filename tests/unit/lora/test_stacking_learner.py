@@ -35,7 +35,8 @@ def _random_global(learner: Learner, seed: int = 0) -> dict[str, np.ndarray]:
              for key, value in own.items() if not is_lora(key)}
     for index, module in enumerate(lora_modules(own)):
         rank = index % 3 + 1
-        in_features, out_features = own[lora_a_key(module)].shape[1], own[lora_b_key(module)].shape[0]
+        in_features = own[lora_a_key(module)].shape[1]
+        out_features = own[lora_b_key(module)].shape[0]
         state[lora_a_key(module)] = rng.normal(0, 0.3, (rank, in_features)).astype(np.float32)
         state[lora_b_key(module)] = rng.normal(0, 0.3, (out_features, rank)).astype(np.float32)
     return state
@@ -50,8 +51,10 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
 def test_adopting_a_global_puts_its_product_in_the_base_weights_once(tiny_bert_dir,
                                                                       tiny_config) -> None:
     learner = _stacking(tiny_config, tiny_bert_dir)
-    layers = {name: layer for name, layer in learner.model.named_modules() if hasattr(layer, "lora_A")}
-    pristine = {name: layer.get_base_layer().weight.detach().clone() for name, layer in layers.items()}
+    layers = {name: layer for name, layer in learner.model.named_modules()
+              if hasattr(layer, "lora_A")}
+    pristine = {name: layer.get_base_layer().weight.detach().clone()
+                for name, layer in layers.items()}
     state = _random_global(learner)
     learner.set_state(_random_global(learner, seed=1))
     learner.set_state(state)  # replaces the first global, does not add to it

@@ -1,0 +1,80 @@
+"""Differential privacy, budget and ledgers in a simulated federation: the run stops before the
+budget, every round's epsilon is recorded, and both kinds of ledger verify and agree."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fedpeft.common.audit import verify_ledger
+from fedpeft.common.config import load_config
+from fedpeft.common.privacy import epsilon_for
+from fedpeft.common.runs.metrics_log import read_metrics
+from fedpeft.simulation.federated import simulate
+
+pytestmark = pytest.mark.e2e
+
+
+def _files(folder: Path) -> tuple[str, str]:
+    rng = random.Random(2)
+    words = {"card": "card pin atm chip", "fraud": "fraud stolen scam phishing"}
+    rows = [{"text": " ".join(rng.choice(words[label].split()) for _ in range(4)), "label": label}
+            for label in list(words) * 20]
+    pd.DataFrame(rows).to_csv(folder / "train.csv", index=False)
+    pd.DataFrame(rows[:10]).to_csv(folder / "test.csv", index=False)
+    return str(folder / "train.csv"), str(folder / "test.csv")
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_private_run_stops_at_budget_and_ledgers_agree(tiny_bert_dir: str, tmp_path: Path,
+                                                      masked: bool) -> None:
+    sigma, delta = 1.5, 1e-5
+    eps = [epsilon_for(sigma, 1.0, rounds, delta) for rounds in (1, 2, 3)]
+    target = (eps[1] + eps[2]) / 2  # two rounds fit, the third would not
+    train, test = _files(tmp_path)
+    cfg = load_config(overrides={
+        "model.name": tiny_bert_dir, "model.max_seq_length": 16, "data.train": train,
+        "data.test": test, "data.partition": "iid", "simulation.num_clients": 3,
+        "federation.num_rounds": 4, "training.local_steps": 2, "training.batch_size": 8,
+        "federation.fraction_evaluate": 0.0, "privacy.enabled": True,
+        "privacy.noise_multiplier": sigma, "privacy.delta": delta,
+        "privacy.target_epsilon": target, "privacy.clip_norm": 0.5,
+        "secure_aggregation.enabled": masked,
+        "output.dir": str(tmp_path / "runs"), "output.run_name": "dp",
+    })
+    report = simulate(cfg)
+
+    records = read_metrics(report.path / "metrics.jsonl")
+    assert [r["round"] for r in records] == [0, 1, 2]
+    charged = [r["privacy"]["epsilon"] for r in records[1:]]
+    assert charged == pytest.approx(eps[:2], rel=1e-9)
+    assert all(r["privacy"]["noise"] == ("distributed" if masked else "central")
+               for r in records[1:])
+    privacy = report.summary["privacy"]
+    assert privacy["stopped_early"] is True and privacy["rounds_allowed"] == 2
+    assert privacy["epsilon"] <= target
+
+    coordinator = verify_ledger(report.path / "ledger.jsonl")
+    assert coordinator.ok and coordinator.complete
+    assert coordinator.records == report.summary["ledger"]["records"]
+    assert coordinator.head == report.summary["ledger"]["head"]
+    lines = [json.loads(line) for line in (report.path / "ledger.jsonl").read_text().splitlines()]
+    rounds = [line["body"] for line in lines if line["kind"] == "round"]
+    assert [body["privacy"]["epsilon"] for body in rounds] == pytest.approx(eps[:2], rel=1e-9)
+    # What each institution says it sent is what the coordinator says it received.
+    institutions = sorted((report.path / "institutions").glob("*/ledger.jsonl"))
+    assert len(institutions) == 3
+    for path in institutions:
+        assert verify_ledger(path).ok
+        sent = [json.loads(line)["body"] for line in path.read_text().splitlines()[1:]]
+        name = path.parent.name
+        assert [s["round"] for s in sent] == [1, 2]
+        for body in sent:
+            received = next(b for b in rounds if b["round"] == body["round"])
+            assert received["updates_sha256"][name] == body["sealed_sha256"]
+            assert body["clip_norm"] == 0.5
+            assert body["form"] == ("sealed, masked" if masked else "sealed")
