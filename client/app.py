@@ -18,6 +18,7 @@ from flwr.clientapp import ClientApp
 from fedpeft.client import secure_aggregation
 from fedpeft.client.learner_cache import learner_for
 from fedpeft.client.local_ledger import record_sent
+from fedpeft.client.ranks import institution_rank
 from fedpeft.client.local_data import LocalData, local_data
 from fedpeft.client.sealing import (
     InstitutionKeys,
@@ -115,7 +116,8 @@ def _prepare(msg: Message, context: Context) -> _Round:
         state = open_global(msg, keys, int(config[SERVER_ROUND]))
     else:
         state = from_array_record(msg.content[ARRAYS])
-    learner = learner_for(cfg, _cpu_threads(cfg, context))
+    learner = learner_for(cfg, _cpu_threads(cfg, context),
+                          institution_rank(cfg, context.node_config))
     learner.set_state(state)
     return _Round(cfg, config, data, learner, state, keys)
 

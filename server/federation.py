@@ -47,6 +47,7 @@ from fedpeft.server.strategies import (
     SecureAggregationStrategy,
     build_strategy,
 )
+from fedpeft.server.strategies.stacking import StackingStrategy
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,12 @@ def _masked_manifest(state: AdapterState) -> Manifest:
     return Manifest.of({secagg_wire.MASKED_ARRAY: np.broadcast_to(np.uint64(0), (size,))})
 
 
+def _any_rank(state: AdapterState) -> None:
+    """Stacking: each institution sends factors of its own rank, so no one manifest fits; the
+    decrypted tensors are still checked against the manifest their sender signed."""
+    return None
+
+
 @dataclass(frozen=True)
 class _Chain:
     strategy: Strategy
@@ -81,7 +88,7 @@ class _Chain:
 
 
 def _strategy(grid: Grid, cfg: RunConfig, recorder: RoundRecorder) -> _Chain:
-    """Instrumented(Sealed(SecureAggregation(Private(Flower strategy)))), each layer only when
+    """Instrumented(Sealed(SecureAggregation(Private(Stacking(Flower strategy))))), each layer only when
     configured: the recorder sees the bytes on the wire, sealing wraps (masked) updates, the
     privacy layer clips, noises and accounts, and the Flower strategy sees only the mean."""
     strategy = build_strategy(cfg)
@@ -93,9 +100,12 @@ def _strategy(grid: Grid, cfg: RunConfig, recorder: RoundRecorder) -> _Chain:
                                 "differential_privacy": cfg.privacy.enabled,
                                 "lora_mode": cfg.lora.mode}
     masked = cfg.secure_aggregation.enabled
+    update_manifest: Callable[[AdapterState], Manifest | None] = Manifest.of
+    if cfg.lora.mode == "stacking":
+        strategy = StackingStrategy(strategy)
+        update_manifest = _any_rank  # checked by StackingStrategy instead
     if cfg.privacy.enabled:
         strategy = PrivateStrategy(strategy, cfg, masked=masked, recorder=recorder)
-    update_manifest: Callable[[AdapterState], Manifest | None] = Manifest.of
     if masked:
         strategy = SecureAggregationStrategy(strategy, cfg, federation_id, grid.run.run_id,
                                              recorder)

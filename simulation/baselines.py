@@ -21,7 +21,7 @@ import pandas as pd
 
 from fedpeft.common.adapter.export import save_adapter
 from fedpeft.common.adapter.state import full_model_nbytes, state_nbytes
-from fedpeft.common.config import RunConfig
+from fedpeft.common.config import LoraAggregationConfig, RunConfig
 from fedpeft.common.runs.best import BestAdapter
 from fedpeft.common.runs.folder import RunFolder, open_run_folder
 from fedpeft.common.runs.metrics_log import MetricsLog
@@ -126,6 +126,9 @@ def _local(prepared: PreparedRun, folder: RunFolder, on_round: RoundCallback) ->
 
 def run_baseline(kind: BaselineKind, cfg: RunConfig, on_round: RoundCallback = None) -> RunReport:
     """Train the `kind` baseline and return its finished run folder."""
+    if cfg.lora.mode == "stacking":
+        # Stacking is a way to combine institutions; trained alone, it is plain LoRA.
+        cfg = cfg.model_copy(update={"lora": LoraAggregationConfig()})
     prepared = prepare_run(cfg)
     folder = open_run_folder(prepared.cfg, kind)
     try:

@@ -56,3 +56,23 @@ def test_secure_aggregation_simulation_learns(tiny_bert_dir: str, tmp_path: Path
     assert report.summary["security"]["secure_aggregation"] is True
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2)
     PeftModel.from_pretrained(model, report.path / "adapter")
+
+
+@pytest.mark.parametrize("mode", ["ffa", "stacking"])
+def test_heterogeneous_ranks_simulation_learns(tiny_bert_dir: str, tmp_path: Path, mode: str) -> None:
+    """Institutions of ranks 8, 4 and 2 in one federation (masked where the mode allows)."""
+    train, test = _files(tmp_path)
+    cfg = load_config(overrides={
+        "model.name": tiny_bert_dir, "model.max_seq_length": 16, "data.train": train,
+        "data.test": test, "data.partition": "iid", "simulation.num_clients": 3,
+        "federation.num_rounds": 3, "training.local_steps": 6, "training.batch_size": 8,
+        "training.learning_rate": 0.02, "lora.mode": mode, "lora.ranks": [8, 4, 2],
+        "secure_aggregation.enabled": mode == "ffa", "federation.fraction_evaluate": 0.0,
+        "output.dir": str(tmp_path / "runs"), "output.run_name": f"ranks-{mode}",
+    })
+    report = simulate(cfg)
+    records = read_metrics(report.path / "metrics.jsonl")
+    assert all(record["failures"] == [] for record in records[1:])
+    assert records[-1]["server_eval"]["loss"] < records[0]["server_eval"]["loss"]
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2)
+    PeftModel.from_pretrained(model, report.path / "adapter")
