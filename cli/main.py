@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from fedpeft.cli import report
+from fedpeft.cli.report import report as report_command
 from fedpeft.cli.audit import audit_app
 from fedpeft.cli import deployment
 from fedpeft.cli import options as opt
@@ -38,7 +38,7 @@ app.add_typer(deployment.server_app, name="server")
 app.add_typer(deployment.client_app, name="client")
 app.add_typer(audit_app, name="audit")
 app.command("run")(deployment.run)
-app.command("report")(report.report)
+app.command("report")(report_command)
 
 
 def _report(report_path: Path, summary: dict, records_path: Path, title: str) -> None:
