@@ -199,9 +199,9 @@ def _masked(msg: Message, context: Context, current: _Round, state: AdapterState
     delta = {key: state[key] - current.received[key] for key in state}
     expected = secagg_wire.round_context(current.federation_id, msg.metadata.run_id,
                                          int(current.config[SERVER_ROUND]))
-    masked = secure_aggregation.mask_update(msg, context, expected, secagg_wire.flatten(delta),
-                                            weight)
-    return {secagg_wire.MASKED_ARRAY: masked.vector}, masked.clipped
+    packed, clipped = secure_aggregation.mask_update(msg, context, expected,
+                                                     secagg_wire.flatten(delta), weight)
+    return {secagg_wire.MASKED_ARRAY: packed}, clipped
 
 
 @app.train(secagg_wire.ACTIONS[secagg_wire.SETUP])

@@ -19,7 +19,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from fedpeft.common import secagg_wire as wire
-from fedpeft.common.crypto.secagg import MaskedInput, SecAggClient, SecAggParams
+from fedpeft.common.crypto.secagg import SecAggClient, SecAggParams
 from fedpeft.common.errors import SecurityError
 
 logger = logging.getLogger(__name__)
@@ -76,8 +76,9 @@ def handle_share(msg: Message, context: Context) -> Message:
 
 
 def mask_update(msg: Message, context: Context, expected_context: bytes,
-                values: np.ndarray, weight: int) -> MaskedInput:
-    """Stage 3: `values` (the flattened update) masked for this round's sum.
+                values: np.ndarray, weight: int) -> tuple[np.ndarray, int]:
+    """Stage 3: `values` (the flattened update) masked for this round's sum, packed for the
+    wire (`secagg_wire.pack`), and how many values fell outside the clip range.
 
     `expected_context` is what this institution itself knows of the run and round (its
     federation, the message's run id and round), so a server cannot get a mask computed for
@@ -90,7 +91,7 @@ def mask_update(msg: Message, context: Context, expected_context: bytes,
     client.receive_shares(wire.read_payloads(msg.content[wire.RECORD]))
     masked = client.mask(values, weight)
     _save(context, client, params)
-    return masked
+    return wire.pack(masked.vector, params.ring_bits), masked.clipped
 
 
 def handle_unmask(msg: Message, context: Context) -> Message:

@@ -35,7 +35,8 @@ UNMASK = "train.secagg_unmask"
 ACTIONS = {SETUP: "secagg_setup", SHARE: "secagg_share", UNMASK: "secagg_unmask"}
 
 MASKED_ARRAY = "secagg-masked"
-"""The one array of a masked update: the masked ring vector, uint64, length = values + 1."""
+"""The one array of a masked update: the masked ring vector (values, then the example count),
+packed into ring_bits / 8 bytes per element (`pack`)."""
 
 ID = "secagg-id"
 IDS = "ids"
@@ -95,16 +96,45 @@ def read_payloads(record: ConfigRecord) -> dict[int, bytes]:
     return dict(zip(ids, _bytes_list(record, PAYLOADS, len(ids))))
 
 
-def masked_vector(state: Mapping[str, np.ndarray]) -> np.ndarray:
+def element_bytes(ring_bits: int) -> int:
+    """Bytes per packed ring element: a 48-bit ring costs 6 bytes a value, not 8."""
+    return (ring_bits + 7) // 8
+
+
+def pack(vector: np.ndarray, ring_bits: int) -> np.ndarray:
+    """A uint64 ring vector as uint8, keeping only the low `element_bytes` of each element
+    (the rest are zero: every element is reduced modulo 2**ring_bits)."""
+    width = element_bytes(ring_bits)
+    rows = np.ascontiguousarray(vector, dtype="<u8").view(np.uint8).reshape(-1, 8)
+    return np.ascontiguousarray(rows[:, :width]).reshape(-1)
+
+
+def unpack(data: np.ndarray, ring_bits: int) -> np.ndarray:
+    """The inverse of `pack`."""
+    width = element_bytes(ring_bits)
+    if data.size % width:
+        raise SecurityError(f"masked update: {data.size} bytes is not a whole number of "
+                            f"{width}-byte ring elements")
+    rows = np.zeros((data.size // width, 8), dtype=np.uint8)
+    rows[:, :width] = data.reshape(-1, width)
+    return rows.view("<u8").reshape(-1).astype(np.uint64, copy=False)
+
+
+def masked_manifest_size(values: int, ring_bits: int) -> int:
+    """Bytes of the packed masked vector of an update with `values` values."""
+    return (values + 1) * element_bytes(ring_bits)
+
+
+def masked_vector(state: Mapping[str, np.ndarray], ring_bits: int) -> np.ndarray:
     """The masked ring vector of an opened reply; SecurityError if it is anything else."""
     if list(state) != [MASKED_ARRAY]:
         raise SecurityError(f"a masked update holds exactly one array {MASKED_ARRAY!r}")
-    vector = state[MASKED_ARRAY]
-    if vector.dtype != np.uint64 or vector.ndim != 1:
+    data = state[MASKED_ARRAY]
+    if data.dtype != np.uint8 or data.ndim != 1:
         raise SecurityError(
-            f"masked update: expected a 1-d uint64 vector, got {vector.dtype} {vector.shape}"
+            f"masked update: expected packed 1-d uint8 bytes, got {data.dtype} {data.shape}"
         )
-    return vector
+    return unpack(data, ring_bits)
 
 
 def flatten(state: Mapping[str, np.ndarray]) -> np.ndarray:

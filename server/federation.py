@@ -67,10 +67,13 @@ class FederationOutcome:
     epsilon spent) and `ledger` (head hash and record count of the signed ledger)."""
 
 
-def _masked_manifest(state: AdapterState) -> Manifest:
-    """What a masked update declares: one uint64 vector, every value plus the example count."""
-    size = sum(int(array.size) for array in state.values()) + 1
-    return Manifest.of({secagg_wire.MASKED_ARRAY: np.broadcast_to(np.uint64(0), (size,))})
+def _masked_manifest(ring_bits: int) -> Callable[[AdapterState], Manifest]:
+    """What a masked update declares: one packed vector, every value plus the example count."""
+    def manifest(state: AdapterState) -> Manifest:
+        values = sum(int(array.size) for array in state.values())
+        size = secagg_wire.masked_manifest_size(values, ring_bits)
+        return Manifest.of({secagg_wire.MASKED_ARRAY: np.broadcast_to(np.uint8(0), (size,))})
+    return manifest
 
 
 def _any_rank(state: AdapterState) -> None:
@@ -109,7 +112,7 @@ def _strategy(grid: Grid, cfg: RunConfig, recorder: RoundRecorder) -> _Chain:
     if masked:
         strategy = SecureAggregationStrategy(strategy, cfg, federation_id, grid.run.run_id,
                                              recorder)
-        update_manifest = _masked_manifest
+        update_manifest = _masked_manifest(cfg.secure_aggregation.ring_bits)
     if keys is None:
         logger.warning(
             "security.seal_updates = false: adapters cross the network and rest in the "

@@ -45,9 +45,11 @@ class SecureAggregationConfig(StrictModel):
     clip_range: float = Field(
         4.0, gt=0, le=1e6, description="Each update value is clipped to +/- this before encoding."
     )
-    quantization_bits: int = Field(24, ge=8, le=40, description="Fixed-point levels: 2**bits.")
+    quantization_bits: int = Field(20, ge=8, le=40, description="Fixed-point levels: 2**bits.")
     ring_bits: int = Field(
-        64, ge=38, le=64, description="Masked values live in the integers modulo 2**ring_bits."
+        48, ge=32, le=64,
+        description="Masked values live in the integers modulo 2**ring_bits and travel in "
+        "ceil(ring_bits / 8) bytes each (48: 6 bytes, 1.5x a float32 update).",
     )
 
     def degree(self, participants: int) -> int:
@@ -62,11 +64,11 @@ class SecureAggregationConfig(StrictModel):
 
     @model_validator(mode="after")
     def _ring_fits(self) -> SecureAggregationConfig:
-        # Room for the weighted sum: weights up to 2**20 examples summed over 2**10 institutions.
+        # Room for the weighted sum: up to 2**24 examples in all the institutions of a round.
         headroom = self.ring_bits - self.quantization_bits
-        if headroom < 30:
+        if headroom < 24:
             raise ValueError(
                 f"secure_aggregation.ring_bits={self.ring_bits} leaves {headroom} bits above "
-                f"quantization_bits={self.quantization_bits}; the weighted sum needs at least 30"
+                f"quantization_bits={self.quantization_bits}; the weighted sum needs at least 24"
             )
         return self

@@ -213,7 +213,8 @@ class SecureAggregationStrategy(Strategy):
             if sid is None or reply.has_error():
                 continue
             try:
-                vectors[sid] = wire.masked_vector(from_array_record(reply.content[ARRAYS]))
+                vectors[sid] = wire.masked_vector(from_array_record(reply.content[ARRAYS]),
+                                                  state.params.ring_bits)
             except (SecurityError, KeyError) as err:
                 self._refuse(server_round, state, sid, f"masked update refused: {err}")
                 continue

@@ -167,6 +167,8 @@ REFUSALS: dict[str, tuple[Callable[[], Message], str]] = {
     "wrong dtype": (lambda: _sealed(3, [], 5, arrays={"w": np.asarray([9, 9], dtype=np.float64)}),
                     "dtype mismatch"),
     "plaintext": (lambda: _plain(3, [9, 9], 5), "unsealed"),
+    "NaN values": (lambda: _sealed(3, [float("nan"), 9], 5), "NaN or infinite"),
+    "infinite values": (lambda: _sealed(3, [9, float("inf")], 5), "NaN or infinite"),
     "duplicate institution": (lambda: _sealed(3, [9, 9], 5, name="bank-1"), "duplicate"),
 }
 

@@ -1,0 +1,128 @@
+"""Client-level DP at the aggregator: bad updates are refused before aggregation, the rest are
+clipped and averaged with equal weights, noise has the configured scale, epsilon is charged."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
+from flwr.app.message.message import make_message
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedpeft.common.config import load_config
+from fedpeft.common.privacy import epsilon_for
+from fedpeft.common.protocol import ARRAYS, CONFIG, DP_CLIP_NORM, METRICS
+from fedpeft.common.runs.metrics_log import MetricsLog
+from fedpeft.server.round_recorder import RoundRecorder
+from fedpeft.server.strategies import InstrumentedStrategy, PrivateStrategy, build_strategy
+
+RUN = 3
+CURRENT = np.linspace(-0.5, 0.5, 64).astype(np.float32)
+
+
+@pytest.fixture(autouse=True)
+def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(TaskIdentity, "_run_id", RUN)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+
+
+class _Grid:
+    def __init__(self, nodes: int) -> None:
+        self.nodes = nodes
+
+    def get_node_ids(self) -> list[int]:
+        return list(range(1, self.nodes + 1))
+
+
+def _reply(node: int, values: np.ndarray) -> Message:
+    meta = Metadata(run_id=RUN, message_id=f"m{node}", src_node_id=node, dst_node_id=0,
+                    reply_to_message_id="out", group_id="1", created_at=time.time(), ttl=60.0,
+                    message_type="train")
+    return make_message(meta, RecordDict({
+        ARRAYS: ArrayRecord({"w": Array(values.astype(np.float32))}),
+        METRICS: MetricRecord({"num-examples": 10 * node, "loss": 0.5, "dp-unclipped": 1.0}),
+    }))
+
+
+def _strategy(tmp_path: Path, **overrides: object) -> tuple[InstrumentedStrategy, RoundRecorder]:
+    cfg = load_config(overrides={"privacy.enabled": True, "privacy.clip_norm": 1.0,
+                                 "privacy.noise_multiplier": 0.0, **overrides})
+    recorder = RoundRecorder(MetricsLog(tmp_path / "metrics.jsonl"), parallel_slots=2)
+    private = PrivateStrategy(build_strategy(cfg), cfg, masked=False, recorder=recorder)
+    return InstrumentedStrategy(private, recorder), recorder
+
+
+def _configure(strategy: InstrumentedStrategy, nodes: int) -> list[Message]:
+    arrays = ArrayRecord({"w": Array(CURRENT)})
+    return list(strategy.configure_train(1, arrays, ConfigRecord({}), _Grid(nodes)))  # type: ignore[arg-type]
+
+
+def test_nan_and_out_of_range_updates_are_refused_and_the_round_completes(tmp_path: Path) -> None:
+    strategy, recorder = _strategy(tmp_path)
+    messages = _configure(strategy, 5)
+    assert all(m.content[CONFIG][DP_CLIP_NORM] == 1.0 for m in messages)
+    rng = np.random.default_rng(0)
+    good = {n: rng.normal(0, 0.05, 64) for n in (1, 2, 3)}
+    poisoned = CURRENT.astype(np.float64).copy()
+    poisoned[5] = np.nan
+    replies = [_reply(n, CURRENT + d) for n, d in good.items()]
+    replies.append(_reply(4, poisoned))
+    replies.append(_reply(5, CURRENT + 10.0))  # norm 80, far outside 1.5 x the bound
+    arrays, _ = strategy.aggregate_train(1, replies)
+
+    assert arrays is not None
+    expected = CURRENT + np.mean([d.astype(np.float32) for d in good.values()], axis=0)
+    np.testing.assert_allclose(arrays["w"].numpy(), expected, atol=1e-6)  # equal weights
+    record = recorder.close(1, {"accuracy": 0.5}, 0.0)
+    refused = {f["node_id"]: f["reason"] for f in record["failures"] if f["phase"] == "validation"}
+    assert set(refused) == {4, 5}
+    assert "NaN" in refused[4] and "'w'" in refused[4]
+    assert "norm" in refused[5]
+    assert record["privacy"]["epsilon"] == float("inf")  # noise multiplier 0: no guarantee
+
+
+def test_every_update_is_clipped_to_the_bound(tmp_path: Path) -> None:
+    strategy, _ = _strategy(tmp_path, **{"privacy.max_norm_factor": 100.0})
+    _configure(strategy, 2)
+    big = np.full(64, 1.0)  # norm 8: allowed in by the factor, clipped to 1
+    arrays, _ = strategy.aggregate_train(1, [_reply(1, CURRENT + big), _reply(2, CURRENT + big)])
+    assert arrays is not None
+    assert np.linalg.norm(arrays["w"].numpy() - CURRENT) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_central_noise_has_the_configured_scale_and_epsilon_is_charged(tmp_path: Path) -> None:
+    sigma, clip = 2.0, 0.5
+    strategy, recorder = _strategy(tmp_path, **{"privacy.noise_multiplier": sigma,
+                                                "privacy.clip_norm": clip})
+    size = 200_000
+    global CURRENT
+    saved, CURRENT = CURRENT, np.zeros(size, dtype=np.float32)
+    try:
+        _configure(strategy, 4)
+        replies = [_reply(n, np.zeros(size)) for n in (1, 2, 3, 4)]
+        arrays, _ = strategy.aggregate_train(1, replies)
+    finally:
+        CURRENT = saved
+    assert arrays is not None
+    noise = arrays["w"].numpy()
+    # Sum noise sigma*C, divided by 4 institutions: std of the mean is sigma*C/4.
+    assert noise.std() == pytest.approx(sigma * clip / 4, rel=0.01)
+    assert abs(noise.mean()) < 5 * sigma * clip / 4 / np.sqrt(size)
+    record = recorder.close(1, {}, 0.0)
+    assert record["privacy"]["epsilon"] == pytest.approx(epsilon_for(sigma, 1.0, 1, 1e-5))
+    assert record["privacy"]["noise"] == "central"
+
+
+def test_adaptive_clipping_moves_the_bound(tmp_path: Path) -> None:
+    strategy, recorder = _strategy(tmp_path, **{"privacy.clipping": "adaptive",
+                                                "privacy.noise_multiplier": 0.1,
+                                                "privacy.clipped_count_stddev": 0.2})
+    _configure(strategy, 5)
+    # Every update fitted under the bound: the bound shrinks toward the median norm.
+    strategy.aggregate_train(1, [_reply(n, CURRENT + 0.01) for n in range(1, 6)])
+    record = recorder.close(1, {}, 0.0)
+    assert record["privacy"]["next_clip_norm"] < 1.0
