@@ -23,7 +23,6 @@ from fedpeft.client.supernode import DEFAULT_NODE_PORT, SuperNodeSettings, super
 from fedpeft.common.errors import ConfigError, RunError
 from fedpeft.common.federation_files import FederationFolder, InstitutionBundle, InstitutionRecord
 from fedpeft.common.flower_exec import FlowerCommand, flower_env, run_in_foreground, split_address
-from fedpeft.common.protocol import BUNDLE
 from fedpeft.common.runs.folder import default_run_name
 from fedpeft.server.app_bundle import check_deployable, write_app_dir, write_run_overrides
 from fedpeft.server.control import (
@@ -201,29 +200,18 @@ def client_join(
     max_wait: Annotated[float | None, typer.Option(
         "--max-wait", help="Give up after this many seconds without a SuperLink connection.")]
     = None,
+    lora_rank: Annotated[int | None, typer.Option(
+        "--lora-rank", help="This institution's LoRA rank when the federation uses "
+        "heterogeneous ranks (lora.mode ffa or stacking); at most the run's peft.r.")] = None,
     insecure: Insecure = False,
 ) -> None:
     """Run this institution's SuperNode in the foreground; training data stays here."""
     institution = InstitutionBundle(bundle)
     name = institution.manifest().name
     home = work_dir if work_dir is not None else Path.home() / ".fedpeft" / name
-    settings = SuperNodeSettings(superlink, institution, data, home, port, insecure, max_wait)
-    _serve(_with_bundle(supernode_command(settings), institution), settings.flwr_home)
-
-
-def _with_bundle(command: FlowerCommand, bundle: InstitutionBundle) -> FlowerCommand:
-    """Add the bundle folder to the node config: the ClientApp reads its signing key there.
-
-    TODO: move into `fedpeft.client.supernode.node_config` (one more `key="value"` pair).
-    """
-    root = str(bundle.root)
-    if '"' in root or "\n" in root:
-        raise ConfigError(f"--bundle {root!r}: must not contain double quotes or line breaks")
-    argv = list(command.argv)
-    index = argv.index("--node-config") + 1
-    if f'{BUNDLE}="' not in argv[index]:
-        argv[index] = f'{argv[index]} {BUNDLE}="{root}"'
-    return FlowerCommand(argv, secret_flags=command.secret_flags)
+    settings = SuperNodeSettings(superlink, institution, data, home, port, insecure, max_wait,
+                                 lora_rank)
+    _serve(supernode_command(settings), settings.flwr_home)
 
 
 def run(

@@ -19,7 +19,7 @@ from fedpeft.common.flower_exec import (
     flower_executable,
     split_address,
 )
-from fedpeft.common.protocol import DATA_PATH, NODE_NAME
+from fedpeft.common.protocol import BUNDLE, DATA_PATH, LORA_RANK, NODE_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +38,27 @@ class SuperNodeSettings:
     port: int = DEFAULT_NODE_PORT
     insecure: bool = False
     max_wait_seconds: float | None = None
+    lora_rank: int | None = None
+    """This institution's LoRA rank under heterogeneous ranks (node config `lora-rank`)."""
 
 
-def node_config(data_path: Path, name: str) -> str:
-    """`--node-config` text: Flower parses `key="value"` pairs, with no escape for quotes."""
-    for key, value in ((DATA_PATH, str(data_path)), (NODE_NAME, name)):
+def node_config(data_path: Path, name: str, bundle_root: Path | None = None,
+                lora_rank: int | None = None) -> str:
+    """`--node-config` text: Flower parses `key="value"` pairs, with no escape for quotes.
+
+    The bundle folder is how the ClientApp finds its signing key and the server's keys."""
+    pairs = [(DATA_PATH, str(data_path)), (NODE_NAME, name)]
+    if bundle_root is not None:
+        pairs.append((BUNDLE, str(bundle_root)))
+    for key, value in pairs:
         if '"' in value or "\n" in value:
             raise ConfigError(f"{key} {value!r}: must not contain double quotes or line breaks")
-    return f'{DATA_PATH}="{data_path}" {NODE_NAME}="{name}"'
+    text = " ".join(f'{key}="{value}"' for key, value in pairs)
+    if lora_rank is not None:
+        if lora_rank < 1:
+            raise ConfigError(f"--lora-rank {lora_rank}: must be at least 1")
+        text += f" {LORA_RANK}={lora_rank}"
+    return text
 
 
 def supernode_command(settings: SuperNodeSettings) -> FlowerCommand:
@@ -73,7 +86,8 @@ def supernode_command(settings: SuperNodeSettings) -> FlowerCommand:
             "--root-certificates", str(bundle.ca_cert),
             "--auth-supernode-private-key", str(bundle.node_auth_key),
         ]
-    argv += ["--port", str(settings.port), "--node-config", node_config(data_path, name)]
+    argv += ["--port", str(settings.port), "--node-config",
+             node_config(data_path, name, bundle.root, settings.lora_rank)]
     if settings.max_wait_seconds is not None:
         argv += ["--max-wait-time", str(settings.max_wait_seconds)]
     return FlowerCommand(argv, secret_flags=frozenset({"--auth-supernode-private-key"}))

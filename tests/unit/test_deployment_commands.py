@@ -123,8 +123,11 @@ def test_supernode_trusts_the_ca_and_proves_its_key(fed: FederationFolder, tmp_p
     assert _value(argv, "--auth-supernode-private-key") == str(bundle.node_auth_key)
     assert _value(argv, "--port") == "9094"
     assert _value(argv, "--node-config") == (
-        f'data-path="{(tmp_path / "my data.csv").resolve()}" name="bank-a"'
+        f'data-path="{(tmp_path / "my data.csv").resolve()}" name="bank-a" '
+        f'bundle="{bundle.root}"'
     )
+    ranked = supernode_command(_node(fed, tmp_path, lora_rank=4)).argv
+    assert _value(ranked, "--node-config").endswith(" lora-rank=4")
     assert "--insecure" not in argv and "--max-wait-time" not in argv
 
 

@@ -247,7 +247,7 @@ def _server_keys(folder: Path):
 
 
 def test_client_refuses_tampered_or_unsigned_global_and_keeps_its_adapter(client_setup) -> None:
-    from fedpeft.client.app import train
+    from fedpeft.client.rounds import train
     from fedpeft.client.learner_cache import learner_for
 
     cfg, folder = client_setup

@@ -1,0 +1,213 @@
+"""One institution's round: train or evaluate the global adapter on its local data.
+
+The server sends the run config with every message, so an institution needs nothing but its
+data path (deployment) or its partition id (simulation) in its node config. Only the adapter
+tensors (and a classification head) go back, clipped and noised under differential privacy,
+masked under secure aggregation, sealed to the aggregator and signed by the institution
+(`fedpeft.client.sealing`), and recorded in its own ledger; the base model never leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+
+from fedpeft.client import secure_aggregation
+from fedpeft.client.learner_cache import learner_for
+from fedpeft.client.local_ledger import record_sent
+from fedpeft.client.ranks import institution_rank
+from fedpeft.client.local_data import LocalData, local_data
+from fedpeft.client.sealing import (
+    InstitutionKeys,
+    institution_keys,
+    open_global,
+    seal_state,
+    sealed_sha256,
+)
+from fedpeft.common import secagg_wire
+from fedpeft.common.adapter.state import AdapterState, from_array_record, to_array_record
+from fedpeft.common.config import RunConfig, from_wire
+from fedpeft.common.errors import DataError, SecurityError
+from fedpeft.common.privacy import add_gaussian_noise, clip_update
+from fedpeft.common.training.learner import Learner
+from fedpeft.common.protocol import (
+    ARRAYS,
+    COMPUTE_SECONDS,
+    CONFIG,
+    DP_CLIP_NORM,
+    DP_NOISE_STD,
+    DP_UNCLIPPED,
+    INSTITUTION,
+    INSTITUTION_NAME,
+    METRICS,
+    NUM_EXAMPLES,
+    NUM_ROUNDS,
+    PARTITION_ID,
+    PROXIMAL_MU,
+    RUN_CONFIG,
+    SEAL_SECONDS,
+    SERVER_ROUND,
+)
+
+logger = logging.getLogger(__name__)
+
+CPU_THREADS_KEY = "cpu-threads"
+"""Optional node-config key: torch threads for this institution's process."""
+
+
+def _reply(msg: Message, name: str, metrics: dict[str, float],
+           arrays: ArrayRecord | None = None) -> Message:
+    content = RecordDict({
+        METRICS: MetricRecord(metrics),
+        INSTITUTION: ConfigRecord({INSTITUTION_NAME: name}),
+    })
+    if arrays is not None:
+        content[ARRAYS] = arrays
+    return Message(content=content, reply_to=msg)
+
+
+def _cpu_threads(cfg: RunConfig, context: Context) -> int | None:
+    """Torch threads: the node's own setting, or the simulation's cores per actor."""
+    if CPU_THREADS_KEY in context.node_config:
+        return int(context.node_config[CPU_THREADS_KEY])
+    if PARTITION_ID in context.node_config:
+        return max(1, int(cfg.simulation.client_cpus))
+    return None
+
+
+@dataclass(frozen=True)
+class _Round:
+    cfg: RunConfig
+    config: ConfigRecord
+    data: LocalData
+    learner: Learner
+    received: AdapterState
+    """The global adapter as received, before local training."""
+    keys: InstitutionKeys | None
+    """None when the run exchanges plaintext adapters (security.seal_updates = false)."""
+
+    @property
+    def federation_id(self) -> str:
+        if self.keys is not None:
+            return self.keys.federation_id
+        return self.cfg.security.federation_id or secagg_wire.UNSEALED_FEDERATION
+
+    @property
+    def name(self) -> str:
+        return self.keys.name if self.keys is not None else self.data.name
+
+
+def _prepare(msg: Message, context: Context) -> _Round:
+    """Config, local data and a learner holding the received global adapter.
+
+    A sealed run verifies the server's signature before anything is loaded: a refused global
+    raises SecurityError (Flower replies with an error) and the learner keeps its last state.
+    """
+    config = msg.content[CONFIG]
+    cfg = from_wire(str(config[RUN_CONFIG]))
+    data = local_data(cfg, context)
+    keys = institution_keys(cfg, context, data.name)
+    if keys is not None:
+        state = open_global(msg, keys, int(config[SERVER_ROUND]))
+    else:
+        state = from_array_record(msg.content[ARRAYS])
+    learner = learner_for(cfg, _cpu_threads(cfg, context),
+                          institution_rank(cfg, context.node_config))
+    learner.set_state(state)
+    return _Round(cfg, config, data, learner, state, keys)
+
+
+def train(msg: Message, context: Context) -> Message:
+    """One round of local training starting from the global adapter."""
+    started = time.perf_counter()
+    current = _prepare(msg, context)
+    config, data, learner = current.config, current.data, current.learner
+    server_round = int(config[SERVER_ROUND])
+    result = learner.train(
+        data.train,
+        server_round=server_round,
+        num_rounds=int(config[NUM_ROUNDS]),
+        proximal_mu=float(config.get(PROXIMAL_MU, 0.0)),
+    )
+    logger.info("%s round %s: trained on %d examples, loss %.4f", current.name,
+                server_round, result.num_examples, result.loss)
+    state = learner.get_state()
+    metrics: dict[str, float] = {"loss": result.loss}
+    masked = secagg_wire.RECORD in msg.content.config_records
+    weight = result.num_examples
+    if DP_CLIP_NORM in config:
+        state, fitted = _privatised(config, current.received, state)
+        weight = 1  # DP-FedAvg averages clipped updates with equal weights
+        if not masked:  # the aggregator sees this update anyway; under masking it must not
+            metrics[DP_UNCLIPPED] = fitted
+    elif current.cfg.privacy.enabled:
+        raise SecurityError(
+            "the run asks for differential privacy but this train message has no clipping "
+            "bound: refusing to send an unclipped update"
+        )
+    if masked:
+        state, clipped = _masked(msg, context, current, state, weight)
+        metrics[secagg_wire.CLIPPED] = clipped
+    elif current.cfg.secure_aggregation.enabled:
+        raise SecurityError(
+            "the run asks for secure aggregation but this train message has no masking "
+            "parameters: refusing to send an unmasked update"
+        )
+    else:
+        metrics[NUM_EXAMPLES] = result.num_examples
+    if current.keys is None:
+        arrays = to_array_record(state)
+    else:
+        sealing = time.perf_counter()
+        arrays = seal_state(state, msg, current.keys, server_round)
+        metrics[SEAL_SECONDS] = time.perf_counter() - sealing
+        if current.cfg.audit.ledger:
+            record_sent(current.keys, {
+                "run_id": msg.metadata.run_id, "round": server_round,
+                "federation_id": current.keys.federation_id,
+                "sealed_sha256": sealed_sha256(arrays),
+                "form": "sealed, masked" if masked else "sealed",
+                "clip_norm": config.get(DP_CLIP_NORM), "noise_std": config.get(DP_NOISE_STD),
+                "tensors": len(state), "values": int(sum(a.size for a in state.values())),
+            })
+    metrics[COMPUTE_SECONDS] = time.perf_counter() - started
+    return _reply(msg, current.name, metrics, arrays)
+
+
+def _privatised(config: ConfigRecord, received: AdapterState, state: AdapterState
+                ) -> tuple[AdapterState, float]:
+    """The update clipped to the round's bound (plus this institution's noise share under
+    secure aggregation), as a state again; and 1.0 if it fitted under the bound unclipped."""
+    clipped = clip_update({key: state[key] - received[key] for key in state},
+                          float(config[DP_CLIP_NORM]))  # type: ignore[arg-type]
+    delta = clipped.delta
+    if DP_NOISE_STD in config:
+        delta = add_gaussian_noise(delta, float(config[DP_NOISE_STD]))  # type: ignore[arg-type]
+    return ({key: (received[key] + delta[key]).astype(received[key].dtype) for key in state},
+            0.0 if clipped.clipped else 1.0)
+
+
+def _masked(msg: Message, context: Context, current: _Round, state: AdapterState,
+            weight: int) -> tuple[AdapterState, int]:
+    """The update as this round's masked vector: (state with one masked array, values clipped)."""
+    delta = {key: state[key] - current.received[key] for key in state}
+    expected = secagg_wire.round_context(current.federation_id, msg.metadata.run_id,
+                                         int(current.config[SERVER_ROUND]))
+    packed, clipped = secure_aggregation.mask_update(msg, context, expected,
+                                                     secagg_wire.flatten(delta), weight)
+    return {secagg_wire.MASKED_ARRAY: packed}, clipped
+
+
+def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the global adapter on the institution's local validation rows."""
+    started = time.perf_counter()
+    current = _prepare(msg, context)
+    data, learner = current.data, current.learner
+    if data.validation.empty:
+        raise DataError(f"{data.name}: no local validation rows (data.validation_fraction is 0)")
+    metrics = {**learner.evaluate(data.validation), NUM_EXAMPLES: len(data.validation),
+               COMPUTE_SECONDS: time.perf_counter() - started}
+    return _reply(msg, current.name, metrics)
