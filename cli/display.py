@@ -32,6 +32,12 @@ def describe_round(record: dict[str, Any]) -> str:
             f"{timing['round_s']:.1f}s (local {timing.get('local_compute_s', 0):.1f}s, "
             f"framework {timing.get('framework_s', 0):.1f}s)"
         )
+    masked = record.get("secure_aggregation")
+    if masked and "survivors" in masked:
+        parts.append(f"masked sum of {masked['survivors']}/{masked['participants']}")
+    privacy = record.get("privacy")
+    if privacy:
+        parts.append(f"epsilon {privacy['epsilon']:.3f}")
     failures = record.get("failures") or []
     if failures:
         parts.append(f"[yellow]{len(failures)} failure(s)[/]")
@@ -66,6 +72,9 @@ def summary_table(records: list[dict[str, Any]], title: str) -> Table:
     for name in metric_names:
         table.add_column(f"test {name}", justify="right")
     table.add_column("train loss", justify="right")
+    private = any("privacy" in r for r in records)
+    if private:
+        table.add_column("epsilon", justify="right")
     table.add_column("MB sent/recv", justify="right")
     table.add_column("seconds", justify="right")
     for record in records:
@@ -77,6 +86,8 @@ def summary_table(records: list[dict[str, Any]], title: str) -> Table:
             str(record["round"]),
             *[f"{evals[n]:.4f}" if n in evals else "" for n in metric_names],
             f"{train_loss:.4f}" if isinstance(train_loss, (int, float)) else "",
+            *([f"{record['privacy']['epsilon']:.3f}" if "privacy" in record else ""]
+              if private else []),
             f"{traffic['sent'] / 1e6:.2f}/{traffic['received'] / 1e6:.2f}" if traffic else "",
             f"{timing['round_s']:.1f}" if "round_s" in timing else "",
         )

@@ -1,4 +1,5 @@
-"""A real deployment on loopback: SuperLink with TLS and node authentication, three SuperNodes.
+"""A real deployment on loopback: SuperLink with TLS and node authentication, three SuperNodes,
+secure aggregation of FFA-LoRA updates with one institution on a smaller rank, signed ledger.
 
 Everything goes through the `fedpeft` command line in separate processes, as operators run it.
 Each process is started in its own session and stopped through its process id (its process
@@ -22,12 +23,19 @@ import numpy as np
 import pytest
 
 from fedpeft.common.adapter.export import export_merged
+from fedpeft.common.audit import verify_ledger
+from fedpeft.common.crypto import load_signing_public_key
 from fedpeft.common.flower_exec import flower_env
 
 pytestmark = pytest.mark.e2e
 
 FEDPEFT = [sys.executable, "-m", "fedpeft.cli.main"]
 INSTITUTIONS = ("bank-a", "bank-b", "bank-c")
+NEEDLE = 4
+"""Values per searched slice (16 bytes): a rank-4 institution's padded B rows differ from the
+global in runs of 4 values only, and 16 given bytes do not turn up by chance."""
+RANKS = {"bank-c": 4}
+"""Heterogeneous ranks: bank-c trains rank 4 of the federation's 8 (`client join --lora-rank`)."""
 RUN_TIMEOUT_S = 170.0
 STOP_TIMEOUT_S = 10.0
 
@@ -136,6 +144,12 @@ local_steps = 1
 
 [data]
 labels = ["billing", "fraud"]
+
+[secure_aggregation]
+enabled = true
+
+[lora]
+mode = "ffa"
 """, encoding="utf-8")
     return path
 
@@ -168,10 +182,12 @@ def test_federation_over_tls_with_node_auth(tmp_path: Path, tiny_bert_dir: str) 
         assert registry["institutions"]["rogue"]["node_id"] is None
 
         for index, name in enumerate(INSTITUTIONS):
+            rank = ["--lora-rank", str(RANKS[name])] if name in RANKS else []
             procs.start(name, [*FEDPEFT, "client", "join", "--superlink", fleet_address,
                                "--bundle", str(fed / "institutions" / name),
                                "--data", str(_write_csv(data / f"{name}.csv", 12, index)),
-                               "--port", str(_free_port()), "--work-dir", str(tmp_path / name)])
+                               "--port", str(_free_port()), "--work-dir", str(tmp_path / name),
+                               *rank])
         rogue = procs.start("rogue", [
             *FEDPEFT, "client", "join", "--superlink", fleet_address,
             "--bundle", str(fed / "institutions" / "rogue"), "--data", str(test_csv),
@@ -210,10 +226,26 @@ def test_federation_over_tls_with_node_auth(tmp_path: Path, tiny_bert_dir: str) 
     for record in trained:
         assert sorted(c["name"] for c in record["clients"]) == list(INSTITUTIONS)
         assert not record["failures"]
+        masked = record["secure_aggregation"]
+        assert (masked["participants"], masked["survivors"], masked["dropped"]) == (3, 3, 0)
+        assert all("num-examples" not in c["train"] for c in record["clients"])
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert summary["security"]["sealed_updates"] is True
     assert sorted(summary["security"]["institutions"]) == sorted((*INSTITUTIONS, "no-ca", "rogue"))
+    # The ledger verifies against the server's key from the federation folder, and each
+    # institution's own ledger quotes the same sealed bytes the coordinator received.
+    _cli(env, "audit", "verify", str(folder), "--key", str(fed / "server" / "signing.pub"))
+    ledger = verify_ledger(folder / "ledger.jsonl",
+                           load_signing_public_key(fed / "server" / "signing.pub"))
+    assert ledger.ok and ledger.key_pinned and ledger.complete
+    for name in INSTITUTIONS:
+        sent = [json.loads(line)["body"] for line in
+                (fed / "institutions" / name / "ledger.jsonl").read_text().splitlines()[1:]]
+        for body, record in zip(sent, trained):
+            assert record["updates_sha256"][name] == body["sealed_sha256"]
+    _cli(env, "report", str(folder))
+    assert "secure aggregation" in (folder / "report.md").read_text().lower()
     merged = export_merged(folder / "adapter", tmp_path / "merged")
     assert (merged / "config.json").is_file()
     _assert_no_update_at_rest(folder, records[1], data, [fed / "server", logs])
@@ -227,7 +259,7 @@ def _assert_no_update_at_rest(run: Path, round_one: dict, data: Path, places: li
     (fixed seed, no dropout, one step), so the test trains each institution's step again
     from the same initial adapter on the same rows. The rebuild is checked against the run
     (each institution's reported training loss must match exactly) so the search below cannot
-    pass by looking for the wrong bytes. Needles are 64-byte slices where each update differs
+    pass by looking for the wrong bytes. Needles are 16-byte slices where each update differs
     from the initial adapter and from the round-1 global (the updates' weighted mean), both of
     which travel in the clear, signed: short enough to lie within one SQLite page, so deleted rows
     left in free pages are searched too.
@@ -243,18 +275,19 @@ def _assert_no_update_at_rest(run: Path, round_one: dict, data: Path, places: li
     initial = Learner(cfg, cfg.data.labels).get_state()  # what the ServerApp starts from
     reported = {c["name"]: c["train"]["loss"] for c in round_one["clients"]}
     updates = {}
+    weights: dict[str, int] = {}
     for name in INSTITUTIONS:
         context = Context(run_id=0, node_id=0, node_config={"data-path": str(data / f"{name}.csv"),
                                                             "name": name},
                           state=RecordDict(), run_config={})
-        learner = learner_for(cfg, None)
+        learner = learner_for(cfg, None, RANKS.get(name))
         learner.set_state(initial)
         result = learner.train(local_data(cfg, context).train, server_round=1,
                                num_rounds=cfg.federation.num_rounds)
         assert result.loss == pytest.approx(reported[name], rel=1e-6), name
         updates[name] = learner.get_state()
+        weights[name] = result.num_examples  # travels masked, so rebuilt here too
 
-    weights = {c["name"]: c["train"]["num-examples"] for c in round_one["clients"]}
     total = sum(weights.values())
     mean = {key: sum(updates[n][key].astype(np.float64) * weights[n] for n in INSTITUTIONS) / total
             for key in initial}  # the round-1 global, sent in the clear (signed) in round 2
@@ -264,9 +297,9 @@ def _assert_no_update_at_rest(run: Path, round_one: dict, data: Path, places: li
             flat = tensor.ravel()
             differs = (flat != initial[key].ravel()) & ~np.isclose(flat, mean[key].ravel(),
                                                                    rtol=1e-5, atol=1e-9)
-            runs = np.convolve(differs.astype(int), np.ones(16, dtype=int), mode="valid")
-            for start in np.flatnonzero(runs == 16)[:1]:
-                needles.append((name, key, flat[start:start + 16].tobytes()))
+            runs = np.convolve(differs.astype(int), np.ones(NEEDLE, dtype=int), mode="valid")
+            for start in np.flatnonzero(runs == NEEDLE)[:1]:
+                needles.append((name, key, flat[start:start + NEEDLE].tobytes()))
     per_institution = {name: sum(n == name for n, _, _ in needles) for name in INSTITUTIONS}
     assert min(per_institution.values()) >= 2, f"too few distinctive update slices: {per_institution}"
     files = [p for place in places for p in place.rglob("*") if p.is_file()]
