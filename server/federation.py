@@ -30,7 +30,7 @@ from fedpeft.common.adapter.state import (
 from fedpeft.common.config import RunConfig, to_wire
 from fedpeft.common.crypto import Manifest, SigningPrivateKey
 from fedpeft.common.errors import ConfigError
-from fedpeft.common.privacy import PrivacyAccountant
+from fedpeft.common.privacy import AdaptiveClipping, PrivacyAccountant
 from fedpeft.common.protocol import NUM_ROUNDS, RUN_CONFIG
 from fedpeft.common.runs.folder import RunFolder
 from fedpeft.common.runs.metrics_log import MetricsLog
@@ -47,6 +47,7 @@ from fedpeft.server.strategies import (
     SecureAggregationStrategy,
     build_strategy,
 )
+from fedpeft.server.strategies.secure_aggregation import check_participants
 from fedpeft.server.strategies.stacking import StackingStrategy
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,19 @@ def _strategy(grid: Grid, cfg: RunConfig, recorder: RoundRecorder) -> _Chain:
                   keys.signing_key, federation_id)
 
 
+def check_round_settings(cfg: RunConfig, participants: int) -> None:
+    """Refuse, before anything runs, settings that a round of `participants` institutions
+    could not honour (each layer checks again with the real count when the round starts)."""
+    if cfg.secure_aggregation.enabled:
+        check_participants(cfg, participants)
+    privacy = cfg.privacy
+    if privacy.enabled and privacy.clipping == "adaptive":
+        AdaptiveClipping(privacy.clip_norm, privacy.target_quantile, privacy.clip_learning_rate,
+                         privacy.clipped_count_stddev).update_noise_multiplier(
+            privacy.noise_multiplier, participants)
+    _rounds_within_budget(cfg)
+
+
 def _rounds_within_budget(cfg: RunConfig) -> int:
     """The rounds to run: all planned, or fewer when privacy.target_epsilon would be exceeded.
 
@@ -144,11 +158,6 @@ def _rounds_within_budget(cfg: RunConfig) -> int:
             f"alone (epsilon {accountant.epsilon_after_next(rate):.3f} with noise_multiplier="
             f"{privacy.noise_multiplier}): raise the target or the noise multiplier"
         )
-    if allowed < planned:
-        logger.warning(
-            "privacy budget: target_epsilon=%s allows %d of the %d planned rounds; the run "
-            "stops after round %d and keeps that global adapter", privacy.target_epsilon,
-            allowed, planned, allowed)
     return allowed
 
 
@@ -164,6 +173,11 @@ def run_federation(
     """Run all rounds on `grid`; `learner` holds the initial adapter and evaluates on `test`."""
     started = time.perf_counter()
     rounds = _rounds_within_budget(cfg)
+    if rounds < cfg.federation.num_rounds:
+        logger.warning(
+            "privacy budget: target_epsilon=%s allows %d of the %d planned rounds; the run "
+            "stops after round %d and keeps that global adapter", cfg.privacy.target_epsilon,
+            rounds, cfg.federation.num_rounds, rounds)
     log = MetricsLog(folder.metrics_path)
     trail: AuditTrail | None = None
 

@@ -48,6 +48,15 @@ CASES = {
     "unknown target module": (["--set", 'peft.target_modules=["no_such_layer"]'], "no_such_layer"),
     "bad config value": (["--set", "training.batch_size=0"], "training.batch_size"),
     "unknown peft method": (["--peft", "not_a_method"], "not_a_method"),
+    "median under secure aggregation": (["--set", "strategy.name=fedmedian", "--set",
+                                         "secure_aggregation.enabled=true"], "fedmedian"),
+    "stacking under secure aggregation": (["--set", "lora.mode=stacking", "--set",
+                                           "secure_aggregation.enabled=true"], "stacking"),
+    "more dropouts than masking survives": (["--set", "secure_aggregation.enabled=true",
+                                             "--set", "secure_aggregation.max_dropouts=3"],
+                                            "max_dropouts=3 is too many"),
+    "unreachable privacy budget": (["--set", "privacy.enabled=true", "--set",
+                                    "privacy.target_epsilon=0.01"], "target_epsilon=0.01"),
 }
 
 
