@@ -171,6 +171,8 @@ def train(msg: Message, context: Context) -> Message:
                 "sealed_sha256": sealed_sha256(arrays),
                 "form": "sealed, masked" if masked else "sealed",
                 "clip_norm": config.get(DP_CLIP_NORM), "noise_std": config.get(DP_NOISE_STD),
+                "noise_multiplier": (current.cfg.privacy.noise_multiplier
+                                     if current.cfg.privacy.enabled else None),
                 "tensors": len(state), "values": int(sum(a.size for a in state.values())),
             })
     metrics[COMPUTE_SECONDS] = time.perf_counter() - started
