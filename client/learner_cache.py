@@ -2,8 +2,8 @@
 
 Loading the base model is the most expensive thing a client does; a simulation actor or a
 long-lived deployment process serves many rounds, so it is loaded once per (model, PEFT,
-training, labels, LoRA mode, own rank) combination. Each round starts by overwriting the adapter
-with the global one, so reuse cannot leak state from one round into the next.
+training, labels, LoRA mode, privacy, own rank) combination. Each round starts by overwriting
+the adapter with the global one, so reuse cannot leak state from one round into the next.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def learner_for(cfg: RunConfig, cpu_threads: int | None, rank: int | None = None
     `cpu_threads` caps torch so actors do not oversubscribe."""
     if cpu_threads is not None and cpu_threads > 0:
         torch.set_num_threads(cpu_threads)
-    # Only what shapes the model belongs in the key; rounds, sampling and paths do not.
+    # Only what shapes the model or its training belongs in the key; rounds, sampling and
+    # paths do not. privacy: the learner runs DP-SGD when privacy.example_level is on.
     key = to_wire(RunConfig(model=cfg.model, peft=cfg.peft, training=cfg.training,
-                            data=DataConfig(labels=cfg.data.labels), lora=cfg.lora))
+                            data=DataConfig(labels=cfg.data.labels), lora=cfg.lora,
+                            privacy=cfg.privacy))
     return _learner(key, rank)

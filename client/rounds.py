@@ -10,6 +10,7 @@ masked under secure aggregation, sealed to the aggregator and signed by the inst
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -29,15 +30,16 @@ from fedpeft.client.sealing import (
 )
 from fedpeft.common import secagg_wire
 from fedpeft.common.adapter.state import AdapterState, from_array_record, to_array_record
-from fedpeft.common.config import RunConfig, from_wire
+from fedpeft.common.config import PrivacyConfig, RunConfig, from_wire
 from fedpeft.common.errors import DataError, SecurityError
-from fedpeft.common.privacy import add_gaussian_noise, clip_update
-from fedpeft.common.training.learner import Learner
+from fedpeft.common.privacy import add_gaussian_noise, clip_update, epsilon_for
+from fedpeft.common.training.learner import Learner, TrainResult
 from fedpeft.common.protocol import (
     ARRAYS,
     COMPUTE_SECONDS,
     CONFIG,
     DP_CLIP_NORM,
+    DP_EXAMPLE_EPSILON,
     DP_NOISE_STD,
     DP_UNCLIPPED,
     INSTITUTION,
@@ -56,6 +58,12 @@ logger = logging.getLogger(__name__)
 
 CPU_THREADS_KEY = "cpu-threads"
 """Optional node-config key: torch threads for this institution's process."""
+
+DP_SGD_STATE = "fedpeft-dp-sgd"
+"""ConfigRecord in `context.state`: the example-level DP-SGD steps this institution has taken
+in the run (`steps`), with the smallest noise multiplier and largest sampling rate they were
+taken at. Flower keeps a node's context for the whole run, also when every message is handled
+by a fresh process, so the count survives between rounds."""
 
 
 def _reply(msg: Message, name: str, metrics: dict[str, float],
@@ -134,8 +142,15 @@ def train(msg: Message, context: Context) -> Message:
     )
     logger.info("%s round %s: trained on %d examples, loss %.4f", current.name,
                 server_round, result.num_examples, result.loss)
+    privacy = current.cfg.privacy
+    example_epsilon = (_example_epsilon(context, privacy, result)
+                       if privacy.example_level else None)
     state = learner.get_state()
-    metrics: dict[str, float] = {"loss": result.loss}
+    metrics: dict[str, float] = {}
+    if example_epsilon is None:
+        metrics["loss"] = result.loss
+    else:  # the training loss is a statistic of the rows DP-SGD protects; it stays here
+        metrics[DP_EXAMPLE_EPSILON] = example_epsilon
     masked = secagg_wire.RECORD in msg.content.config_records
     weight = result.num_examples
     if DP_CLIP_NORM in config:
@@ -165,7 +180,7 @@ def train(msg: Message, context: Context) -> Message:
         arrays = seal_state(state, msg, current.keys, server_round)
         metrics[SEAL_SECONDS] = time.perf_counter() - sealing
         if current.cfg.audit.ledger:
-            record_sent(current.keys, {
+            body = {
                 "run_id": msg.metadata.run_id, "round": server_round,
                 "federation_id": current.keys.federation_id,
                 "sealed_sha256": sealed_sha256(arrays),
@@ -174,9 +189,50 @@ def train(msg: Message, context: Context) -> Message:
                 "noise_multiplier": (current.cfg.privacy.noise_multiplier
                                      if current.cfg.privacy.enabled else None),
                 "tensors": len(state), "values": int(sum(a.size for a in state.values())),
-            })
+            }
+            if example_epsilon is not None:  # JSON has no infinity: null, as in metrics.jsonl
+                body.update({
+                    "example_epsilon": example_epsilon if math.isfinite(example_epsilon) else None,
+                    "example_delta": privacy.effective_example_delta,
+                    "example_steps": int(context.state[DP_SGD_STATE]["steps"]),
+                    "example_noise_multiplier": privacy.example_noise_multiplier,
+                    "example_clip_norm": privacy.example_clip_norm,
+                })
+            record_sent(current.keys, body)
     metrics[COMPUTE_SECONDS] = time.perf_counter() - started
     return _reply(msg, current.name, metrics, arrays)
+
+
+def _example_epsilon(context: Context, privacy: PrivacyConfig, result: TrainResult) -> float:
+    """Charge this round's DP-SGD steps to the institution's running count in `context.state`
+    and return its cumulative example-level epsilon at privacy.example_delta.
+
+    Charged as soon as training returns, before sealing or masking can fail: once taken, a
+    step counts whether or not its update leaves.
+
+    Every step is charged at the smallest noise multiplier and the largest sampling rate seen
+    in the run: exact when they are constant (one run config, one training table, the normal
+    case), an upper bound otherwise, since the subsampled Gaussian's RDP only grows with the
+    rate and shrinks with the noise.
+    """
+    if result.dp_steps != result.steps:
+        raise SecurityError(
+            "the run asks for example-level differential privacy but local training did not "
+            "run DP-SGD: refusing to send the update"
+        )
+    record = context.state.config_records.get(DP_SGD_STATE)
+    steps, sigma, rate = result.dp_steps, privacy.example_noise_multiplier, result.dp_sampling_rate
+    if record is not None:
+        steps += int(record["steps"])  # type: ignore[arg-type]
+        sigma = min(sigma, float(record["noise-multiplier"]))  # type: ignore[arg-type]
+        rate = max(rate, float(record["sampling-rate"]))  # type: ignore[arg-type]
+    context.state[DP_SGD_STATE] = ConfigRecord(
+        {"steps": steps, "noise-multiplier": sigma, "sampling-rate": rate})
+    delta = privacy.effective_example_delta
+    if delta * result.num_examples >= 1:
+        logger.warning("privacy.example_delta=%g is not below 1 / %d training rows: the "
+                       "example-level guarantee is weak", delta, result.num_examples)
+    return epsilon_for(sigma, rate, steps, delta)
 
 
 def _privatised(config: ConfigRecord, received: AdapterState, state: AdapterState

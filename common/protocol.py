@@ -35,6 +35,11 @@ SEAL_SECONDS = "seal-s"
 DP_UNCLIPPED = "dp-unclipped"
 """1 when the update fitted under the clip norm before clipping (adaptive clipping's count)."""
 
+DP_EXAMPLE_EPSILON = "dp-example-epsilon"
+"""Example-level DP-SGD: the institution's own cumulative epsilon (at privacy.example_delta)
+over every DP-SGD step it has taken in the run; infinite without noise. Per institution,
+never averaged: each institution's guarantee is about its own rows."""
+
 # keys inside a reply's institution record
 INSTITUTION_NAME = "name"
 
@@ -55,6 +60,7 @@ SEALED_UPDATE_STYPE = "fedpeft/sealed-v1"
 SIGNED_GLOBAL_STYPE = "fedpeft/signed-global-v1"
 """The server's global adapter: signed by the server, readable by every institution."""
 
-NON_AVERAGED_METRICS = frozenset({COMPUTE_SECONDS, SEAL_SECONDS, DP_UNCLIPPED})
-"""Reply metrics that describe the institution's hardware, not the model; kept per client only."""
+NON_AVERAGED_METRICS = frozenset({COMPUTE_SECONDS, SEAL_SECONDS, DP_UNCLIPPED, DP_EXAMPLE_EPSILON})
+"""Reply metrics that describe the institution (its hardware, its own privacy spent), not the
+model; kept per client only."""
 LORA_RANK = "lora-rank"

@@ -1,4 +1,4 @@
-"""The `[privacy]` section: client-level differential privacy."""
+"""The `[privacy]` section: client-level and (optional) example-level differential privacy."""
 
 from __future__ import annotations
 
@@ -10,7 +10,32 @@ from fedpeft.common.config.base import StrictModel
 
 
 class PrivacyConfig(StrictModel):
-    """Client-level differential privacy on the adapter updates (DP-FedAvg)."""
+    """Differential privacy: two independent guarantees, each with its own epsilon.
+
+    Client-level (`enabled`, DP-FedAvg): the unit is one institution. Each round's adapter
+    update is clipped to `clip_norm` and the server (or, under secure aggregation, every
+    institution) adds Gaussian noise; the server's accountant reports one federation-wide
+    epsilon at `delta` over the rounds, in `metrics.jsonl` and `summary.json`. It says what an
+    observer of the global adapters learns about whether an institution took part at all.
+
+    Example-level (`example_level`, DP-SGD with Opacus): the unit is one training row of one
+    institution. Inside each institution every optimizer step draws a Poisson sample of its
+    rows (each row independently, expected batch training.batch_size *
+    training.gradient_accumulation_steps), clips each row's gradient over the trainable
+    parameters to `example_clip_norm` and adds Gaussian noise of std
+    `example_noise_multiplier` * `example_clip_norm` to their sum. Whatever leaves the
+    institution (its updates, whoever sees them, including the aggregator) is then
+    (epsilon, delta)-DP with respect to adding or removing one of its training rows. Each
+    institution accounts its own epsilon, at `example_delta`, over all the DP-SGD steps it has
+    taken in the run (RDP accountant of the Poisson-subsampled Gaussian, sampling rate =
+    expected batch / its training rows, which are treated as public), and reports it as the
+    reply metric `dp-example-epsilon` and in its own ledger. Its validation rows are not
+    covered (their metrics are reported in the clear), nor is the number of rows.
+
+    The two are accounted separately and neither epsilon includes the other: they bound
+    different things (a row vs. a whole institution) and neither is derived from the other.
+    They can be used together; example-level DP does not need `enabled`.
+    """
 
     enabled: bool = Field(False, description="Clip every update and add Gaussian noise to the sum.")
     noise_multiplier: float = Field(
@@ -32,3 +57,27 @@ class PrivacyConfig(StrictModel):
     max_norm_factor: float = Field(
         1.5, gt=1, description="Updates whose norm exceeds this multiple of the clip norm are refused."
     )
+    example_level: bool = Field(
+        False,
+        description="DP-SGD (Opacus) on each institution's own training: per-row clipping, "
+        "Poisson-sampled batches and Gaussian noise, with the institution's own epsilon. "
+        "training.max_grad_norm is not applied on top (example_clip_norm replaces it).",
+    )
+    example_noise_multiplier: float = Field(
+        1.0, ge=0,
+        description="DP-SGD noise std as a multiple of example_clip_norm; 0 clips without "
+        "noise (no guarantee: epsilon is infinite).",
+    )
+    example_clip_norm: float = Field(
+        1.0, gt=0, description="DP-SGD: L2 bound of one training row's gradient per step."
+    )
+    example_delta: float | None = Field(
+        None, gt=0, lt=1,
+        description="The delta of the example-level epsilon; None: privacy.delta. It should "
+        "be well below 1 / (an institution's training rows).",
+    )
+
+    @property
+    def effective_example_delta(self) -> float:
+        """`example_delta`, or `delta` when it is not set."""
+        return self.delta if self.example_delta is None else self.example_delta

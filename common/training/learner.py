@@ -43,7 +43,8 @@ from fedpeft.common.modeling.device import (
 )
 from fedpeft.common.modeling.loader import load_base_model
 from fedpeft.common.modeling.peft_builder import apply_peft
-from fedpeft.common.training.batches import IGNORE_INDEX, Example, batches, encode
+from fedpeft.common.training import dp_sgd
+from fedpeft.common.training.batches import IGNORE_INDEX, Example, batches, collate, encode
 from fedpeft.common.training.schedule import round_scheduler
 
 logger = logging.getLogger(__name__)
@@ -51,12 +52,19 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainResult:
-    """One round of local training; `loss` is the mean task loss (without the proximal term)."""
+    """One round of local training; `loss` is the mean task loss (without the proximal term).
+
+    Under example-level DP (`privacy.example_level`) `dp_steps` is the number of DP-SGD steps
+    taken, each a Poisson-subsampled Gaussian mechanism at rate `dp_sampling_rate`: what the
+    caller adds to the institution's running count to account its epsilon. Both are 0 without.
+    """
 
     loss: float
     num_examples: int
     steps: int
     compute_seconds: float
+    dp_steps: int = 0
+    dp_sampling_rate: float = 0.0
 
 
 class Learner:
@@ -67,15 +75,19 @@ class Learner:
         """`rank`: this institution's own LoRA rank (ffa/stacking); None is peft.r, the
         federation's, which the server's evaluator and the baselines use."""
         check_lora_options(cfg)
+        dp_sgd.check_example_level(cfg)
         self.rank = check_rank(cfg, rank, "rank") if rank is not None else cfg.peft.r
         self.cfg = cfg
         self.label_names = list(label_names) if label_names is not None else None
         self.device = resolve_device(cfg)
         self.dtype = resolve_precision(cfg, self.device)
-        # Seeded so the fresh head and adapter are the same on every institution and rerun;
-        # the server's initial adapter overrides them, but baselines start from these.
-        torch.manual_seed(cfg.training.seed)
+        # The fresh head (seeded by the loader) and adapter are the same on every institution
+        # and rerun; the server's initial adapter overrides them, but baselines start from these.
         base, self._tokenizer = load_base_model(cfg, self.label_names)
+        # Seeded after loading: a cached base model consumes no random numbers and a fresh
+        # one does, so seeding before the load made the adapter's initial weights depend on
+        # whether this process had loaded the model before.
+        torch.manual_seed(cfg.training.seed)
         self._model = apply_peft(cfg, base, rank)
         if cfg.model.quantization == "none":  # bitsandbytes already placed the weights
             self._model.to(self.device)
@@ -143,6 +155,9 @@ class Learner:
         With `proximal_mu` > 0 the FedProx term mu/2 * ||w - w_start||^2 over the trainable
         parameters is added to every step's loss, keeping heterogeneous institutions from
         drifting far from the global adapter they started the round with.
+
+        With `privacy.example_level` the round is DP-SGD instead (`_train_dp_sgd`); without it
+        nothing below differs from a run that never heard of example-level DP.
         """
         started = time.perf_counter()
         training = self.cfg.training
@@ -150,6 +165,9 @@ class Learner:
         steps, micro = self._plan(len(examples))
         self._exchange.begin_round(server_round)
         params = [p for p in self._model.parameters() if p.requires_grad]
+        if self.cfg.privacy.example_level:
+            return self._train_dp_sgd(examples, params, steps, server_round, num_rounds,
+                                      proximal_mu, started)
         anchors = [p.detach().clone() for p in params] if proximal_mu > 0 else []
         optimizer = torch.optim.AdamW(params, lr=training.learning_rate,
                                       weight_decay=training.weight_decay)
@@ -185,6 +203,67 @@ class Learner:
             self._model.eval()
         return TrainResult(loss=float(np.mean(losses)), num_examples=len(examples), steps=steps,
                            compute_seconds=time.perf_counter() - started)
+
+    def _train_dp_sgd(self, examples: list[Example], params: list[torch.nn.Parameter],
+                      steps: int, server_round: int, num_rounds: int, proximal_mu: float,
+                      started: float) -> TrainResult:
+        """One round of example-level DP-SGD (see `fedpeft.common.training.dp_sgd`).
+
+        Same optimizer, schedule, step count and FedProx term as the ordinary round; what
+        differs: each step's rows are a Poisson sample (expected batch_size *
+        gradient_accumulation_steps rows, processed in chunks of at most batch_size), each
+        row's gradient is clipped to privacy.example_clip_norm, Gaussian noise is added to
+        their sum, which is divided by the expected batch; training.max_grad_norm is not
+        applied. Not reproducible from training.seed: the sampling and the noise are seeded
+        from the OS, or the server could undo them.
+        """
+        training, task = self.cfg.training, self.cfg.model.task
+        rate = dp_sgd.sampling_rate(self.cfg, len(examples))
+        expected = dp_sgd.expected_batch(self.cfg)
+        anchors = [p.detach().clone() for p in params] if proximal_mu > 0 else []
+        optimizer = torch.optim.AdamW(params, lr=training.learning_rate,
+                                      weight_decay=training.weight_decay)
+        scheduler = round_scheduler(optimizer, training, server_round, num_rounds, steps)
+        torch.manual_seed(training.seed + server_round)  # dropout masks (no privacy role)
+        sampler = dp_sgd.secret_sampler()
+        pad = self._tokenizer.pad_token_id
+
+        def finish() -> None:  # after clipping and noise: data-independent post-processing
+            for index, p in enumerate(params):
+                p.grad.div_(expected)
+                if anchors:
+                    p.grad.add_(p.detach() - anchors[index], alpha=proximal_mu)
+
+        self._model.train()
+        loss_sum, seen, checked = 0.0, 0, False
+        try:
+            with dp_sgd.dp_sgd(self._model, params, optimizer, self.cfg, finish) as private:
+                for _ in range(steps):
+                    chosen = dp_sgd.poisson_sample(len(examples), rate, sampler)
+                    if chosen.size == 0:
+                        dp_sgd.mark_empty_batch(params)
+                    for start in range(0, chosen.size, training.batch_size):
+                        rows = [examples[i] for i in chosen[start:start + training.batch_size]]
+                        batch = {key: value.to(self.device)
+                                 for key, value in collate(rows, pad).items()}
+                        with autocast(self.device, self.dtype):
+                            losses = dp_sgd.per_example_loss(self._model, batch, task)
+                        dp_sgd.backward(losses)
+                        if not checked:
+                            dp_sgd.check_per_example_gradients(self._model, params, len(rows))
+                            checked = True
+                        loss_sum += float(losses.detach().sum())
+                        seen += len(rows)
+                    private.step()
+                    private.zero_grad(set_to_none=True)
+                    scheduler.step()
+        finally:
+            self._model.eval()
+        # No row drawn in the whole round (tiny q): there is no loss to report.
+        loss = loss_sum / seen if seen else float("nan")
+        return TrainResult(loss=loss, num_examples=len(examples), steps=steps,
+                           compute_seconds=time.perf_counter() - started,
+                           dp_steps=steps, dp_sampling_rate=rate)
 
     def evaluate(self, table: pd.DataFrame) -> dict[str, float]:
         """classification: loss, accuracy, macro_f1; causal-lm: loss, perplexity."""

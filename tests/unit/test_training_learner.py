@@ -73,3 +73,17 @@ def test_empty_table_is_a_data_error(tiny_bert_dir, tiny_config) -> None:
     learner = Learner(tiny_config(tiny_bert_dir), LABELS)
     with pytest.raises(DataError, match="no rows"):
         learner.train(TOY.iloc[:0], server_round=1, num_rounds=1)
+
+
+def test_initial_adapter_does_not_depend_on_the_model_cache(tiny_bert_dir, tiny_config) -> None:
+    """The first learner of a process loads the base model, later ones copy the cached one;
+    both must start from the same adapter, or reruns in one process are not comparable."""
+    from fedpeft.common.modeling import loader
+
+    cfg = tiny_config(tiny_bert_dir)
+    loader._pristine.cache_clear()
+    fresh = Learner(cfg, LABELS).get_state()
+    cached = Learner(cfg, LABELS).get_state()
+    assert fresh.keys() == cached.keys()
+    for key in fresh:
+        np.testing.assert_array_equal(fresh[key], cached[key], err_msg=key)
