@@ -119,7 +119,7 @@ def _prepare(msg: Message, context: Context) -> _Round:
     data = local_data(cfg, context)
     keys = institution_keys(cfg, context, data.name)
     if keys is not None:
-        state = open_global(msg, keys, int(config[SERVER_ROUND]))
+        state = open_global(msg, keys, int(config[SERVER_ROUND]), context)
     else:
         state = from_array_record(msg.content[ARRAYS])
     learner = learner_for(cfg, _cpu_threads(cfg, context),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from flwr.app import ArrayRecord, Context, Message
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 
 from fedpeft.common.adapter.state import AdapterState
 from fedpeft.common.config import RunConfig
@@ -108,12 +108,32 @@ def institution_keys(cfg: RunConfig, context: Context, data_name: str) -> Instit
     return keys
 
 
-def open_global(msg: Message, keys: InstitutionKeys, server_round: int) -> AdapterState:
-    """The global adapter of `msg` after checking the server's signature and its context."""
+LAST_GLOBAL = "fedpeft-last-global"
+"""Key in Flower's `Context.state` (per node and run) of the newest global version received."""
+
+
+def open_global(msg: Message, keys: InstitutionKeys, server_round: int,
+                context: Context) -> AdapterState:
+    """The global adapter of `msg` after checking the server's signature and its context.
+
+    The round number that names the global's version arrives in the unsigned config record, so
+    a relay could present an older signed global of the same run with its old round number.
+    The institution remembers the newest version it accepted in this run and refuses older ones
+    (versions never decrease: training in round r and evaluation in round r - 1 share one).
+    """
     blob = envelope_of(msg.content[ARRAYS], SIGNED_GLOBAL_STYPE)
     version = global_version(msg.metadata.message_type, server_round)
+    seen = context.state.config_records.get(LAST_GLOBAL)
+    newest = int(seen["version"]) if seen is not None else -1  # type: ignore[arg-type]
+    if version < newest:
+        raise SecurityError(
+            f"global adapter version {version} is older than version {newest}, already "
+            f"received in run {msg.metadata.run_id}: refused as a replay"
+        )
     ctx = global_context(keys.federation_id, msg.metadata.run_id, version)
-    return verify_global(blob, ctx, keys.server_signing_key)
+    state = verify_global(blob, ctx, keys.server_signing_key)
+    context.state[LAST_GLOBAL] = ConfigRecord({"version": version})
+    return state
 
 
 def seal_state(state: AdapterState, msg: Message, keys: InstitutionKeys,

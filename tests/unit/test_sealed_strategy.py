@@ -287,3 +287,28 @@ def test_client_refuses_tampered_or_unsigned_global_and_keeps_its_adapter(client
         after = learner.get_state()
         for key in trained:
             np.testing.assert_array_equal(after[key], trained[key], err_msg=case)
+
+
+def test_client_refuses_an_older_signed_global_of_the_same_run(client_setup) -> None:
+    """A relay replaying round 1's signed global (with its round number) after round 2's."""
+    from fedpeft.client.rounds import train
+    from fedpeft.client.learner_cache import learner_for
+
+    cfg, folder = client_setup
+    keys = _server_keys(folder)
+    context = Context(run_id=RUN, node_id=5, node_config={"partition-id": 0, "num-partitions": 2},
+                      state=RecordDict(), run_config={})
+    initial = learner_for(cfg, None).get_state()
+
+    def message(server_round: int) -> Message:
+        version = server_round - 1
+        blob = sign_global(initial, global_context(keys.federation_id, RUN, version),
+                           keys.signing_key)
+        config = ConfigRecord({RUN_CONFIG: to_wire(cfg), NUM_ROUNDS: 3, SERVER_ROUND: server_round})
+        return Message(RecordDict({ARRAYS: envelope_record(blob, SIGNED_GLOBAL_STYPE),
+                                   CONFIG: config}), dst_node_id=5, message_type="train")
+
+    train(message(1), context)
+    train(message(3), context)
+    with pytest.raises(SecurityError, match="older than version 2.*replay"):
+        train(message(2), context)
