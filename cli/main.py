@@ -73,9 +73,17 @@ def simulate(
                            sets=sets)
     from fedpeft.simulation.federated import simulate as run_simulated
 
+    protections = [name for name, on in (
+        ("sealed", cfg.security.seal_updates),
+        ("secure aggregation", cfg.secure_aggregation.enabled),
+        (f"client-level DP (delta {cfg.privacy.delta:g})", cfg.privacy.enabled),
+        ("example-level DP-SGD", cfg.privacy.example_level),
+        (f"LoRA {cfg.lora.mode}", cfg.lora.mode != "fedavg"),
+    ) if on]
     console.print(
         f"[bold]fedpeft simulate[/]: {cfg.simulation.num_clients} institutions, "
-        f"{cfg.federation.num_rounds} rounds, {cfg.strategy.name}, {cfg.peft.method} on {cfg.model.name}"
+        f"{cfg.federation.num_rounds} rounds, {cfg.strategy.name}, {cfg.peft.method} on "
+        f"{cfg.model.name}; {', '.join(protections) or 'no protection'}"
     )
     with round_progress(cfg.federation.num_rounds, "federated rounds") as on_round:
         report = run_simulated(cfg, on_round)

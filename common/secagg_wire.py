@@ -78,7 +78,7 @@ def keys_record(keys: Mapping[int, AdvertisedKeys]) -> dict[str, object]:
 
 def read_keys(record: ConfigRecord) -> dict[int, AdvertisedKeys]:
     """The inverse of `keys_record`; SecurityError when the lists do not line up."""
-    ids = _int_list(record, IDS)
+    ids = read_ids(record, IDS)
     cipher = _bytes_list(record, CIPHER_KEYS, len(ids))
     mask = _bytes_list(record, MASK_KEYS, len(ids))
     return {i: AdvertisedKeys(cipher_public=c, mask_public=m) for i, c, m in zip(ids, cipher, mask)}
@@ -92,7 +92,7 @@ def payloads_record(payloads: Mapping[int, bytes]) -> dict[str, object]:
 
 def read_payloads(record: ConfigRecord) -> dict[int, bytes]:
     """The inverse of `payloads_record`."""
-    ids = _int_list(record, IDS)
+    ids = read_ids(record, IDS)
     return dict(zip(ids, _bytes_list(record, PAYLOADS, len(ids))))
 
 
@@ -161,11 +161,7 @@ def unflatten(vector: np.ndarray, like: Mapping[str, np.ndarray]) -> dict[str, n
 
 
 def read_ids(record: ConfigRecord, key: str) -> list[int]:
-    """A list of protocol ids (absent: empty)."""
-    return _int_list(record, key)
-
-
-def _int_list(record: ConfigRecord, key: str) -> list[int]:
+    """A list of distinct protocol ids (absent: empty)."""
     value = record.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
         raise SecurityError(f"secure aggregation record: {key!r} must be a list of integers")
