@@ -229,6 +229,7 @@ def test_federation_over_tls_with_node_auth(tmp_path: Path, tiny_bert_dir: str) 
         masked = record["secure_aggregation"]
         assert (masked["participants"], masked["survivors"], masked["dropped"]) == (3, 3, 0)
         assert all("num-examples" not in c["train"] for c in record["clients"])
+    assert records[-1]["server_eval"]["loss"] < records[0]["server_eval"]["loss"]
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert summary["security"]["sealed_updates"] is True
