@@ -153,18 +153,24 @@ def train(msg: Message, context: Context) -> Message:
         metrics[DP_EXAMPLE_EPSILON] = example_epsilon
     masked = secagg_wire.RECORD in msg.content.config_records
     weight = result.num_examples
+    received = current.received
+    # What the round changed: all that leaves under DP or masking (plain FedAvg sends the state).
+    delta = ({key: state[key] - received[key] for key in state}
+             if masked or DP_CLIP_NORM in config else {})
     if DP_CLIP_NORM in config:
-        state, fitted = _privatised(config, current.received, state)
+        delta, fitted = _privatised(config, delta)
         weight = 1  # DP-FedAvg averages clipped updates with equal weights
         if not masked:  # the aggregator sees this update anyway; under masking it must not
             metrics[DP_UNCLIPPED] = fitted
+            state = {key: (received[key] + delta[key]).astype(received[key].dtype)
+                     for key in state}
     elif current.cfg.privacy.enabled:
         raise SecurityError(
             "the run asks for differential privacy but this train message has no clipping "
             "bound: refusing to send an unclipped update"
         )
     if masked:
-        state, clipped = _masked(msg, context, current, state, weight)
+        state, clipped = _masked(msg, context, current, delta, weight)
         metrics[secagg_wire.CLIPPED] = clipped
     elif current.cfg.secure_aggregation.enabled:
         raise SecurityError(
@@ -235,23 +241,20 @@ def _example_epsilon(context: Context, privacy: PrivacyConfig, result: TrainResu
     return epsilon_for(sigma, rate, steps, delta)
 
 
-def _privatised(config: ConfigRecord, received: AdapterState, state: AdapterState
-                ) -> tuple[AdapterState, float]:
+def _privatised(config: ConfigRecord, delta: AdapterState) -> tuple[AdapterState, float]:
     """The update clipped to the round's bound (plus this institution's noise share under
-    secure aggregation), as a state again; and 1.0 if it fitted under the bound unclipped."""
-    clipped = clip_update({key: state[key] - received[key] for key in state},
-                          float(config[DP_CLIP_NORM]))  # type: ignore[arg-type]
-    delta = clipped.delta
+    secure aggregation); and 1.0 if it fitted under the bound unclipped."""
+    clipped = clip_update(delta, float(config[DP_CLIP_NORM]))  # type: ignore[arg-type]
+    private = clipped.delta
     if DP_NOISE_STD in config:
-        delta = add_gaussian_noise(delta, float(config[DP_NOISE_STD]))  # type: ignore[arg-type]
-    return ({key: (received[key] + delta[key]).astype(received[key].dtype) for key in state},
-            0.0 if clipped.clipped else 1.0)
+        private = add_gaussian_noise(private,
+                                     float(config[DP_NOISE_STD]))  # type: ignore[arg-type]
+    return private, 0.0 if clipped.clipped else 1.0
 
 
-def _masked(msg: Message, context: Context, current: _Round, state: AdapterState,
+def _masked(msg: Message, context: Context, current: _Round, delta: AdapterState,
             weight: int) -> tuple[AdapterState, int]:
     """The update as this round's masked vector: (state with one masked array, values clipped)."""
-    delta = {key: state[key] - current.received[key] for key in state}
     expected = secagg_wire.round_context(current.federation_id, msg.metadata.run_id,
                                          int(current.config[SERVER_ROUND]))
     packed, clipped = secure_aggregation.mask_update(msg, context, expected,

@@ -24,6 +24,13 @@ def _series(records: list[dict[str, Any]], section: str) -> dict[str, list[tuple
     return series
 
 
+def _save(fig: plt.Figure, path: Path) -> None:
+    """Every plot's last step: lay out, write the PNG, free the figure (Agg keeps them)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _plot_metric_grid(series: dict[str, list[tuple[int, float]]], title: str, xlabel: str, path: Path) -> None:
     names = sorted(series)
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
@@ -34,9 +41,7 @@ def _plot_metric_grid(series: dict[str, list[tuple[int, float]]], title: str, xl
         axis.set_xlabel(xlabel)
         axis.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plot_client_loss(records: list[dict[str, Any]], path: Path) -> None:
@@ -56,9 +61,7 @@ def _plot_client_loss(records: list[dict[str, Any]], path: Path) -> None:
     axis.set_xlabel("round")
     axis.grid(alpha=0.3)
     axis.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plot_time(records: list[dict[str, Any]], path: Path) -> None:
@@ -76,9 +79,7 @@ def _plot_time(records: list[dict[str, Any]], path: Path) -> None:
     axis.set_title("round wall time (s)")
     axis.set_xlabel("round")
     axis.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plot_traffic(records: list[dict[str, Any]], path: Path) -> None:
@@ -92,9 +93,7 @@ def _plot_traffic(records: list[dict[str, Any]], path: Path) -> None:
     axis.set_xlabel("round")
     axis.grid(alpha=0.3)
     axis.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def write_plots(records: list[dict[str, Any]], out_dir: Path, xlabel: str = "round") -> list[Path]:

@@ -15,19 +15,17 @@ from flwr.serverapp.strategy import Strategy
 
 from fedpeft.common.errors import RunError
 from fedpeft.server.round_recorder import RoundRecorder
+from fedpeft.server.strategies.wrapper import StrategyWrapper
 
 
-class InstrumentedStrategy(Strategy):
+class InstrumentedStrategy(StrategyWrapper):
     """Forwards to `inner`; reports traffic, timing and per-institution metrics."""
 
     def __init__(self, inner: Strategy, recorder: RoundRecorder) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.recorder = recorder
         self._sent: dict[int, int] = {}
         """Train messages sent per round: none means the round was aborted before training."""
-
-    def summary(self) -> None:
-        self.inner.summary()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

@@ -24,12 +24,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.app.message.message import make_message
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedpeft.common.adapter.state import AdapterState, from_array_record, to_array_record
+from fedpeft.common.adapter.state import AdapterState, from_array_record
 from fedpeft.common.config import RunConfig
 from fedpeft.common.privacy import (
     AdaptiveClipping,
@@ -53,16 +52,17 @@ from fedpeft.common.protocol import (
 )
 from fedpeft.server.round_recorder import RoundRecorder
 from fedpeft.server.strategies.metrics import aggregate_client_metrics
+from fedpeft.server.strategies.wrapper import StrategyWrapper
 
 logger = logging.getLogger(__name__)
 
 
-class PrivateStrategy(Strategy):
+class PrivateStrategy(StrategyWrapper):
     """Forwards to `inner` the noised, equally weighted mean of the clipped updates."""
 
     def __init__(self, inner: Strategy, cfg: RunConfig, masked: bool,
                  recorder: RoundRecorder | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.privacy = cfg.privacy
         self.masked = masked
         self.max_dropouts = cfg.secure_aggregation.max_dropouts if masked else 0
@@ -78,9 +78,6 @@ class PrivateStrategy(Strategy):
         self._sampling_rate = 1.0
         self._participants = 0
         self._next_clip_norm = self.clip_norm
-
-    def summary(self) -> None:
-        self.inner.summary()
 
     def exhausted(self, sampling_rate: float) -> bool:
         """Whether one more round at `sampling_rate` would exceed privacy.target_epsilon."""
@@ -183,19 +180,6 @@ class PrivateStrategy(Strategy):
             count = unclipped + float(rng.normal(0.0, self.adaptive.count_noise_std(m)))
             self._next_clip_norm = self.adaptive.update(count, m)
         metrics = aggregate_client_metrics([r.content for r in accepted])
-        synthetic = make_message(accepted[0].metadata, RecordDict({
-            ARRAYS: to_array_record(merged),
-            METRICS: MetricRecord({**{k: v for k, v in metrics.items() if k != NUM_EXAMPLES},
-                                   NUM_EXAMPLES: m}),
-        }))
-        return self.inner.aggregate_train(server_round, [synthetic])
+        return self.aggregate_mean(server_round, accepted[0], merged,
+                                   {**metrics, NUM_EXAMPLES: m})  # equal weights
 
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)

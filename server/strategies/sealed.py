@@ -49,11 +49,12 @@ from fedpeft.common.sealing import (
 )
 from fedpeft.server.credentials import ServerKeys, Signer
 from fedpeft.server.round_recorder import RoundRecorder
+from fedpeft.server.strategies.wrapper import StrategyWrapper
 
 logger = logging.getLogger(__name__)
 
 
-class SealedStrategy(Strategy):
+class SealedStrategy(StrategyWrapper):
     """Forwards to `inner` with signed globals going out and opened updates coming in."""
 
     def __init__(self, inner: Strategy, keys: ServerKeys, run_id: int,
@@ -63,7 +64,7 @@ class SealedStrategy(Strategy):
         by default, a masked vector under secure aggregation, None when shapes vary by
         institution (stacking: the decrypted tensors are still checked against the signed
         manifest)."""
-        self.inner = inner
+        super().__init__(inner)
         self._update_manifest = update_manifest
         self._expected: Manifest | None = None
         self.keys = keys
@@ -74,9 +75,6 @@ class SealedStrategy(Strategy):
         self._signed: tuple[int, ArrayRecord, ArrayRecord] | None = None
         """(version, plaintext record, signed record) of the last global signed: evaluation in
         round r and training in round r + 1 send the same global, signed once."""
-
-    def summary(self) -> None:
-        self.inner.summary()
 
     # -- outgoing: sign the global ---------------------------------------------------------
     def configure_train(
@@ -214,10 +212,6 @@ class SealedStrategy(Strategy):
         if self.recorder is not None:
             self.recorder.sealing(server_round, time.perf_counter() - started)
 
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)
 
 
 def _claimed_name(reply: Message) -> str:

@@ -23,17 +23,17 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.app.message.message import make_message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedpeft.common.adapter.state import AdapterState, from_array_record, to_array_record
+from fedpeft.common.adapter.state import AdapterState, from_array_record
 from fedpeft.common.config import RunConfig
 from fedpeft.common.crypto.secagg import AdvertisedKeys, SecAggParams, SecAggServer
 from fedpeft.common.errors import ConfigError, RoundAborted, SecurityError
-from fedpeft.common.protocol import ARRAYS, METRICS, NON_AVERAGED_METRICS, NUM_EXAMPLES
+from fedpeft.common.protocol import ARRAYS, NON_AVERAGED_METRICS, NUM_EXAMPLES
 from fedpeft.common import secagg_wire as wire
 from fedpeft.server.round_recorder import RoundRecorder
+from fedpeft.server.strategies.wrapper import StrategyWrapper
 
 logger = logging.getLogger(__name__)
 
@@ -76,21 +76,18 @@ def check_participants(cfg: RunConfig, participants: int) -> tuple[int, int]:
     return degree, threshold
 
 
-class SecureAggregationStrategy(Strategy):
+class SecureAggregationStrategy(StrategyWrapper):
     """Forwards to `inner` with each round's updates masked, unmasking only their sum."""
 
     def __init__(self, inner: Strategy, cfg: RunConfig, federation_id: str, run_id: int,
                  recorder: RoundRecorder | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.cfg = cfg
         self.federation_id = federation_id
         self.run_id = run_id
         self.recorder = recorder
         self._grid: Grid | None = None
         self._round: _RoundState | None = None
-
-    def summary(self) -> None:
-        self.inner.summary()
 
     # -- stages 1-3: key exchange, then the train messages carry the shares -----------------
     def configure_train(
@@ -251,21 +248,9 @@ class SecureAggregationStrategy(Strategy):
         self._report(server_round, state)
         assert template is not None  # survivors exist, so some reply was accepted
         summary = _mean_metrics([metrics[sid] for sid in result.survivors if sid in metrics])
-        summary[NUM_EXAMPLES] = result.total_weight
-        synthetic = make_message(template.metadata, RecordDict({
-            ARRAYS: to_array_record(merged), METRICS: MetricRecord(summary),
-        }))
-        return self.inner.aggregate_train(server_round, [synthetic])
+        return self.aggregate_mean(server_round, template, merged,
+                                   {**summary, NUM_EXAMPLES: result.total_weight})
 
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)
 
     # -- bookkeeping ----------------------------------------------------------------------
     def _refuse(self, server_round: int, state: _RoundState, sid: int, reason: str) -> None:

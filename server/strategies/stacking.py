@@ -27,29 +27,27 @@ from fedpeft.common.lora.keys import is_lora_a
 from fedpeft.common.lora.stacking import shapes_of, stack, update_rank
 from fedpeft.common.protocol import NUM_EXAMPLES
 from fedpeft.server.strategies.metrics import aggregate_client_metrics
+from fedpeft.server.strategies.wrapper import StrategyWrapper
 
 logger = logging.getLogger(__name__)
 
 
-class StackingStrategy(Strategy):
+class StackingStrategy(StrategyWrapper):
     """Forwards to `inner`, except that updates are stacked onto the current global."""
 
     def __init__(self, inner: Strategy) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._global: AdapterState | None = None
         logger.warning(
             "lora.mode = stacking: the aggregator sees each institution's own adapter "
             "(no averaging hides it); use lora.mode = ffa if that is not acceptable"
         )
 
-    def summary(self) -> None:
-        self.inner.summary()
-
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._global = from_array_record(arrays)
-        return self.inner.configure_train(server_round, arrays, config, grid)
+        return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -86,12 +84,3 @@ class StackingStrategy(Strategy):
         return (to_array_record(new_global),
                 aggregate_client_metrics([reply.content for reply in accepted]))
 
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)
