@@ -1,7 +1,7 @@
 # Quick start:  make demo   (set up, then simulate the default federation)
 #               make test   (set up, then run the test suite)
 VENV ?= .venv
-SOURCES := pyproject.toml scripts/setup.sh $(shell find namespace common client server simulation cli -name '*.py' 2>/dev/null)
+SOURCES := pyproject.toml scripts/setup.sh $(shell find src -name '*.py' 2>/dev/null)
 STAMP := $(VENV)/.fedpeft-installed
 
 .PHONY: setup demo test bench

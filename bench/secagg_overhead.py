@@ -51,7 +51,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from fedpeft.common import secagg_wire as wire
+from fedpeft.common.wire import secagg as wire
 from fedpeft.common.config import SecureAggregationConfig
 from fedpeft.common.crypto.secagg import (SecAggClient, SecAggParams, SecAggServer,
                                           quantization_bound)

@@ -25,7 +25,7 @@ import pytest
 from fedpeft.common.adapter.export import export_merged
 from fedpeft.common.audit import verify_ledger
 from fedpeft.common.crypto import load_signing_public_key
-from fedpeft.common.flower_exec import flower_env
+from fedpeft.deployment.flower_exec import flower_env
 
 pytestmark = pytest.mark.e2e
 

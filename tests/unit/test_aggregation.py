@@ -14,7 +14,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedpeft.common.config import load_config
 from fedpeft.common.errors import RunError
-from fedpeft.common.protocol import INSTITUTION
+from fedpeft.common.wire.names import INSTITUTION
 from fedpeft.common.runs.metrics_log import MetricsLog, read_metrics
 from fedpeft.server.round_recorder import RoundRecorder
 from fedpeft.server.strategies import InstrumentedStrategy, build_strategy

@@ -17,9 +17,9 @@ import typer.main
 import yaml
 
 from fedpeft.cli.main import app
-from fedpeft.client.supernode import DEFAULT_NODE_PORT
-from fedpeft.common.flower_exec import OFFLINE_ENV
-from fedpeft.server.superlink import DEFAULT_FLEET_ADDRESS
+from fedpeft.deployment.supernode import DEFAULT_NODE_PORT
+from fedpeft.deployment.flower_exec import OFFLINE_ENV
+from fedpeft.deployment.superlink import DEFAULT_FLEET_ADDRESS
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 FLEET_PORT = int(DEFAULT_FLEET_ADDRESS.rsplit(":", 1)[1])

@@ -12,27 +12,27 @@ import pytest
 from typer.testing import CliRunner
 
 from fedpeft.cli.main import app
-from fedpeft.client.supernode import SuperNodeSettings, node_config, supernode_command
+from fedpeft.deployment.supernode import SuperNodeSettings, node_config, supernode_command
 from fedpeft.common.config import RunConfig, to_wire
 from fedpeft.common.errors import ConfigError, DataError
-from fedpeft.common.federation_files import FederationFolder
-from fedpeft.common.flower_exec import REDACTED, FlowerCommand, flower_env, split_address
-from fedpeft.server.app_bundle import (
+from fedpeft.deployment.federation_files import FederationFolder
+from fedpeft.deployment.flower_exec import REDACTED, FlowerCommand, flower_env, split_address
+from fedpeft.deployment.app_bundle import (
     CONFIG_KEY,
     app_pyproject,
     check_deployable,
     read_run_config,
     write_run_overrides,
 )
-from fedpeft.server.control import ControlConnection
-from fedpeft.server.enrolment import (
+from fedpeft.deployment.control import ControlConnection
+from fedpeft.deployment.enrolment import (
     add_institution,
     forget_node_id,
     init_federation,
     record_node_id,
     revoke_institution,
 )
-from fedpeft.server.superlink import SuperLinkSettings, superlink_command
+from fedpeft.deployment.superlink import SuperLinkSettings, superlink_command
 
 runner = CliRunner()
 
@@ -150,7 +150,7 @@ def test_supernode_refuses_missing_data(fed: FederationFolder, tmp_path: Path) -
 
 
 def test_supernode_refuses_a_folder_that_is_not_a_bundle(fed: FederationFolder, tmp_path: Path) -> None:
-    from fedpeft.common.federation_files import InstitutionBundle
+    from fedpeft.deployment.federation_files import InstitutionBundle
 
     with pytest.raises(ConfigError, match="not an institution bundle"):
         supernode_command(_node(fed, tmp_path, bundle=InstitutionBundle(tmp_path)))

@@ -22,7 +22,7 @@ from fedpeft.common.config import load_config
 from fedpeft.common.config.loader import to_wire
 from fedpeft.common.crypto import generate_encryption_key, generate_signing_key, seal_update, sign_global, verify_global
 from fedpeft.common.errors import RunError, SecurityError
-from fedpeft.common.protocol import (
+from fedpeft.common.wire.names import (
     ARRAYS,
     CONFIG,
     INSTITUTION,
@@ -33,7 +33,7 @@ from fedpeft.common.protocol import (
     SIGNED_GLOBAL_STYPE,
 )
 from fedpeft.common.runs.metrics_log import MetricsLog
-from fedpeft.common.sealing import envelope_of, envelope_record, global_context, update_context
+from fedpeft.common.wire.envelopes import envelope_of, envelope_record, global_context, update_context
 from fedpeft.server.credentials import ServerKeys, Signer
 from fedpeft.server.round_recorder import RoundRecorder
 from fedpeft.server.strategies import InstrumentedStrategy, SealedStrategy, build_strategy
@@ -139,7 +139,7 @@ def test_global_goes_out_signed_once_and_the_inner_strategy_sees_plaintext(recor
     messages = _start(strategy, [1.5, -2.0])
     assert sorted(m.metadata.dst_node_id for m in messages) == [1, 2]  # Flower samples in random order
     blobs = [envelope_of(m.content[ARRAYS], SIGNED_GLOBAL_STYPE) for m in messages]
-    assert blobs[0] == blobs[1]  # one signature for every recipient (see fedpeft.common.sealing)
+    assert blobs[0] == blobs[1]  # one signature for every recipient (see fedpeft.common.wire.envelopes)
     state = verify_global(blobs[0], global_context(FED, RUN, 0), SERVER_SIGN.public_key())
     np.testing.assert_array_equal(state["w"], [1.5, -2.0])
     fedadam = strategy.inner.inner  # type: ignore[attr-defined]

@@ -29,13 +29,13 @@ from flwr.app import (
 from flwr.app.message.message import make_message
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedpeft.client import secure_aggregation as client_stages
-from fedpeft.common import secagg_wire as wire
+from fedpeft.client.stages import masking as client_stages
+from fedpeft.common.wire import secagg as wire
 from fedpeft.common.config import load_config
 from fedpeft.common.crypto.secagg import quantization_bound
 from fedpeft.common.errors import ConfigError
 from fedpeft.common.privacy import distributed_noise_std
-from fedpeft.common.protocol import ARRAYS, METRICS, NUM_EXAMPLES
+from fedpeft.common.wire.names import ARRAYS, METRICS, NUM_EXAMPLES
 from fedpeft.common.runs.metrics_log import MetricsLog, read_metrics
 from fedpeft.server.round_recorder import RoundRecorder
 from fedpeft.server.strategies import InstrumentedStrategy, SecureAggregationStrategy, build_strategy

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fedpeft.common.lora.keys import is_lora
-from fedpeft.common.lora.stacking import stack
+from fedpeft.common.lora.stacking_math import stack
 from fedpeft.common.training.learner import Learner
 
 LABELS = ["neg", "pos"]

@@ -7,7 +7,7 @@ import pytest
 
 from fedpeft.common.errors import ModelError
 from fedpeft.common.lora.ranks import first_columns, pad_columns
-from fedpeft.common.lora.stacking import (
+from fedpeft.common.lora.stacking_math import (
     compact,
     dense_delta,
     shapes_of,

@@ -13,8 +13,8 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedpeft.common.adapter.state import from_array_record, to_array_record
 from fedpeft.common.config import load_config
-from fedpeft.common.lora.stacking import dense_delta, stack
-from fedpeft.common.protocol import INSTITUTION
+from fedpeft.common.lora.stacking_math import dense_delta, stack
+from fedpeft.common.wire.names import INSTITUTION
 from fedpeft.server.strategies import build_strategy
 from fedpeft.server.strategies.stacking import StackingStrategy
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from fedpeft.common.errors import DataError
-from fedpeft.common.report import read_run, write_report
-from fedpeft.common.report.content import build_document
-from fedpeft.common.report.markdown import render_markdown
+from fedpeft.report import read_run, write_report
+from fedpeft.report.content import build_document
+from fedpeft.report.markdown import render_markdown
 from fedpeft.common.runs.metrics_log import read_metrics
 
 

@@ -1,0 +1,269 @@
+"""`fedpeft federation|server|client ...` and `fedpeft run`: a federation across machines.
+
+Three roles, three command groups: the coordinator creates the federation's credentials and
+enrols institutions (`federation`), runs the SuperLink (`server start`) and submits runs
+(`run`); each institution joins with the bundle it was handed (`client join`). The commands
+only decide and check; the processes are Flower's own, run in the foreground so that a
+service manager or container runtime supervises them directly.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from fedpeft.cli import options as opt
+from fedpeft.cli.display import console
+from fedpeft.deployment.supernode import DEFAULT_NODE_PORT, SuperNodeSettings, supernode_command
+from fedpeft.common.errors import ConfigError, RunError
+from fedpeft.deployment.federation_files import FederationFolder, InstitutionBundle, InstitutionRecord
+from fedpeft.deployment.flower_exec import FlowerCommand, flower_env, run_in_foreground, split_address
+from fedpeft.common.runs.folder import default_run_name
+from fedpeft.deployment.app_bundle import check_deployable, write_app_dir, write_run_overrides
+from fedpeft.deployment.control import (
+    ControlConnection,
+    register_node,
+    run_status,
+    stream_logs,
+    submit_run,
+    unregister_node,
+)
+from fedpeft.deployment.enrolment import (
+    add_institution,
+    forget_node_id,
+    init_federation,
+    record_node_id,
+    revoke_institution,
+)
+from fedpeft.deployment.superlink import (
+    DEFAULT_CONTROL_ADDRESS,
+    DEFAULT_FLEET_ADDRESS,
+    SuperLinkSettings,
+    superlink_command,
+)
+
+federation_app = typer.Typer(help="Federation credentials and institutions (coordinator).",
+                             no_args_is_help=True)
+server_app = typer.Typer(help="The federation's SuperLink (coordinator).", no_args_is_help=True)
+client_app = typer.Typer(help="An institution's SuperNode.", no_args_is_help=True)
+
+FedDir = Annotated[Path, typer.Option("--dir", help="Federation folder (from `federation init`).")]
+ControlAddress = Annotated[
+    str | None,
+    typer.Option("--superlink-control", help="SuperLink Control API HOST:PORT, to register keys "
+                 "with a running SuperLink."),
+]
+Insecure = Annotated[
+    bool, typer.Option("--insecure", help="No TLS and no node authentication (local tests only).")
+]
+InstitutionName = Annotated[str, typer.Argument(help="Institution name (letters, digits, . _ -).")]
+
+STATUS_POLL_S = 0.5
+STATUS_WAIT_S = 30.0
+"""After the log stream ends, how long the SuperLink may take to record the final status."""
+
+
+def _say(text: str) -> None:
+    """One message per line: paths, commands and fingerprints must stay copy-pasteable."""
+    console.print(text, soft_wrap=True, highlight=False)
+
+
+def _connection(folder: FederationFolder, address: str, insecure: bool) -> ControlConnection:
+    return ControlConnection(address, folder.cli_flwr_home, None if insecure else folder.ca_cert)
+
+
+def _register(folder: FederationFolder, record: InstitutionRecord, address: str, insecure: bool) -> None:
+    node_id = register_node(_connection(folder, address, insecure),
+                            folder.bundle(record.name).node_auth_pub, record.name)
+    record_node_id(folder.root, record.name, node_id)
+    _say(f"[green]registered[/] {record.name} with the SuperLink at {address} "
+                  f"(node id {node_id})")
+
+
+def _serve(command: FlowerCommand, flwr_home: Path) -> None:
+    """Show the command line (private key paths redacted), run it, exit with its code."""
+    _say(f"[bold]starting:[/] {escape(command.display())}")
+    code = run_in_foreground(command, flower_env(flwr_home))
+    raise typer.Exit(code)
+
+
+@federation_app.command("init")
+def federation_init(
+    directory: FedDir,
+    addresses: Annotated[list[str], typer.Option(
+        "--address", help="Host name or IP address institutions dial (repeatable).")],
+) -> None:
+    """Create the federation's CA, SuperLink certificate and server keys."""
+    manifest = init_federation(directory, addresses)
+    folder = FederationFolder(directory)
+    _say(f"[green]federation {manifest.federation_id} created:[/] {folder.root}")
+    _say(f"  CA certificate SHA-256      {manifest.ca_fingerprint}")
+    _say(f"  server signing key SHA-256  {manifest.server_signing_fingerprint}")
+    _say(f"  server sealing key SHA-256  {manifest.server_encryption_fingerprint}")
+    _say("Publish these fingerprints to institutions through a second channel.")
+
+
+@federation_app.command("add-institution")
+def federation_add_institution(
+    name: InstitutionName,
+    directory: FedDir,
+    superlink_control: ControlAddress = None,
+    insecure: Insecure = False,
+) -> None:
+    """Create an institution's keys and bundle folder; register it when a SuperLink is given."""
+    folder = FederationFolder(directory)
+    record = add_institution(folder.root, name)
+    bundle = folder.bundle(name)
+    _say(f"[green]institution {name} added;[/] hand over this folder securely: {bundle.root}")
+    if superlink_control:
+        _register(folder, record, superlink_control, insecure)
+    else:
+        _say("Once the SuperLink runs, allow it to connect with:\n"
+                      f"  fedpeft federation register {name} --dir {folder.root} "
+                      "--superlink-control HOST:PORT")
+
+
+@federation_app.command("register")
+def federation_register(
+    name: InstitutionName,
+    directory: FedDir,
+    superlink_control: Annotated[str, typer.Option(
+        "--superlink-control", help="SuperLink Control API HOST:PORT.")],
+    insecure: Insecure = False,
+) -> None:
+    """Allow an enrolled institution's SuperNode to connect to a running SuperLink."""
+    folder = FederationFolder(directory)
+    registry = folder.registry()
+    record = registry.institutions.get(name)
+    if record is None:
+        raise ConfigError(f"{folder.registry_path}: no institution {name!r}; add it first")
+    if record.status != "active":
+        raise ConfigError(f"{folder.registry_path}: institution {name!r} is {record.status}")
+    _register(folder, record, superlink_control, insecure)
+
+
+@federation_app.command("revoke")
+def federation_revoke(
+    name: InstitutionName,
+    directory: FedDir,
+    superlink_control: ControlAddress = None,
+    insecure: Insecure = False,
+) -> None:
+    """Mark an institution revoked, and remove its key from the SuperLink when one is given."""
+    folder = FederationFolder(directory)
+    record = revoke_institution(folder.root, name)
+    _say(f"[yellow]institution {name} is revoked[/] in {folder.registry_path}")
+    if record.node_id is None:
+        return
+    if not superlink_control:
+        _say(f"It is still registered as SuperLink node {record.node_id}; remove it with:\n"
+                      f"  fedpeft federation revoke {name} --dir {folder.root} "
+                      "--superlink-control HOST:PORT")
+        return
+    unregister_node(_connection(folder, superlink_control, insecure), record.node_id)
+    forget_node_id(folder.root, name)
+    _say(f"[yellow]unregistered[/] node {record.node_id} from the SuperLink at {superlink_control}")
+
+
+@server_app.command("start")
+def server_start(
+    directory: FedDir,
+    fleet_address: Annotated[str, typer.Option(
+        "--fleet-address", help="Where SuperNodes connect (gRPC, TLS).")] = DEFAULT_FLEET_ADDRESS,
+    control_address: Annotated[str, typer.Option(
+        "--control-address", help="Control API for `fedpeft run` and key registration.")]
+    = DEFAULT_CONTROL_ADDRESS,
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir", help="Writable folder for the database (default: DIR/server).")] = None,
+    insecure: Insecure = False,
+) -> None:
+    """Run the SuperLink in the foreground (TLS and SuperNode authentication on)."""
+    settings = SuperLinkSettings(FederationFolder(directory), fleet_address, control_address,
+                                 insecure, state_dir)
+    _serve(superlink_command(settings), settings.flwr_home)
+
+
+@client_app.command("join")
+def client_join(
+    superlink: Annotated[str, typer.Option("--superlink", help="SuperLink Fleet API HOST:PORT.")],
+    bundle: Annotated[Path, typer.Option("--bundle", help="Institution bundle folder.")],
+    data: Annotated[Path, typer.Option("--data", help="This institution's data file.")],
+    port: Annotated[int, typer.Option("--port", help="Local port of the SuperNode's runtime API.")]
+    = DEFAULT_NODE_PORT,
+    work_dir: Annotated[Path | None, typer.Option(
+        "--work-dir", help="Where Flower unpacks app bundles (default ~/.fedpeft/NAME).")] = None,
+    max_wait: Annotated[float | None, typer.Option(
+        "--max-wait", help="Give up after this many seconds without a SuperLink connection.")]
+    = None,
+    lora_rank: Annotated[int | None, typer.Option(
+        "--lora-rank", help="This institution's LoRA rank when the federation uses "
+        "heterogeneous ranks (lora.mode ffa or stacking); at most the run's peft.r.")] = None,
+    insecure: Insecure = False,
+) -> None:
+    """Run this institution's SuperNode in the foreground; training data stays here."""
+    institution = InstitutionBundle(bundle)
+    name = institution.manifest().name
+    home = work_dir if work_dir is not None else Path.home() / ".fedpeft" / name
+    settings = SuperNodeSettings(superlink, institution, data, home, port, insecure, max_wait,
+                                 lora_rank)
+    _serve(supernode_command(settings), settings.flwr_home)
+
+
+def run(
+    directory: FedDir,
+    test_data: Annotated[Path, typer.Option(
+        "--test-data", help="Test file on the SuperLink host (relative: to this directory).")],
+    config: opt.ConfigFile = None,
+    superlink_control: Annotated[str, typer.Option(
+        "--superlink-control", help="SuperLink Control API HOST:PORT.")] = DEFAULT_CONTROL_ADDRESS,
+    stream: Annotated[bool, typer.Option("--stream", help="Follow the run's log until it ends.")]
+    = False,
+    rounds: opt.Rounds = None,
+    model: opt.Model = None,
+    peft: opt.Method = None,
+    strategy: opt.Strategy = None,
+    out: Annotated[str | None, typer.Option(
+        "--out", help="Parent folder for the run folder, on the SuperLink host.")] = None,
+    name: opt.RunName = None,
+    sets: opt.Sets = None,
+    insecure: Insecure = False,
+) -> None:
+    """Submit a run to a deployed federation; its run folder is written on the SuperLink host."""
+    folder = FederationFolder(directory).require()
+    split_address(superlink_control, "--superlink-control")
+    cfg = opt.build_config(config, rounds=rounds, model=model, peft=peft, strategy=strategy,
+                           test_data=str(test_data.expanduser().absolute()), out=out, name=name,
+                           sets=sets)
+    if cfg.security.seal_updates and cfg.security.credentials_dir is None:
+        # The SuperLink host opens updates with the server keys of this federation folder.
+        security = cfg.security.model_copy(update={
+            "credentials_dir": str(folder.root), "federation_id": folder.manifest().federation_id})
+        cfg = cfg.model_copy(update={"security": security})
+    run_name = cfg.output.run_name or default_run_name("run")
+    output_dir = Path(cfg.output.dir).expanduser().absolute()
+    output = cfg.output.model_copy(update={"dir": str(output_dir), "run_name": run_name})
+    cfg = check_deployable(cfg.model_copy(update={"output": output}))
+    connection = _connection(folder, superlink_control, insecure)
+    with tempfile.TemporaryDirectory(prefix="fedpeft-app-") as scratch:
+        app_dir = write_app_dir(Path(scratch) / "app")
+        run_id = submit_run(connection, app_dir, write_run_overrides(Path(scratch) / "run.toml", cfg))
+    run_folder = output_dir / run_name
+    _say(f"[green]run {run_id} submitted;[/] run folder on the SuperLink host: {run_folder}")
+    if not stream:
+        _say(f"Follow it with:  FLWR_HOME={folder.cli_flwr_home} flwr log {run_id} fedpeft")
+        return
+    stream_logs(connection, run_id)
+    status = run_status(connection, run_id)
+    deadline = time.monotonic() + STATUS_WAIT_S
+    while not status.finished and time.monotonic() < deadline:
+        time.sleep(STATUS_POLL_S)
+        status = run_status(connection, run_id)
+    if not status.completed:
+        raise RunError(f"run {run_id} ended as {status.text or 'unknown'}"
+                       f"{': ' + status.details if status.details else ''}; see {run_folder}.failed")
+    _say(f"[green]run {run_id} completed:[/] {run_folder}")

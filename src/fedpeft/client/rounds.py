@@ -1,0 +1,185 @@
+"""One institution's round: train or evaluate the global adapter on its local data.
+
+The server sends the run config with every message, so an institution needs nothing but its
+data path (deployment) or its partition id (simulation) in its node config. Only the adapter
+tensors (and a classification head) go back, clipped and noised under differential privacy,
+masked under secure aggregation, sealed to the aggregator and signed by the institution
+and recorded in its own ledger, by the protection stages (`fedpeft.client.stages`); the base
+model never leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+
+from fedpeft.client.identity import institution_keys
+from fedpeft.client.learner_cache import learner_for
+from fedpeft.client.local_data import local_data
+from fedpeft.client.ranks import institution_rank
+from fedpeft.client.stages import Outgoing, RoundInput, chain
+from fedpeft.client.stages.sealing import open_global
+from fedpeft.common.adapter.state import from_array_record, to_array_record
+from fedpeft.common.config import PrivacyConfig, RunConfig, from_wire
+from fedpeft.common.errors import DataError, SecurityError
+from fedpeft.common.privacy import epsilon_for
+from fedpeft.common.training.learner import TrainResult
+from fedpeft.common.wire.names import (
+    ARRAYS,
+    COMPUTE_SECONDS,
+    CONFIG,
+    DP_EXAMPLE_EPSILON,
+    INSTITUTION,
+    INSTITUTION_NAME,
+    METRICS,
+    NUM_EXAMPLES,
+    NUM_ROUNDS,
+    PARTITION_ID,
+    PROXIMAL_MU,
+    RUN_CONFIG,
+    SERVER_ROUND,
+)
+
+logger = logging.getLogger(__name__)
+
+CPU_THREADS_KEY = "cpu-threads"
+"""Optional node-config key: torch threads for this institution's process."""
+
+DP_SGD_STATE = "fedpeft-dp-sgd"
+"""ConfigRecord in `context.state`: the example-level DP-SGD steps this institution has taken
+in the run (`steps`), with the smallest noise multiplier and largest sampling rate they were
+taken at. Flower keeps a node's context for the whole run, also when every message is handled
+by a fresh process, so the count survives between rounds."""
+
+
+def _reply(msg: Message, name: str, metrics: dict[str, float],
+           arrays: ArrayRecord | None = None) -> Message:
+    content = RecordDict({
+        METRICS: MetricRecord(metrics),
+        INSTITUTION: ConfigRecord({INSTITUTION_NAME: name}),
+    })
+    if arrays is not None:
+        content[ARRAYS] = arrays
+    return Message(content=content, reply_to=msg)
+
+
+def _cpu_threads(cfg: RunConfig, context: Context) -> int | None:
+    """Torch threads: the node's own setting, or the simulation's cores per actor."""
+    if CPU_THREADS_KEY in context.node_config:
+        return int(context.node_config[CPU_THREADS_KEY])
+    if PARTITION_ID in context.node_config:
+        return max(1, int(cfg.simulation.client_cpus))
+    return None
+
+
+def _prepare(msg: Message, context: Context) -> RoundInput:
+    """Config, local data and a learner holding the received global adapter.
+
+    A sealed run verifies the server's signature before anything is loaded: a refused global
+    raises SecurityError (Flower replies with an error) and the learner keeps its last state.
+    """
+    config = msg.content[CONFIG]
+    cfg = from_wire(str(config[RUN_CONFIG]))
+    data = local_data(cfg, context)
+    keys = institution_keys(cfg, context, data.name)
+    server_round = int(config[SERVER_ROUND])
+    if keys is not None:
+        state = open_global(msg, keys, server_round, context)
+    else:
+        state = from_array_record(msg.content[ARRAYS])
+    learner = learner_for(cfg, _cpu_threads(cfg, context),
+                          institution_rank(cfg, context.node_config))
+    learner.set_state(state)
+    return RoundInput(msg, context, cfg, config, data, learner, state, keys, server_round)
+
+
+def train(msg: Message, context: Context) -> Message:
+    """One round: prepare -> train locally -> the protection stages -> reply."""
+    started = time.perf_counter()
+    rnd = _prepare(msg, context)
+    result = rnd.learner.train(
+        rnd.data.train,
+        server_round=rnd.server_round,
+        num_rounds=int(rnd.config[NUM_ROUNDS]),
+        proximal_mu=float(rnd.config.get(PROXIMAL_MU, 0.0)),
+    )
+    logger.info("%s round %s: trained on %d examples, loss %.4f", rnd.name,
+                rnd.server_round, result.num_examples, result.loss)
+    out = _trained(rnd, result, context)
+    stages = chain(rnd)
+    if any(stage.needs_delta for stage in stages):
+        received = rnd.received
+        out = out.but(delta={key: out.state[key] - received[key] for key in out.state})
+    for stage in stages:
+        out = stage.apply(out, rnd)
+    arrays = out.arrays if out.arrays is not None else to_array_record(out.state)
+    metrics = {**out.metrics, COMPUTE_SECONDS: time.perf_counter() - started}
+    return _reply(msg, rnd.name, metrics, arrays)
+
+
+def _trained(rnd: RoundInput, result: TrainResult, context: Context) -> Outgoing:
+    """The trained adapter as the first stage receives it, with the round's own metrics."""
+    privacy = rnd.cfg.privacy
+    metrics: dict[str, float] = {NUM_EXAMPLES: result.num_examples}
+    ledger: dict[str, object] = {}
+    if not privacy.example_level:
+        metrics["loss"] = result.loss
+    else:  # the training loss is a statistic of the rows DP-SGD protects; it stays here
+        epsilon = _example_epsilon(context, privacy, result)
+        metrics[DP_EXAMPLE_EPSILON] = epsilon
+        ledger = {  # JSON has no infinity: null, as in metrics.jsonl
+            "example_epsilon": epsilon if math.isfinite(epsilon) else None,
+            "example_delta": privacy.effective_example_delta,
+            "example_steps": int(context.state[DP_SGD_STATE]["steps"]),  # type: ignore[arg-type]
+            "example_noise_multiplier": privacy.example_noise_multiplier,
+            "example_clip_norm": privacy.example_clip_norm,
+        }
+    return Outgoing(state=rnd.learner.get_state(), delta=None, weight=result.num_examples,
+                    metrics=metrics, ledger=ledger)
+
+
+def _example_epsilon(context: Context, privacy: PrivacyConfig, result: TrainResult) -> float:
+    """Charge this round's DP-SGD steps to the institution's running count in `context.state`
+    and return its cumulative example-level epsilon at privacy.example_delta.
+
+    Charged as soon as training returns, before sealing or masking can fail: once taken, a
+    step counts whether or not its update leaves.
+
+    Every step is charged at the smallest noise multiplier and the largest sampling rate seen
+    in the run: exact when they are constant (one run config, one training table, the normal
+    case), an upper bound otherwise, since the subsampled Gaussian's RDP only grows with the
+    rate and shrinks with the noise.
+    """
+    if result.dp_steps != result.steps:
+        raise SecurityError(
+            "the run asks for example-level differential privacy but local training did not "
+            "run DP-SGD: refusing to send the update"
+        )
+    record = context.state.config_records.get(DP_SGD_STATE)
+    steps, sigma, rate = result.dp_steps, privacy.example_noise_multiplier, result.dp_sampling_rate
+    if record is not None:
+        steps += int(record["steps"])  # type: ignore[arg-type]
+        sigma = min(sigma, float(record["noise-multiplier"]))  # type: ignore[arg-type]
+        rate = max(rate, float(record["sampling-rate"]))  # type: ignore[arg-type]
+    context.state[DP_SGD_STATE] = ConfigRecord(
+        {"steps": steps, "noise-multiplier": sigma, "sampling-rate": rate})
+    delta = privacy.effective_example_delta
+    if delta * result.num_examples >= 1:
+        logger.warning("privacy.example_delta=%g is not below 1 / %d training rows: the "
+                       "example-level guarantee is weak", delta, result.num_examples)
+    return epsilon_for(sigma, rate, steps, delta)
+
+
+def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the global adapter on the institution's local validation rows."""
+    started = time.perf_counter()
+    rnd = _prepare(msg, context)
+    data = rnd.data
+    if data.validation.empty:
+        raise DataError(f"{data.name}: no local validation rows (data.validation_fraction is 0)")
+    metrics = {**rnd.learner.evaluate(data.validation), NUM_EXAMPLES: len(data.validation),
+               COMPUTE_SECONDS: time.perf_counter() - started}
+    return _reply(msg, rnd.name, metrics)

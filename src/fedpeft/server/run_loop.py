@@ -1,0 +1,238 @@
+"""The coordinator's side of one federated run, the same in simulation and deployment.
+
+Given a Flower `Grid` (in-memory in simulation, the SuperLink in deployment) it runs the
+configured strategy for the configured rounds, evaluates every global adapter on the test set,
+and leaves `metrics.jsonl`, `adapter/`, `best/` and `plots/` in the run folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from flwr.app import ConfigRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedpeft.common.adapter.export import save_adapter
+from fedpeft.common.wire import secagg as secagg_wire
+from fedpeft.common.adapter.state import (
+    AdapterState,
+    from_array_record,
+    state_nbytes,
+    to_array_record,
+)
+from fedpeft.common.config import RunConfig, to_wire
+from fedpeft.common.crypto import Manifest, SigningPrivateKey
+from fedpeft.common.errors import ConfigError
+from fedpeft.common.privacy import AdaptiveClipping, PrivacyAccountant
+from fedpeft.common.wire.names import NUM_ROUNDS, RUN_CONFIG
+from fedpeft.common.runs.folder import RunFolder
+from fedpeft.common.runs.metrics_log import MetricsLog
+from fedpeft.common.runs.plots import write_plots
+from fedpeft.common.training.learner import Learner
+from fedpeft.server.evaluation import ServerEvaluator
+from fedpeft.server.audit_trail import AuditTrail
+from fedpeft.server.credentials import load_server_keys
+from fedpeft.server.round_recorder import RoundRecorder
+from fedpeft.server.strategies import (
+    InstrumentedStrategy,
+    PrivateStrategy,
+    SealedStrategy,
+    SecureAggregationStrategy,
+    build_strategy,
+)
+from fedpeft.server.strategies.secure_aggregation import check_participants
+from fedpeft.server.strategies.stacking import StackingStrategy
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FederationOutcome:
+    """What the run produced, for the summary table and `summary.json`."""
+
+    records: list[dict[str, Any]]
+    best_round: int | None
+    best_metric: str
+    best_value: float | None
+    adapter_bytes: int
+    wall_seconds: float
+    protection: dict[str, Any]
+    """Summary sections `security` (sealing, masking, key fingerprints), `privacy` (the
+    epsilon spent) and `ledger` (head hash and record count of the signed ledger)."""
+
+
+def _masked_manifest(ring_bits: int) -> Callable[[AdapterState], Manifest]:
+    """What a masked update declares: one packed vector, every value plus the example count."""
+    def manifest(state: AdapterState) -> Manifest:
+        values = sum(int(array.size) for array in state.values())
+        size = secagg_wire.masked_manifest_size(values, ring_bits)
+        return Manifest.of({secagg_wire.MASKED_ARRAY: np.broadcast_to(np.uint8(0), (size,))})
+    return manifest
+
+
+def _any_rank(state: AdapterState) -> None:
+    """Stacking: each institution sends factors of its own rank, so no one manifest fits; the
+    decrypted tensors are still checked against the manifest their sender signed."""
+    return None
+
+
+@dataclass(frozen=True)
+class _Chain:
+    strategy: Strategy
+    security: dict[str, Any]
+    signing_key: SigningPrivateKey | None
+    federation_id: str
+
+
+def _strategy(grid: Grid, cfg: RunConfig, recorder: RoundRecorder) -> _Chain:
+    """Instrumented(Sealed(SecureAggregation(Private(Stacking(Flower strategy))))), each layer only when
+    configured: the recorder sees the bytes on the wire, sealing wraps (masked) updates, the
+    privacy layer clips, noises and accounts, and the Flower strategy sees only the mean."""
+    strategy = build_strategy(cfg)
+    keys = load_server_keys(cfg.security) if cfg.security.seal_updates else None
+    federation_id = (keys.federation_id if keys is not None
+                     else cfg.security.federation_id or secagg_wire.UNSEALED_FEDERATION)
+    security: dict[str, Any] = {"sealed_updates": keys is not None,
+                                "secure_aggregation": cfg.secure_aggregation.enabled,
+                                "differential_privacy": cfg.privacy.enabled,
+                                "lora_mode": cfg.lora.mode}
+    masked = cfg.secure_aggregation.enabled
+    update_manifest: Callable[[AdapterState], Manifest | None] = Manifest.of
+    if cfg.lora.mode == "stacking":
+        strategy = StackingStrategy(strategy)
+        update_manifest = _any_rank  # checked by StackingStrategy instead
+    if cfg.privacy.enabled:
+        strategy = PrivateStrategy(strategy, cfg, masked=masked, recorder=recorder)
+    if masked:
+        strategy = SecureAggregationStrategy(strategy, cfg, federation_id, grid.run.run_id,
+                                             recorder)
+        update_manifest = _masked_manifest(cfg.secure_aggregation.ring_bits)
+    if keys is None:
+        logger.warning(
+            "security.seal_updates = false: adapters cross the network and rest in the "
+            "SuperLink's database unencrypted and unsigned; use this for benchmarks only"
+        )
+        return _Chain(InstrumentedStrategy(strategy, recorder), security, None, federation_id)
+    sealed = SealedStrategy(strategy, keys, run_id=grid.run.run_id, recorder=recorder,
+                            update_manifest=update_manifest)
+    return _Chain(InstrumentedStrategy(sealed, recorder), {**security, **keys.fingerprints},
+                  keys.signing_key, federation_id)
+
+
+def check_round_settings(cfg: RunConfig, participants: int) -> None:
+    """Refuse, before anything runs, settings that a round of `participants` institutions
+    could not honour (each layer checks again with the real count when the round starts)."""
+    if cfg.secure_aggregation.enabled:
+        check_participants(cfg, participants)
+    privacy = cfg.privacy
+    if privacy.enabled and privacy.clipping == "adaptive":
+        AdaptiveClipping(privacy.clip_norm, privacy.target_quantile, privacy.clip_learning_rate,
+                         privacy.clipped_count_stddev).update_noise_multiplier(
+            privacy.noise_multiplier, participants)
+    _rounds_within_budget(cfg)
+
+
+def _rounds_within_budget(cfg: RunConfig) -> int:
+    """The rounds to run: all planned, or fewer when privacy.target_epsilon would be exceeded.
+
+    Planned with the configured sampling fraction; each round also checks the budget at the
+    rate Flower actually sampled (`PrivateStrategy.exhausted`) in case availability differs.
+    """
+    planned = cfg.federation.num_rounds
+    privacy = cfg.privacy
+    if not privacy.enabled or privacy.target_epsilon is None:
+        return planned
+    accountant = PrivacyAccountant(privacy.noise_multiplier, privacy.delta)
+    rate = cfg.federation.fraction_train
+    allowed = accountant.rounds_within(privacy.target_epsilon, rate, planned)
+    if allowed == 0:
+        raise ConfigError(
+            f"privacy.target_epsilon={privacy.target_epsilon} is exceeded by the first round "
+            f"alone (epsilon {accountant.epsilon_after_next(rate):.3f} with noise_multiplier="
+            f"{privacy.noise_multiplier}): raise the target or the noise multiplier"
+        )
+    return allowed
+
+
+def run_federation(
+    grid: Grid,
+    cfg: RunConfig,
+    learner: Learner,
+    test: pd.DataFrame,
+    folder: RunFolder,
+    parallel_slots: int,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> FederationOutcome:
+    """Run all rounds on `grid`; `learner` holds the initial adapter and evaluates on `test`."""
+    started = time.perf_counter()
+    rounds = _rounds_within_budget(cfg)
+    if rounds < cfg.federation.num_rounds:
+        logger.warning(
+            "privacy budget: target_epsilon=%s allows %d of the %d planned rounds; the run "
+            "stops after round %d and keeps that global adapter", cfg.privacy.target_epsilon,
+            rounds, cfg.federation.num_rounds, rounds)
+    log = MetricsLog(folder.metrics_path)
+    trail: AuditTrail | None = None
+
+    def _on_round(record: dict[str, Any]) -> None:
+        if trail is not None:
+            trail.round(record)
+        if on_round is not None:
+            on_round(record)
+
+    recorder = RoundRecorder(log, parallel_slots, _on_round)
+    chain = _strategy(grid, cfg, recorder)
+    initial_state = learner.get_state()
+    if cfg.audit.ledger:
+        trail = AuditTrail(folder.path, chain.federation_id, chain.signing_key)
+        trail.start(cfg, grid.run.run_id, initial_state)
+    evaluator = ServerEvaluator(learner, test, recorder, folder.best_dir, cfg.model.task)
+    round_config = ConfigRecord({RUN_CONFIG: to_wire(cfg), NUM_ROUNDS: rounds})
+    result = chain.strategy.start(
+        grid=grid,
+        initial_arrays=to_array_record(initial_state),
+        num_rounds=rounds,
+        timeout=cfg.federation.round_timeout,
+        train_config=round_config,
+        evaluate_config=ConfigRecord(dict(round_config)),
+        evaluate_fn=evaluator,
+    )
+    final_state = from_array_record(result.arrays)
+    save_adapter(learner, final_state, folder.adapter_dir)
+    write_plots(log.records, folder.plots_dir)
+    protection: dict[str, Any] = {"security": chain.security,
+                                  "privacy": _privacy_summary(cfg, rounds, log.records)}
+    if trail is not None:
+        protection["ledger"] = trail.end(rounds, final_state,
+                                         {"stopped_early": rounds < cfg.federation.num_rounds})
+    return FederationOutcome(
+        records=log.records,
+        best_round=evaluator.best.round,
+        best_metric=evaluator.best.selection.name,
+        best_value=evaluator.best.value,
+        adapter_bytes=state_nbytes(final_state),
+        wall_seconds=time.perf_counter() - started,
+        protection=protection,
+    )
+
+
+def _privacy_summary(cfg: RunConfig, rounds: int, records: list[dict[str, Any]]) -> dict[str, Any]:
+    privacy = cfg.privacy
+    if not privacy.enabled:
+        return {"enabled": False}
+    charged = [r["privacy"] for r in records if "privacy" in r]
+    return {
+        "enabled": True, "epsilon": charged[-1]["epsilon"] if charged else 0.0,
+        "delta": privacy.delta, "noise_multiplier": privacy.noise_multiplier,
+        "clipping": privacy.clipping, "clip_norm": privacy.clip_norm,
+        "target_epsilon": privacy.target_epsilon, "rounds_planned": cfg.federation.num_rounds,
+        "rounds_allowed": rounds, "stopped_early": rounds < cfg.federation.num_rounds,
+        "noise": "distributed" if cfg.secure_aggregation.enabled else "central",
+    }

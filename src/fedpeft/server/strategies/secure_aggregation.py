@@ -1,0 +1,303 @@
+"""A strategy wrapper that lets the aggregator learn only the weighted sum of the updates.
+
+Composed inside `SealedStrategy` (so masked vectors still travel sealed and signed) and around
+the configured Flower strategy, which never sees an individual update: it is handed one
+synthetic reply holding the unmasked weighted mean and the summed example count, so FedAvg,
+FedProx, FedAdam, FedYogi and FedAvgM apply their own server step to it unchanged.
+
+The extra protocol stages (`fedpeft.common.wire.secagg`) run on the same Flower `Grid` inside
+`configure_train` (key exchange) and `aggregate_train` (unmasking). Institutions that do not
+answer a stage drop out of the round; up to `secure_aggregation.max_dropouts` of them after the
+key exchange are tolerated. Beyond that the round is aborted: the global adapter stays as it
+was, the failure is recorded, and the next round starts afresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedpeft.common.adapter.state import AdapterState, from_array_record
+from fedpeft.common.config import RunConfig
+from fedpeft.common.crypto.secagg import AdvertisedKeys, SecAggParams, SecAggServer
+from fedpeft.common.errors import ConfigError, RoundAborted, SecurityError
+from fedpeft.common.wire.names import ARRAYS, NON_AVERAGED_METRICS, NUM_EXAMPLES
+from fedpeft.common.wire import secagg as wire
+from fedpeft.server.round_recorder import RoundRecorder
+from fedpeft.server.strategies.wrapper import StrategyWrapper
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _RoundState:
+    server: SecAggServer
+    params: SecAggParams
+    node_of: dict[int, int]
+    """protocol id -> Flower node id"""
+    current: AdapterState
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def check_participants(cfg: RunConfig, participants: int) -> tuple[int, int]:
+    """(degree, threshold) for a round of `participants`, or ConfigError explaining why not.
+
+    The threshold must exceed half of each institution's share holders: otherwise a server
+    that declared an institution dropped and also asked for its self-mask shares could
+    rebuild both of its secrets and unmask its update.
+    """
+    sa = cfg.secure_aggregation
+    if participants < 2:
+        raise ConfigError(
+            f"secure_aggregation.enabled needs at least 2 institutions per round, got {participants}"
+        )
+    degree = sa.degree(participants)
+    threshold = sa.threshold(participants)
+    holders = degree + 1
+    if threshold <= holders / 2 or threshold < 2:
+        raise ConfigError(
+            f"secure_aggregation.max_dropouts={sa.max_dropouts} is too many for {participants} "
+            f"institutions with {degree} neighbours each: a secret needs {threshold} of "
+            f"{holders} shares, which must be more than half (at most "
+            f"{max(0, (holders - 1) // 2)} dropouts)"
+        )
+    return degree, threshold
+
+
+class SecureAggregationStrategy(StrategyWrapper):
+    """Forwards to `inner` with each round's updates masked, unmasking only their sum."""
+
+    def __init__(self, inner: Strategy, cfg: RunConfig, federation_id: str, run_id: int,
+                 recorder: RoundRecorder | None = None) -> None:
+        super().__init__(inner)
+        self.cfg = cfg
+        self.federation_id = federation_id
+        self.run_id = run_id
+        self.recorder = recorder
+        self._grid: Grid | None = None
+        self._round: _RoundState | None = None
+
+    # -- stages 1-3: key exchange, then the train messages carry the shares -----------------
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._grid = grid
+        self._round = None
+        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        if not messages:
+            return messages
+        started = time.perf_counter()
+        node_ids = [m.metadata.dst_node_id for m in messages]
+        degree, threshold = check_participants(self.cfg, len(node_ids))
+        sa = self.cfg.secure_aggregation
+        params = SecAggParams(
+            ring_bits=sa.ring_bits, quantization_bits=sa.quantization_bits,
+            clip_range=sa.clip_range, threshold=threshold,
+            context=wire.round_context(self.federation_id, self.run_id, server_round),
+        )
+        ids = list(range(1, len(node_ids) + 1))
+        state = _RoundState(
+            server=SecAggServer(params, ids, degree, graph_seed=os.urandom(32)),
+            params=params,
+            node_of=dict(zip(ids, node_ids)),
+            current=from_array_record(arrays),
+            info={"participants": len(ids), "neighbours": degree, "threshold": threshold},
+        )
+        self._round = state
+        try:
+            routed = self._exchange_keys(server_round, state, params)
+        except RoundAborted as err:
+            self._abort(server_round, err)
+            return []
+        finally:
+            state.seconds += time.perf_counter() - started
+        out: list[Message] = []
+        id_of = {node: i for i, node in state.node_of.items()}
+        for message in messages:
+            sid = id_of[message.metadata.dst_node_id]
+            if sid not in routed:
+                continue  # dropped during the key exchange
+            content = RecordDict(dict(message.content.items()))
+            content[wire.RECORD] = ConfigRecord(
+                {**params.to_record(), wire.ID: sid, **wire.payloads_record(routed[sid])}
+            )
+            meta = message.metadata
+            out.append(Message(content, dst_node_id=meta.dst_node_id,
+                               message_type=meta.message_type, ttl=meta.ttl,
+                               group_id=meta.group_id))
+        return out
+
+    def _exchange_keys(self, server_round: int, state: _RoundState,
+                       params: SecAggParams) -> dict[int, dict[int, bytes]]:
+        setup = {sid: ConfigRecord({**params.to_record(), wire.ID: sid}) for sid in state.node_of}
+        replies = self._stage(server_round, state, wire.SETUP, setup)
+        keys: dict[int, AdvertisedKeys] = {}
+        for sid, record in replies.items():
+            try:
+                advertised = wire.read_keys(record)
+                keys[sid] = advertised[sid]
+            except (SecurityError, KeyError) as err:
+                self._refuse(server_round, state, sid, f"key advertisement refused: {err}")
+        neighbour_keys = state.server.receive_keys(keys)
+        share = {sid: ConfigRecord({**params.to_record(), wire.ID: sid,
+                                    **wire.keys_record(neighbours)})
+                 for sid, neighbours in neighbour_keys.items()}
+        replies = self._stage(server_round, state, wire.SHARE, share)
+        sent: dict[int, dict[int, bytes]] = {}
+        for sid, record in replies.items():
+            try:
+                sent[sid] = wire.read_payloads(record)
+            except SecurityError as err:
+                self._refuse(server_round, state, sid, f"key shares refused: {err}")
+        return state.server.route_shares(sent)
+
+    def _stage(self, server_round: int, state: _RoundState, message_type: str,
+               inputs: Mapping[int, ConfigRecord]) -> dict[int, ConfigRecord]:
+        """One request/reply exchange with the institutions in `inputs`; silent ones drop out."""
+        assert self._grid is not None
+        messages = [
+            Message(RecordDict({wire.RECORD: record}), dst_node_id=state.node_of[sid],
+                    message_type=message_type)
+            for sid, record in inputs.items()
+        ]
+        state.bytes_sent += sum(record.count_bytes() for record in inputs.values())
+        id_of = {node: sid for sid, node in state.node_of.items()}
+        replies = self._grid.send_and_receive(messages, timeout=self.cfg.federation.round_timeout)
+        out: dict[int, ConfigRecord] = {}
+        for reply in replies:
+            sid = id_of.get(reply.metadata.src_node_id)
+            if sid is None or sid not in inputs:
+                continue
+            if reply.has_error():
+                logger.warning("round %d %s: node %d dropped out: %s", server_round,
+                               message_type, reply.metadata.src_node_id, reply.error.reason)
+                self._failure(server_round, state.node_of[sid], message_type, reply.error.reason)
+                continue
+            record = reply.content.config_records.get(wire.RECORD)
+            if record is None:
+                self._refuse(server_round, state, sid, f"{message_type} reply has no secagg record")
+                continue
+            state.bytes_received += record.count_bytes()
+            out[sid] = record
+        return out
+
+    # -- stage 4: unmask the sum --------------------------------------------------------------
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        state = self._round
+        if state is None:
+            return None, None
+        started = time.perf_counter()
+        id_of = {node: sid for sid, node in state.node_of.items()}
+        vectors: dict[int, np.ndarray] = {}
+        metrics: dict[int, MetricRecord] = {}
+        template: Message | None = None
+        for reply in replies:
+            sid = id_of.get(reply.metadata.src_node_id)
+            if sid is None or reply.has_error():
+                continue
+            try:
+                vectors[sid] = wire.masked_vector(from_array_record(reply.content[ARRAYS]),
+                                                  state.params.ring_bits)
+            except (SecurityError, KeyError) as err:
+                self._refuse(server_round, state, sid, f"masked update refused: {err}")
+                continue
+            metrics[sid] = next(iter(reply.content.metric_records.values()), MetricRecord())
+            template = template or reply
+        try:
+            survivors, _ = state.server.receive_masked(vectors)
+            unmask = {}
+            for sid in survivors:
+                alive, gone = state.server.unmask_request(sid)
+                unmask[sid] = ConfigRecord(wire.non_empty({
+                    **state.params.to_record(), wire.ID: sid,
+                    wire.SURVIVORS: alive, wire.DROPPED: gone}))
+            state.seconds += time.perf_counter() - started
+            answers = self._stage(server_round, state, wire.UNMASK, unmask)
+            started = time.perf_counter()
+            shares = {}
+            for sid, record in answers.items():
+                try:
+                    shares[sid] = wire.read_payloads(record)
+                except SecurityError as err:
+                    self._refuse(server_round, state, sid, f"unmasking shares refused: {err}")
+            result = state.server.unmask(shares)
+        except RoundAborted as err:
+            state.seconds += time.perf_counter() - started
+            self._abort(server_round, err)
+            return None, None
+        delta = wire.unflatten(result.mean, state.current)
+        merged = {key: (state.current[key].astype(np.float64) + delta[key]).astype(
+            state.current[key].dtype) for key in state.current}
+        state.seconds += time.perf_counter() - started
+        state.info.update(survivors=len(result.survivors), dropped=len(result.dropped),
+                          total_weight=result.total_weight)
+        self._report(server_round, state)
+        assert template is not None  # survivors exist, so some reply was accepted
+        summary = _mean_metrics([metrics[sid] for sid in result.survivors if sid in metrics])
+        return self.aggregate_mean(server_round, template, merged,
+                                   {**summary, NUM_EXAMPLES: result.total_weight})
+
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def _refuse(self, server_round: int, state: _RoundState, sid: int, reason: str) -> None:
+        node = state.node_of[sid]
+        logger.warning("round %d: secure aggregation refused node %d: %s", server_round, node,
+                       reason)
+        self._failure(server_round, node, "secure-aggregation", reason)
+
+    def _failure(self, server_round: int, node: int, phase: str, reason: str) -> None:
+        if self.recorder is not None:
+            self.recorder.failure(server_round, node, phase, reason)
+
+    def _abort(self, server_round: int, err: RoundAborted) -> None:
+        logger.error("round %d aborted, global adapter unchanged: %s", server_round, err)
+        state = self._round
+        if self.recorder is not None:
+            self.recorder.failure(server_round, None, "secure-aggregation", f"round aborted: {err}")
+            if state is not None:
+                state.info["aborted"] = str(err)
+                self._report(server_round, state)
+        self._round = None
+
+    def _report(self, server_round: int, state: _RoundState) -> None:
+        if self.recorder is not None:
+            self.recorder.secure_aggregation(server_round, {
+                **state.info, "server_s": state.seconds,
+                "protocol_bytes_sent": state.bytes_sent,
+                "protocol_bytes_received": state.bytes_received,
+            })
+
+
+def _mean_metrics(records: list[MetricRecord]) -> dict[str, float]:
+    """Unweighted mean of the model metrics the institutions report in the clear.
+
+    Example counts travel masked, so there is nothing to weight by; hardware timings stay per
+    institution in the round record.
+    """
+    if not records:
+        return {}
+    keys = [k for k in records[0] if k not in NON_AVERAGED_METRICS and k != NUM_EXAMPLES
+            and k != wire.CLIPPED]
+    out: dict[str, float] = {}
+    for key in keys:
+        values = [r.get(key) for r in records]
+        if all(isinstance(v, (int, float)) for v in values):
+            out[key] = float(np.mean([float(v) for v in values]))  # type: ignore[arg-type]
+    return out
+
+
+__all__ = ["SecureAggregationStrategy", "check_participants"]

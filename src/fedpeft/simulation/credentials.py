@@ -1,0 +1,44 @@
+"""Throw-away credentials for one simulated federation.
+
+A simulation seals and signs exactly as a deployment does, so it needs the same files: the
+server's keys, one signing key per virtual institution and a registry. They are made with the
+coordinator's own commands (`init_federation`, `add_institution`) in a private (0700)
+temporary folder, live as long as the run, and are removed with it; only their public-key
+fingerprints are kept, in the run's `summary.json`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fedpeft.common.config import RunConfig
+from fedpeft.deployment.federation_files import credential_name
+from fedpeft.deployment.enrolment import add_institution, init_federation
+
+
+@contextmanager
+def ephemeral_credentials(institutions: list[str]) -> Iterator[tuple[Path, str]]:
+    """(federation folder, federation id) for `institutions`, deleted on exit."""
+    names = [credential_name(name) for name in institutions]
+    if len(set(names)) != len(names):
+        raise ValueError(f"institution names collide after sanitising: {institutions}")
+    scratch = Path(tempfile.mkdtemp(prefix="fedpeft-sim-keys-"))  # mode 0700
+    try:
+        folder = scratch / "federation"
+        manifest = init_federation(folder, ["127.0.0.1"])
+        for name in names:
+            add_institution(folder, name)
+        yield folder, manifest.federation_id
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def with_credentials(cfg: RunConfig, folder: Path, federation_id: str) -> RunConfig:
+    """`cfg` pointing the aggregator and the virtual institutions at `folder`."""
+    security = cfg.security.model_copy(
+        update={"credentials_dir": str(folder), "federation_id": federation_id})
+    return cfg.model_copy(update={"security": security})

@@ -1,0 +1,141 @@
+"""A whole federation on one machine with Flower's Simulation Engine.
+
+The ServerApp runs `run_federation` (the same coordinator code a deployment runs) in this
+process; each virtual institution is Flower's ClientApp in a Ray actor, reading its partition
+of the dataset. Updates are sealed and globals signed exactly as in a deployment, with keys
+made for the run and deleted after it (`fedpeft.simulation.credentials`). The run config reaches the institutions inside each round's message, exactly
+as in a deployment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.simulation import run_simulation
+
+from fedpeft.client.app import app as client_app
+from fedpeft.common.adapter.state import full_model_nbytes
+from fedpeft.common.audit import LEDGER_FILE
+from fedpeft.common.config import RunConfig
+from fedpeft.common.errors import ConfigError
+from fedpeft.server.run_loop import FederationOutcome, check_round_settings, run_federation
+from fedpeft.simulation.credentials import ephemeral_credentials, with_credentials
+from fedpeft.simulation.flower_logging import quiet_flower_console
+from fedpeft.common.runs.folder import open_run_folder
+from fedpeft.simulation.preparation import base_summary, prepare_run
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Where the run folder is and what `summary.json` says."""
+
+    path: Path
+    summary: dict[str, Any]
+
+
+def sampled_institutions(cfg: RunConfig) -> int:
+    """How many institutions Flower samples per training round of this simulation."""
+    clients = cfg.simulation.num_clients
+    return min(clients, max(int(clients * cfg.federation.fraction_train),
+                            cfg.federation.min_train_clients))
+
+
+def parallel_slots(cfg: RunConfig) -> int:
+    """How many Ray actors run institutions at once on this machine."""
+    cores = os.cpu_count() or 1
+    return max(1, min(cfg.simulation.num_clients, int(cores // cfg.simulation.client_cpus)))
+
+
+def _quiet_ray() -> None:
+    """Ray's start-up advice about accelerator variables is noise on a terminal; opt in to
+    its future behaviour (no GPU env rewriting for CPU-only actors) which is what we want."""
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+
+def _backend_config(cfg: RunConfig) -> dict[str, Any]:
+    cores = os.cpu_count() or 1
+    return {
+        "client_resources": {
+            "num_cpus": cfg.simulation.client_cpus,
+            "num_gpus": cfg.simulation.client_gpus,
+        },
+        "init_args": {"num_cpus": cores, "log_to_driver": False},
+    }
+
+
+def _keep_institution_ledgers(keys_dir: Path, run_dir: Path) -> None:
+    """Each virtual institution's own ledger, moved out of the run's temporary key folder into
+    `institutions/<name>/` of the run folder before the keys are deleted."""
+    for ledger in sorted((keys_dir / "institutions").glob(f"*/{LEDGER_FILE}")):
+        target = run_dir / "institutions" / ledger.parent.name / LEDGER_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ledger, target)
+
+
+def simulate(cfg: RunConfig, on_round: Callable[[dict[str, Any]], None] | None = None) -> RunReport:
+    """Run a simulated federation and return its finished run folder."""
+    if cfg.simulation.client_cpus > (os.cpu_count() or 1):
+        raise ConfigError(
+            f"simulation.client_cpus={cfg.simulation.client_cpus} exceeds the "
+            f"{os.cpu_count()} CPU cores of this machine"
+        )
+    prepared = prepare_run(cfg)
+    cfg = prepared.cfg
+    check_round_settings(cfg, sampled_institutions(cfg))  # before any folder exists
+    folder = open_run_folder(cfg, "sim")  # config.toml as given, without temporary key paths
+    outcome: list[FederationOutcome] = []
+
+    def _run(run_cfg: RunConfig) -> None:
+        server_app = ServerApp()
+
+        @server_app.main()
+        def _main(grid: Grid, context: Context) -> None:
+            outcome.append(run_federation(grid, run_cfg, prepared.learner,
+                                          prepared.data.test.frame, folder,
+                                          parallel_slots(run_cfg), on_round))
+
+        with quiet_flower_console():
+            run_simulation(server_app=server_app, client_app=client_app,
+                           num_supernodes=run_cfg.simulation.num_clients,
+                           backend_config=_backend_config(run_cfg))
+
+    _quiet_ray()
+    try:
+        if cfg.security.seal_updates and cfg.security.credentials_dir is None:
+            with ephemeral_credentials(prepared.data.partition_names) as (keys_dir, federation_id):
+                _run(with_credentials(cfg, keys_dir, federation_id))
+                _keep_institution_ledgers(keys_dir, folder.path)
+        else:
+            _run(cfg)
+        if not outcome:
+            raise RuntimeError("the Flower simulation ended without running the server")
+        result = outcome[0]
+        full_bytes = full_model_nbytes(prepared.learner.model)
+        summary = {
+            **base_summary("federated", prepared),
+            "strategy": cfg.strategy.name,
+            "rounds": cfg.federation.num_rounds,
+            "final": result.records[-1]["server_eval"],
+            "initial": result.records[0]["server_eval"],
+            "best_round": result.best_round,
+            "best_metric": result.best_metric,
+            "best_value": result.best_value,
+            "adapter_bytes": result.adapter_bytes,
+            "full_model_bytes": full_bytes,
+            "wall_seconds": result.wall_seconds,
+            **result.protection,
+        }
+        return RunReport(folder.finish(summary), summary)
+    except BaseException as err:
+        folder.fail(err)
+        raise
