@@ -155,9 +155,18 @@ def data_demo(
 
 @config_app.command("show")
 def config_show(config: opt.ConfigFile = None, sets: opt.Sets = None) -> None:
-    """Print the effective configuration (defaults, file and --set items) as TOML."""
+    """Print the effective configuration (defaults, file and --set items) as TOML.
+
+    Refuses what `fedpeft simulate` would: every config rule, and the round plan of the
+    simulated federation (secure-aggregation threshold, privacy budget), printed as a comment.
+    """
+    from fedpeft.common.config.plan import describe, plan, simulated_participants
+
     cfg = opt.build_config(config, sets=sets)
+    round_plan = plan(cfg, simulated_participants(cfg))
     console.print(to_toml(cfg), markup=False, highlight=False)
+    console.print(f"# round plan of the simulated federation: {describe(round_plan)}",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -28,9 +28,8 @@ from fedpeft.common.adapter.state import (
     to_array_record,
 )
 from fedpeft.common.config import RunConfig, to_wire
+from fedpeft.common.config.plan import RoundPlanner, rounds_allowed
 from fedpeft.common.crypto import Manifest, SigningPrivateKey
-from fedpeft.common.errors import ConfigError
-from fedpeft.common.privacy import AdaptiveClipping, PrivacyAccountant
 from fedpeft.common.wire.names import NUM_ROUNDS, RUN_CONFIG
 from fedpeft.common.runs.folder import RunFolder
 from fedpeft.common.runs.metrics_log import MetricsLog
@@ -47,7 +46,6 @@ from fedpeft.server.strategies import (
     SecureAggregationStrategy,
     build_strategy,
 )
-from fedpeft.server.strategies.secure_aggregation import check_participants
 from fedpeft.server.strategies.stacking import StackingStrategy
 
 logger = logging.getLogger(__name__)
@@ -104,15 +102,17 @@ def _strategy(grid: Grid, cfg: RunConfig, recorder: RoundRecorder) -> _Chain:
                                 "differential_privacy": cfg.privacy.enabled,
                                 "lora_mode": cfg.lora.mode}
     masked = cfg.secure_aggregation.enabled
+    planner = RoundPlanner(cfg)  # one plan per round, shared by the layers that need it
     update_manifest: Callable[[AdapterState], Manifest | None] = Manifest.of
     if cfg.lora.mode == "stacking":
         strategy = StackingStrategy(strategy)
         update_manifest = _any_rank  # checked by StackingStrategy instead
     if cfg.privacy.enabled:
-        strategy = PrivateStrategy(strategy, cfg, masked=masked, recorder=recorder)
+        strategy = PrivateStrategy(strategy, cfg, masked=masked, recorder=recorder,
+                                   planner=planner)
     if masked:
         strategy = SecureAggregationStrategy(strategy, cfg, federation_id, grid.run.run_id,
-                                             recorder)
+                                             recorder, planner=planner)
         update_manifest = _masked_manifest(cfg.secure_aggregation.ring_bits)
     if keys is None:
         logger.warning(
@@ -126,41 +126,6 @@ def _strategy(grid: Grid, cfg: RunConfig, recorder: RoundRecorder) -> _Chain:
                   keys.signing_key, federation_id)
 
 
-def check_round_settings(cfg: RunConfig, participants: int) -> None:
-    """Refuse, before anything runs, settings that a round of `participants` institutions
-    could not honour (each layer checks again with the real count when the round starts)."""
-    if cfg.secure_aggregation.enabled:
-        check_participants(cfg, participants)
-    privacy = cfg.privacy
-    if privacy.enabled and privacy.clipping == "adaptive":
-        AdaptiveClipping(privacy.clip_norm, privacy.target_quantile, privacy.clip_learning_rate,
-                         privacy.clipped_count_stddev).update_noise_multiplier(
-            privacy.noise_multiplier, participants)
-    _rounds_within_budget(cfg)
-
-
-def _rounds_within_budget(cfg: RunConfig) -> int:
-    """The rounds to run: all planned, or fewer when privacy.target_epsilon would be exceeded.
-
-    Planned with the configured sampling fraction; each round also checks the budget at the
-    rate Flower actually sampled (`PrivateStrategy.exhausted`) in case availability differs.
-    """
-    planned = cfg.federation.num_rounds
-    privacy = cfg.privacy
-    if not privacy.enabled or privacy.target_epsilon is None:
-        return planned
-    accountant = PrivacyAccountant(privacy.noise_multiplier, privacy.delta)
-    rate = cfg.federation.fraction_train
-    allowed = accountant.rounds_within(privacy.target_epsilon, rate, planned)
-    if allowed == 0:
-        raise ConfigError(
-            f"privacy.target_epsilon={privacy.target_epsilon} is exceeded by the first round "
-            f"alone (epsilon {accountant.epsilon_after_next(rate):.3f} with noise_multiplier="
-            f"{privacy.noise_multiplier}): raise the target or the noise multiplier"
-        )
-    return allowed
-
-
 def run_federation(
     grid: Grid,
     cfg: RunConfig,
@@ -172,7 +137,7 @@ def run_federation(
 ) -> FederationOutcome:
     """Run all rounds on `grid`; `learner` holds the initial adapter and evaluates on `test`."""
     started = time.perf_counter()
-    rounds = _rounds_within_budget(cfg)
+    rounds = rounds_allowed(cfg)
     if rounds < cfg.federation.num_rounds:
         logger.warning(
             "privacy budget: target_epsilon=%s allows %d of the %d planned rounds; the run "

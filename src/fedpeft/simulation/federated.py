@@ -25,8 +25,9 @@ from fedpeft.client.app import app as client_app
 from fedpeft.common.adapter.state import full_model_nbytes
 from fedpeft.common.audit import LEDGER_FILE
 from fedpeft.common.config import RunConfig
+from fedpeft.common.config.plan import plan, simulated_participants
 from fedpeft.common.errors import ConfigError
-from fedpeft.server.run_loop import FederationOutcome, check_round_settings, run_federation
+from fedpeft.server.run_loop import FederationOutcome, run_federation
 from fedpeft.simulation.credentials import ephemeral_credentials, with_credentials
 from fedpeft.simulation.flower_logging import quiet_flower_console
 from fedpeft.common.runs.folder import open_run_folder
@@ -41,13 +42,6 @@ class RunReport:
 
     path: Path
     summary: dict[str, Any]
-
-
-def sampled_institutions(cfg: RunConfig) -> int:
-    """How many institutions Flower samples per training round of this simulation."""
-    clients = cfg.simulation.num_clients
-    return min(clients, max(int(clients * cfg.federation.fraction_train),
-                            cfg.federation.min_train_clients))
 
 
 def parallel_slots(cfg: RunConfig) -> int:
@@ -91,7 +85,7 @@ def simulate(cfg: RunConfig, on_round: Callable[[dict[str, Any]], None] | None =
         )
     prepared = prepare_run(cfg)
     cfg = prepared.cfg
-    check_round_settings(cfg, sampled_institutions(cfg))  # before any folder exists
+    plan(cfg, simulated_participants(cfg))  # refuses before any folder exists
     folder = open_run_folder(cfg, "sim")  # config.toml as given, without temporary key paths
     outcome: list[FederationOutcome] = []
 

@@ -10,15 +10,19 @@ import pytest
 from fedpeft.client import learner_cache
 from fedpeft.client.ranks import institution_rank
 from fedpeft.common.adapter.state import adapter_state
+from fedpeft.common.config import validate_config
 from fedpeft.common.config.models import RunConfig
 from fedpeft.common.errors import ConfigError
-from fedpeft.common.lora.modes import check_lora_options
 from fedpeft.common.training.learner import Learner
 
 
+def _tree(mode: str = "ffa", ranks: list[int] | None = None, **sections: Any) -> dict[str, Any]:
+    return {"peft": {"r": 8, **sections.pop("peft", {})},
+            "lora": {"mode": mode, "ranks": ranks}, **sections}
+
+
 def _cfg(mode: str = "ffa", ranks: list[int] | None = None, **sections: Any) -> RunConfig:
-    return RunConfig.model_validate({"peft": {"r": 8, **sections.pop("peft", {})},
-                                     "lora": {"mode": mode, "ranks": ranks}, **sections})
+    return validate_config(_tree(mode, ranks, **sections))
 
 
 def test_node_config_rank_wins_then_the_simulated_round_robin() -> None:
@@ -50,13 +54,13 @@ def test_bad_ranks_are_refused_naming_key_and_value(cfg, node_config, message) -
 ])
 def test_options_that_break_exactness_are_refused(options, message) -> None:
     with pytest.raises(ConfigError, match=message):
-        check_lora_options(_cfg(peft={"options": options}))
-    check_lora_options(_cfg("fedavg", peft={"options": options}))  # fedavg: peft's business
+        _cfg(peft={"options": options})
+    _cfg("fedavg", peft={"options": options})  # fedavg: peft's business
 
 
 def test_stacking_refuses_a_quantized_base() -> None:
     with pytest.raises(ConfigError, match="model.quantization='4bit': lora.mode='stacking'"):
-        check_lora_options(_cfg("stacking", model={"quantization": "4bit", "device": "cuda"}))
+        _cfg("stacking", model={"quantization": "4bit", "device": "cuda"})
 
 
 def test_learner_cache_keys_on_mode_and_rank(monkeypatch: pytest.MonkeyPatch) -> None:

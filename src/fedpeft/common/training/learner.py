@@ -31,7 +31,7 @@ from fedpeft.common.adapter.state import AdapterState
 from fedpeft.common.config.models import RunConfig
 from fedpeft.common.errors import DataError
 from fedpeft.common.lora.exchange import SavedLora
-from fedpeft.common.lora.modes import check_lora_options, exchange_for
+from fedpeft.common.lora.modes import exchange_for
 from fedpeft.common.lora.ranks import check_rank
 from fedpeft.common.metrics import causal_lm_metrics, classification_metrics
 from fedpeft.common.modeling.device import (
@@ -74,8 +74,6 @@ class Learner:
                  rank: int | None = None) -> None:
         """`rank`: this institution's own LoRA rank (ffa/stacking); None is peft.r, the
         federation's, which the server's evaluator and the baselines use."""
-        check_lora_options(cfg)
-        dp_sgd.check_example_level(cfg)
         self.rank = check_rank(cfg, rank, "rank") if rank is not None else cfg.peft.r
         self.cfg = cfg
         self.label_names = list(label_names) if label_names is not None else None

@@ -30,6 +30,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedpeft.common.adapter.state import AdapterState, from_array_record
 from fedpeft.common.config import RunConfig
+from fedpeft.common.config.plan import RoundPlanner
 from fedpeft.common.privacy import (
     AdaptiveClipping,
     PrivacyAccountant,
@@ -37,7 +38,6 @@ from fedpeft.common.privacy import (
     add_gaussian_noise,
     central_noise_std,
     clip_update,
-    distributed_noise_std,
     noise_rng,
     validate_update,
 )
@@ -61,11 +61,12 @@ class PrivateStrategy(StrategyWrapper):
     """Forwards to `inner` the noised, equally weighted mean of the clipped updates."""
 
     def __init__(self, inner: Strategy, cfg: RunConfig, masked: bool,
-                 recorder: RoundRecorder | None = None) -> None:
+                 recorder: RoundRecorder | None = None,
+                 planner: RoundPlanner | None = None) -> None:
         super().__init__(inner)
         self.privacy = cfg.privacy
+        self.planner = planner or RoundPlanner(cfg)
         self.masked = masked
-        self.max_dropouts = cfg.secure_aggregation.max_dropouts if masked else 0
         self.recorder = recorder
         self.accountant = PrivacyAccountant(self.privacy.noise_multiplier, self.privacy.delta)
         self.clip_norm = self.privacy.clip_norm
@@ -103,8 +104,7 @@ class PrivateStrategy(StrategyWrapper):
                                       "privacy budget exhausted: round not run")
             return []
         if self.masked and messages:
-            std = distributed_noise_std(self.privacy.noise_multiplier, self.clip_norm,
-                                        max(1, len(messages) - self.max_dropouts))
+            std = self.planner.for_round(server_round, len(messages)).noise_std
             for message in messages:
                 message.content[CONFIG][DP_NOISE_STD] = std
         return messages

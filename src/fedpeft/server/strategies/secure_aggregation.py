@@ -28,8 +28,9 @@ from flwr.serverapp.strategy import Strategy
 
 from fedpeft.common.adapter.state import AdapterState, from_array_record
 from fedpeft.common.config import RunConfig
+from fedpeft.common.config.plan import RoundPlanner
 from fedpeft.common.crypto.secagg import AdvertisedKeys, SecAggParams, SecAggServer
-from fedpeft.common.errors import ConfigError, RoundAborted, SecurityError
+from fedpeft.common.errors import RoundAborted, SecurityError
 from fedpeft.common.wire.names import ARRAYS, NON_AVERAGED_METRICS, NUM_EXAMPLES
 from fedpeft.common.wire import secagg as wire
 from fedpeft.server.round_recorder import RoundRecorder
@@ -51,38 +52,15 @@ class _RoundState:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def check_participants(cfg: RunConfig, participants: int) -> tuple[int, int]:
-    """(degree, threshold) for a round of `participants`, or ConfigError explaining why not.
-
-    The threshold must exceed half of each institution's share holders: otherwise a server
-    that declared an institution dropped and also asked for its self-mask shares could
-    rebuild both of its secrets and unmask its update.
-    """
-    sa = cfg.secure_aggregation
-    if participants < 2:
-        raise ConfigError(
-            f"secure_aggregation.enabled needs at least 2 institutions per round, got {participants}"
-        )
-    degree = sa.degree(participants)
-    threshold = sa.threshold(participants)
-    holders = degree + 1
-    if threshold <= holders / 2 or threshold < 2:
-        raise ConfigError(
-            f"secure_aggregation.max_dropouts={sa.max_dropouts} is too many for {participants} "
-            f"institutions with {degree} neighbours each: a secret needs {threshold} of "
-            f"{holders} shares, which must be more than half (at most "
-            f"{max(0, (holders - 1) // 2)} dropouts)"
-        )
-    return degree, threshold
-
-
 class SecureAggregationStrategy(StrategyWrapper):
     """Forwards to `inner` with each round's updates masked, unmasking only their sum."""
 
     def __init__(self, inner: Strategy, cfg: RunConfig, federation_id: str, run_id: int,
-                 recorder: RoundRecorder | None = None) -> None:
+                 recorder: RoundRecorder | None = None,
+                 planner: RoundPlanner | None = None) -> None:
         super().__init__(inner)
         self.cfg = cfg
+        self.planner = planner or RoundPlanner(cfg)
         self.federation_id = federation_id
         self.run_id = run_id
         self.recorder = recorder
@@ -100,7 +78,9 @@ class SecureAggregationStrategy(StrategyWrapper):
             return messages
         started = time.perf_counter()
         node_ids = [m.metadata.dst_node_id for m in messages]
-        degree, threshold = check_participants(self.cfg, len(node_ids))
+        masking = self.planner.for_round(server_round, len(node_ids)).masking
+        assert masking is not None  # secure_aggregation.enabled
+        degree, threshold = masking.degree, masking.threshold
         sa = self.cfg.secure_aggregation
         params = SecAggParams(
             ring_bits=sa.ring_bits, quantization_bits=sa.quantization_bits,
@@ -300,4 +280,4 @@ def _mean_metrics(records: list[MetricRecord]) -> dict[str, float]:
     return out
 
 
-__all__ = ["SecureAggregationStrategy", "check_participants"]
+__all__ = ["SecureAggregationStrategy"]

@@ -39,9 +39,10 @@ from fedpeft.common.crypto.secagg.agreement import (
 )
 from fedpeft.common.crypto.secagg.encoding import encode
 from fedpeft.common.crypto.secagg.nodes import is_node_id
-from fedpeft.common.crypto.secagg.params import MIN_HEADROOM_BITS, AdvertisedKeys, SecAggParams
+from fedpeft.common.crypto.secagg.params import AdvertisedKeys, SecAggParams
 from fedpeft.common.crypto.secagg.prg import MASK_SEED_SIZE, MAX_RING_BITS, expand_mask
 from fedpeft.common.errors import SecurityError
+from fedpeft.common.ring import max_round_weight
 
 _log = logging.getLogger(__name__)
 
@@ -343,12 +344,10 @@ class SecAggClient:
         if weight < 1:
             raise ValueError(f"weight must be at least 1, got {weight}")
         ring_bits, bits = self._params.ring_bits, self._params.quantization_bits
-        headroom = ring_bits - (weight * ((1 << bits) - 1)).bit_length()
-        if headroom < MIN_HEADROOM_BITS:
+        if weight >= max_round_weight(ring_bits, bits):
             raise ValueError(
-                f"weight {weight} with quantization_bits={bits} leaves {headroom} bits of "
-                f"headroom in the 2**{ring_bits} ring; at least {MIN_HEADROOM_BITS} are needed "
-                "so that the sum over institutions cannot wrap around"
+                f"weight {weight} with quantization_bits={bits} alone fills the 2**{ring_bits} "
+                "ring, so the sum over institutions would wrap around"
             )
         return weight
 

@@ -16,10 +16,9 @@ from fedpeft.common.crypto.seal import PUBLIC_KEY_SIZE
 from fedpeft.common.crypto.secagg.encoding import MAX_QUANTIZATION_BITS
 from fedpeft.common.crypto.secagg.prg import MAX_RING_BITS
 from fedpeft.common.errors import SecurityError
+from fedpeft.common.ring import headroom_problem
 
 MIN_RING_BITS = 32
-MIN_HEADROOM_BITS = 10
-"""Ring bits kept free above one weighted update, so up to 2**10 institutions cannot wrap."""
 MIN_THRESHOLD = 2
 """With a threshold of 1 every share equals the secret: any single holder could unmask."""
 MAX_CONTEXT_SIZE = 256
@@ -44,12 +43,9 @@ class SecAggParams:
             problem = check(getattr(self, name))
             if problem:
                 raise ValueError(f"{name}: {problem}")
-        headroom = self.ring_bits - self.quantization_bits
-        if headroom < MIN_HEADROOM_BITS:
-            raise ValueError(
-                f"ring_bits: {self.ring_bits} leaves {headroom} bits above quantization_bits="
-                f"{self.quantization_bits}; at least {MIN_HEADROOM_BITS} are needed"
-            )
+        problem = headroom_problem(self.ring_bits, self.quantization_bits)
+        if problem:
+            raise ValueError(problem)
 
     def to_record(self) -> dict[str, int | float | bytes]:
         """The values for a Flower ConfigRecord (ints, a float and bytes)."""
