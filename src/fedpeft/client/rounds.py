@@ -20,7 +20,7 @@ from fedpeft.client.identity import institution_keys
 from fedpeft.client.learner_cache import learner_for
 from fedpeft.client.local_data import local_data
 from fedpeft.client.ranks import institution_rank
-from fedpeft.client.stages import Outgoing, RoundInput, chain
+from fedpeft.client.stages import ClientStage, Outgoing, RoundInput, chain
 from fedpeft.client.stages.sealing import open_global
 from fedpeft.common.adapter.state import from_array_record, to_array_record
 from fedpeft.common.config import PrivacyConfig, RunConfig, from_wire
@@ -53,6 +53,19 @@ DP_SGD_STATE = "fedpeft-dp-sgd"
 in the run (`steps`), with the smallest noise multiplier and largest sampling rate they were
 taken at. Flower keeps a node's context for the whole run, also when every message is handled
 by a fresh process, so the count survives between rounds."""
+
+
+STAGES_LOGGED = "fedpeft-stages-logged"
+"""ConfigRecord in `context.state`: this institution has logged its protection stages for the
+run (once per run, although each message may be handled by a fresh process)."""
+
+
+def _log_stages_once(rnd: RoundInput, stages: list[ClientStage]) -> None:
+    if STAGES_LOGGED in rnd.context.state.config_records:
+        return
+    named = " -> ".join(repr(stage) for stage in stages) or "none (plaintext update)"
+    logger.info("%s: protection stages for this run: %s", rnd.name, named)
+    rnd.context.state[STAGES_LOGGED] = ConfigRecord({"stages": named})
 
 
 def _reply(msg: Message, name: str, metrics: dict[str, float],
@@ -110,6 +123,7 @@ def train(msg: Message, context: Context) -> Message:
                 rnd.server_round, result.num_examples, result.loss)
     out = _trained(rnd, result, context)
     stages = chain(rnd)
+    _log_stages_once(rnd, stages)
     if any(stage.needs_delta for stage in stages):
         received = rnd.received
         out = out.but(delta={key: out.state[key] - received[key] for key in out.state})

@@ -154,6 +154,7 @@ def run_federation(
 
     recorder = RoundRecorder(log, parallel_slots, _on_round)
     chain = _strategy(grid, cfg, recorder)
+    logger.info("strategy layers: %r", chain.strategy)
     initial_state = learner.get_state()
     if cfg.audit.ledger:
         trail = AuditTrail(folder.path, chain.federation_id, chain.signing_key)

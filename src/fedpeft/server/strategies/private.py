@@ -80,6 +80,13 @@ class PrivateStrategy(StrategyWrapper):
         self._participants = 0
         self._next_clip_norm = self.clip_norm
 
+    def settings(self) -> str:
+        p = self.privacy
+        target = f", target_epsilon={p.target_epsilon:g}" if p.target_epsilon is not None else ""
+        return (f"{p.clipping} clipping, clip_norm={self.clip_norm:g}, noise_multiplier="
+                f"{p.noise_multiplier:g}, noise={'distributed' if self.masked else 'central'}"
+                f"{target}")
+
     def exhausted(self, sampling_rate: float) -> bool:
         """Whether one more round at `sampling_rate` would exceed privacy.target_epsilon."""
         target = self.privacy.target_epsilon

@@ -67,6 +67,13 @@ class SecureAggregationStrategy(StrategyWrapper):
         self._grid: Grid | None = None
         self._round: _RoundState | None = None
 
+    def settings(self) -> str:
+        sa = self.cfg.secure_aggregation
+        planned = (f"k={self._round.info['neighbours']}, threshold={self._round.info['threshold']}"
+                   if self._round is not None else f"k={sa.neighbours or 'auto'}")
+        return (f"{planned}, max_dropouts={sa.max_dropouts}, clip_range={sa.clip_range:g}, "
+                f"quantization_bits={sa.quantization_bits}, ring_bits={sa.ring_bits}")
+
     # -- stages 1-3: key exchange, then the train messages carry the shares -----------------
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

@@ -9,9 +9,11 @@ reply, so the inner strategy's own server step (FedAdam's, FedAvgM's, ...) still
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from logging import INFO
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.app.message.message import make_message
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -25,8 +27,27 @@ class StrategyWrapper(Strategy):
     def __init__(self, inner: Strategy) -> None:
         self.inner = inner
 
+    def settings(self) -> str:
+        """This layer's own settings for `__repr__` ("" when it has none worth naming)."""
+        return ""
+
+    def __repr__(self) -> str:
+        """Every layer in force, outermost first, e.g.
+        `Instrumented(Sealed(SecureAggregation(max_dropouts=1, ...)(Private(...)(FedAvg))))`."""
+        name = type(self).__name__.removesuffix("Strategy")
+        inner = (repr(self.inner) if isinstance(self.inner, StrategyWrapper)
+                 else type(self.inner).__name__)
+        own = self.settings()
+        return f"{name}({own})({inner})" if own else f"{name}({inner})"
+
     def summary(self) -> None:
-        self.inner.summary()
+        """Flower's start-up summary, preceded by the protection layers around its strategy
+        (Flower itself names only the outermost class)."""
+        log(INFO, "\t├──> Layers: %r", self)
+        innermost = self.inner
+        while isinstance(innermost, StrategyWrapper):
+            innermost = innermost.inner
+        innermost.summary()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
