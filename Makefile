@@ -1,5 +1,6 @@
 # Quick start:  make demo   (set up, then simulate the default federation)
 #               make test   (set up, then run the test suite)
+#               make bench  (every script in bench/; BENCH_ARGS=--quick for a smoke run)
 VENV ?= .venv
 SOURCES := pyproject.toml scripts/setup.sh $(shell find src -name '*.py' 2>/dev/null)
 STAMP := $(VENV)/.fedpeft-installed
@@ -19,4 +20,4 @@ test: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: setup
-	$(VENV)/bin/python bench/run_all.py
+	$(VENV)/bin/python bench/run_all.py $(BENCH_ARGS)

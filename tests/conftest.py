@@ -107,3 +107,37 @@ def tiny_config() -> TinyConfig:
         return RunConfig.model_validate({"model": model, "peft": peft, "training": training, **sections})
 
     return make
+
+
+CARD_FRAUD = {"card": "card pin atm chip", "fraud": "fraud stolen scam phishing"}
+"""Two classes a tiny model separates in a few rounds: each row draws words from its label's."""
+
+WriteWordsCsv = Callable[..., tuple[str, str]]
+
+
+@pytest.fixture
+def write_words_csv(tmp_path: Path) -> WriteWordsCsv:
+    """Write train.csv and test.csv of word-bag rows to `tmp_path`; returns their paths.
+
+    `write_words_csv(seed, per_label, test_rows, words=CARD_FRAUD, words_per_row=4,
+    shuffle=False)`: `per_label` rows of each label in label order (shuffled if asked), and the
+    first `test_rows` of them again as the test file. One helper for the e2e simulations, so
+    their data differs only in the arguments they pass.
+    """
+    import random
+
+    import pandas as pd
+
+    def write(seed: int, per_label: int, test_rows: int, words: dict[str, str] = CARD_FRAUD,
+              words_per_row: int = 4, shuffle: bool = False) -> tuple[str, str]:
+        rng = random.Random(seed)
+        rows = [{"text": " ".join(rng.choice(words[label].split()) for _ in range(words_per_row)),
+                 "label": label} for label in list(words) * per_label]
+        if shuffle:
+            rng.shuffle(rows)
+        train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+        pd.DataFrame(rows).to_csv(train, index=False)
+        pd.DataFrame(rows[:test_rows]).to_csv(test, index=False)
+        return str(train), str(test)
+
+    return write

@@ -4,10 +4,8 @@ budget, every round's epsilon is recorded, and both kinds of ledger verify and a
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from fedpeft.common.audit import verify_ledger
@@ -19,23 +17,13 @@ from fedpeft.simulation.federated import simulate
 pytestmark = pytest.mark.e2e
 
 
-def _files(folder: Path) -> tuple[str, str]:
-    rng = random.Random(2)
-    words = {"card": "card pin atm chip", "fraud": "fraud stolen scam phishing"}
-    rows = [{"text": " ".join(rng.choice(words[label].split()) for _ in range(4)), "label": label}
-            for label in list(words) * 20]
-    pd.DataFrame(rows).to_csv(folder / "train.csv", index=False)
-    pd.DataFrame(rows[:10]).to_csv(folder / "test.csv", index=False)
-    return str(folder / "train.csv"), str(folder / "test.csv")
-
-
 @pytest.mark.parametrize("masked", [False, True])
-def test_private_run_stops_at_budget_and_ledgers_agree(tiny_bert_dir: str, tmp_path: Path,
-                                                      masked: bool) -> None:
+def test_private_run_stops_at_budget_and_ledgers_agree(write_words_csv, tiny_bert_dir: str,
+                                                       tmp_path: Path, masked: bool) -> None:
     sigma, delta = 1.5, 1e-5
     eps = [epsilon_for(sigma, 1.0, rounds, delta) for rounds in (1, 2, 3)]
     target = (eps[1] + eps[2]) / 2  # two rounds fit, the third would not
-    train, test = _files(tmp_path)
+    train, test = write_words_csv(seed=2, per_label=20, test_rows=10)
     cfg = load_config(overrides={
         "model.name": tiny_bert_dir, "model.max_seq_length": 16, "data.train": train,
         "data.test": test, "data.partition": "iid", "simulation.num_clients": 3,

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import random
 import tempfile
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from fedpeft.common.config import load_config
@@ -17,18 +15,9 @@ from fedpeft.simulation.federated import simulate
 pytestmark = pytest.mark.e2e
 
 
-def _files(folder: Path) -> tuple[str, str]:
-    rng = random.Random(0)
-    words = {"card": "card pin atm chip", "fraud": "fraud stolen scam phishing"}
-    rows = [{"text": " ".join(rng.choice(words[label].split()) for _ in range(4)), "label": label}
-            for label in list(words) * 15]
-    pd.DataFrame(rows).to_csv(folder / "train.csv", index=False)
-    pd.DataFrame(rows[:10]).to_csv(folder / "test.csv", index=False)
-    return str(folder / "train.csv"), str(folder / "test.csv")
-
-
-def test_simulation_seals_by_default(tiny_bert_dir: str, tmp_path: Path) -> None:
-    train, test = _files(tmp_path)
+def test_simulation_seals_by_default(write_words_csv, tiny_bert_dir: str,
+                                     tmp_path: Path) -> None:
+    train, test = write_words_csv(seed=0, per_label=15, test_rows=10)
     cfg = load_config(overrides={
         "model.name": tiny_bert_dir, "model.max_seq_length": 16, "data.train": train,
         "data.test": test, "data.partition": "iid", "simulation.num_clients": 2,
@@ -55,8 +44,9 @@ def test_simulation_seals_by_default(tiny_bert_dir: str, tmp_path: Path) -> None
     assert set(Path(tempfile.gettempdir()).glob("fedpeft-sim-keys-*")) == before
 
 
-def test_simulation_without_sealing_warns(tiny_bert_dir: str, tmp_path: Path, caplog) -> None:
-    train, test = _files(tmp_path)
+def test_simulation_without_sealing_warns(write_words_csv, tiny_bert_dir: str, tmp_path: Path,
+                                          caplog) -> None:
+    train, test = write_words_csv(seed=0, per_label=15, test_rows=10)
     cfg = load_config(overrides={
         "model.name": tiny_bert_dir, "model.max_seq_length": 16, "data.train": train,
         "data.test": test, "data.partition": "iid", "simulation.num_clients": 2,

@@ -3,10 +3,8 @@ the aggregator never holds an institution's update in the clear."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from peft import PeftModel
 from transformers import AutoModelForSequenceClassification
@@ -17,21 +15,14 @@ from fedpeft.simulation.federated import simulate
 
 pytestmark = pytest.mark.e2e
 
-
-def _files(folder: Path) -> tuple[str, str]:
-    rng = random.Random(1)
-    words = {"card": "card pin atm chip contactless", "fraud": "fraud stolen scam phishing theft"}
-    rows = [{"text": " ".join(rng.choice(words[label].split()) for _ in range(5)), "label": label}
-            for label in list(words) * 40]
-    rng.shuffle(rows)
-    pd.DataFrame(rows).to_csv(folder / "train.csv", index=False)
-    pd.DataFrame(rows[:40]).to_csv(folder / "test.csv", index=False)
-    return str(folder / "train.csv"), str(folder / "test.csv")
+WORDS = {"card": "card pin atm chip contactless", "fraud": "fraud stolen scam phishing theft"}
 
 
 @pytest.mark.parametrize("mode", ["fedavg", "ffa"])
-def test_secure_aggregation_simulation_learns(tiny_bert_dir: str, tmp_path: Path, mode: str) -> None:
-    train, test = _files(tmp_path)
+def test_secure_aggregation_simulation_learns(write_words_csv, tiny_bert_dir: str,
+                                              tmp_path: Path, mode: str) -> None:
+    train, test = write_words_csv(seed=1, per_label=40, test_rows=40, words=WORDS,
+                                  words_per_row=5, shuffle=True)
     cfg = load_config(overrides={
         "model.name": tiny_bert_dir, "model.max_seq_length": 16, "data.train": train,
         "data.test": test, "data.partition": "iid", "simulation.num_clients": 3,
@@ -59,9 +50,11 @@ def test_secure_aggregation_simulation_learns(tiny_bert_dir: str, tmp_path: Path
 
 
 @pytest.mark.parametrize("mode", ["ffa", "stacking"])
-def test_heterogeneous_ranks_simulation_learns(tiny_bert_dir: str, tmp_path: Path, mode: str) -> None:
+def test_heterogeneous_ranks_simulation_learns(write_words_csv, tiny_bert_dir: str,
+                                               tmp_path: Path, mode: str) -> None:
     """Institutions of ranks 8, 4 and 2 in one federation (masked where the mode allows)."""
-    train, test = _files(tmp_path)
+    train, test = write_words_csv(seed=1, per_label=40, test_rows=40, words=WORDS,
+                                  words_per_row=5, shuffle=True)
     cfg = load_config(overrides={
         "model.name": tiny_bert_dir, "model.max_seq_length": 16, "data.train": train,
         "data.test": test, "data.partition": "iid", "simulation.num_clients": 3,

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fedpeft.common.config.models import TrainingConfig
+from fedpeft.common.errors import ConfigError
 from fedpeft.common.training.schedule import global_progress, lr_factor, round_scheduler
 
 
@@ -46,3 +47,8 @@ def test_rounds_continue_one_curve_instead_of_restarting() -> None:
 def test_progress_is_independent_of_local_step_count() -> None:
     # an institution taking 3 steps and one taking 12 are at the same point mid-round 2 of 4
     assert global_progress(2, 4, 1, 2) == global_progress(2, 4, 6, 12) == pytest.approx(0.375)
+
+
+def test_unknown_scheduler_is_a_config_error_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"training\.lr_scheduler='step'"):
+        lr_factor(0.5, "step", 0.0)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fedpeft.common.config import RunConfig
+from fedpeft.common.errors import DataError
 from fedpeft.deployment.federation_files import credential_name
 from fedpeft.deployment.enrolment import add_institution, init_federation
 
@@ -25,7 +26,8 @@ def ephemeral_credentials(institutions: list[str]) -> Iterator[tuple[Path, str]]
     """(federation folder, federation id) for `institutions`, deleted on exit."""
     names = [credential_name(name) for name in institutions]
     if len(set(names)) != len(names):
-        raise ValueError(f"institution names collide after sanitising: {institutions}")
+        raise DataError(f"data.partition: institution names collide once made file names: "
+                        f"{institutions}")
     scratch = Path(tempfile.mkdtemp(prefix="fedpeft-sim-keys-"))  # mode 0700
     try:
         folder = scratch / "federation"

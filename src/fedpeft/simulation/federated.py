@@ -26,7 +26,7 @@ from fedpeft.common.adapter.state import full_model_nbytes
 from fedpeft.common.audit import LEDGER_FILE
 from fedpeft.common.config import RunConfig
 from fedpeft.common.config.plan import plan, simulated_participants
-from fedpeft.common.errors import ConfigError
+from fedpeft.common.errors import ConfigError, RunError
 from fedpeft.server.run_loop import FederationOutcome, run_federation
 from fedpeft.simulation.credentials import ephemeral_credentials, with_credentials
 from fedpeft.simulation.flower_logging import quiet_flower_console
@@ -112,7 +112,7 @@ def simulate(cfg: RunConfig, on_round: Callable[[dict[str, Any]], None] | None =
         else:
             _run(cfg)
         if not outcome:
-            raise RuntimeError("the Flower simulation ended without running the server")
+            raise RunError("the Flower simulation ended without running the server")
         result = outcome[0]
         full_bytes = full_model_nbytes(prepared.learner.model)
         summary = {

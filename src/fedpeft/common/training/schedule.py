@@ -15,6 +15,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from fedpeft.common.config.models import TrainingConfig
+from fedpeft.common.errors import ConfigError
 
 
 def lr_factor(progress: float, scheduler: str, warmup_ratio: float) -> float:
@@ -33,7 +34,7 @@ def lr_factor(progress: float, scheduler: str, warmup_ratio: float) -> float:
         return 1.0 - decay
     if scheduler == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * decay))
-    raise ValueError(f"training.lr_scheduler={scheduler!r}: expected constant, linear or cosine")
+    raise ConfigError(f"training.lr_scheduler={scheduler!r}: expected constant, linear or cosine")
 
 
 def global_progress(server_round: int, num_rounds: int, step: int, steps_in_round: int) -> float:
