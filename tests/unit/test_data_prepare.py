@@ -252,7 +252,8 @@ def test_causal_lm_uses_prompt_and_response(tmp_path: Path) -> None:
     assert data.label_names is None
     assert list(data.train.frame.columns) == ["prompt", "response"]
     assert len(data.test.frame) == 4 and len(data.train.frame) == 16
-    assert load_institution_data(cfg.data.train, cfg, None).frame["response"].iloc[0] == "a0"
+    own = load_institution_data(cfg.data.train, cfg.data, cfg.model.task, None)
+    assert own.frame["response"].iloc[0] == "a0"
 
 
 def test_builtin_is_classification_only() -> None:
@@ -265,7 +266,7 @@ def test_builtin_is_classification_only() -> None:
 def test_institution_file_uses_the_federation_label_ids(tmp_path: Path) -> None:
     path = _csv(tmp_path, _reviews(6), "site.csv")
     cfg = _file_cfg(path)
-    table = load_institution_data(path, cfg, ["sales", "outage", "billing"])
+    table = load_institution_data(path, cfg.data, cfg.model.task, ["sales", "outage", "billing"])
     assert table.frame["label"].tolist() == [2, 1, 0, 2, 1, 0]
     assert table.source == path
 
@@ -277,7 +278,7 @@ def test_institution_file_with_an_unknown_label(tmp_path: Path) -> None:
         match=r"site\.csv: label 'sales' in column 'category' \(row 3\) "
         r"is not one of the federation's labels \(billing, outage\)",
     ):
-        load_institution_data(path, _file_cfg(path), ["billing", "outage"])
+        load_institution_data(path, _file_cfg(path).data, "classification", ["billing", "outage"])
 
 
 def test_institution_file_needs_label_names_for_classification(tmp_path: Path) -> None:
@@ -285,7 +286,7 @@ def test_institution_file_needs_label_names_for_classification(tmp_path: Path) -
     with pytest.raises(
         ConfigError, match=r"site\.csv: classification needs the federation's label names"
     ):
-        load_institution_data(path, _file_cfg(path), None)
+        load_institution_data(path, _file_cfg(path).data, "classification", None)
 
 
 def test_missing_partition_column_names_the_file(tmp_path: Path) -> None:

@@ -7,15 +7,15 @@ import contextlib
 import pytest
 import torch
 
-from fedpeft.common.config.models import RunConfig
+from fedpeft.common.config.models import ModelConfig
 from fedpeft.common.errors import ConfigError
 from fedpeft.common.modeling.device import autocast, quantization_config, resolve_device, resolve_precision
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
 
 
-def _cfg(**model: str) -> RunConfig:
-    return RunConfig.model_validate({"model": model})
+def _cfg(**model: str) -> ModelConfig:
+    return ModelConfig.model_validate(model)
 
 
 def test_auto_is_cpu_fp32_without_cuda() -> None:

@@ -17,7 +17,8 @@ from fedpeft.common.training.learner import Learner
 
 def test_classification_head_and_labels(tiny_bert_dir, tiny_config, caplog, capfd) -> None:
     caplog.set_level(logging.INFO, logger="fedpeft")
-    model, tokenizer = load_base_model(tiny_config(tiny_bert_dir), ["billing", "fraud", "login"])
+    model, tokenizer = load_base_model(tiny_config(tiny_bert_dir).model, 0,
+                                       ["billing", "fraud", "login"])
     assert model.config.num_labels == 3
     assert model.config.id2label == {0: "billing", 1: "fraud", 2: "login"}
     assert model.config.pad_token_id == tokenizer.pad_token_id == 0
@@ -28,8 +29,8 @@ def test_classification_head_and_labels(tiny_bert_dir, tiny_config, caplog, capf
 
 def test_each_call_returns_its_own_model(tiny_bert_dir, tiny_config) -> None:
     cfg = tiny_config(tiny_bert_dir)
-    first, _ = load_base_model(cfg, ["a", "b"])
-    second, _ = load_base_model(cfg, ["a", "b"])
+    first, _ = load_base_model(cfg.model, 0, ["a", "b"])
+    second, _ = load_base_model(cfg.model, 0, ["a", "b"])
     with torch.no_grad():
         first.classifier.weight.add_(1.0)
     assert not torch.equal(first.classifier.weight, second.classifier.weight)
@@ -37,7 +38,7 @@ def test_each_call_returns_its_own_model(tiny_bert_dir, tiny_config) -> None:
 
 def test_classification_needs_label_names(tiny_bert_dir, tiny_config) -> None:
     with pytest.raises(ConfigError, match="data.labels"):
-        load_base_model(tiny_config(tiny_bert_dir), None)
+        load_base_model(tiny_config(tiny_bert_dir).model, 0, None)
 
 
 def test_missing_pad_token_becomes_eos(tiny_gpt2_dir, tiny_config, tmp_path: Path) -> None:
@@ -49,14 +50,14 @@ def test_missing_pad_token_becomes_eos(tiny_gpt2_dir, tiny_config, tmp_path: Pat
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.pad_token = None
     tokenizer.save_pretrained(folder)
-    model, loaded = load_base_model(tiny_config(str(folder), "causal-lm"), None)
+    model, loaded = load_base_model(tiny_config(str(folder), "causal-lm").model, 0, None)
     assert loaded.pad_token == loaded.eos_token == "[SEP]"
     assert model.config.pad_token_id == loaded.eos_token_id
 
 
 def test_gradient_checkpointing_is_enabled_when_configured(tiny_llama_dir, tiny_config) -> None:
     cfg = tiny_config(tiny_llama_dir, "causal-lm", model={"gradient_checkpointing": True})
-    model, _ = load_base_model(cfg, None)
+    model, _ = load_base_model(cfg.model, 0, None)
     assert any(getattr(module, "gradient_checkpointing", False) for module in model.modules())
 
 

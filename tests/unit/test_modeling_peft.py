@@ -24,7 +24,7 @@ MODELS = [("tiny_bert_dir", "classification"), ("tiny_gpt2_dir", "causal-lm"),
 def _base(request: pytest.FixtureRequest, tiny_config, fixture: str, task: str, **peft):
     cfg = tiny_config(request.getfixturevalue(fixture), task, peft=peft)
     labels = ["neg", "pos"] if task == "classification" else None
-    return cfg, load_base_model(cfg, labels)[0]
+    return cfg, load_base_model(cfg.model, cfg.training.seed, labels)[0]
 
 
 @pytest.mark.parametrize(("fixture", "task"), MODELS)

@@ -44,4 +44,4 @@ def test_offline_hub_name_fails_as_model_error(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     cfg = tiny_config("fedpeft-tests/no-such-model")
     with pytest.raises(ModelError, match="could not be found locally or downloaded"):
-        load_base_model(cfg, ["a", "b"])
+        load_base_model(cfg.model, cfg.training.seed, ["a", "b"])

@@ -38,7 +38,7 @@ def _simulated(config_json: str, partition: int, partitions: int) -> LocalData:
 @lru_cache(maxsize=8)
 def _deployed(config_json: str, path: str, name: str) -> LocalData:
     cfg = from_wire(config_json)
-    table = load_institution_data(path, cfg, cfg.data.labels)
+    table = load_institution_data(path, cfg.data, cfg.model.task, cfg.data.labels)
     train, validation = split_validation(table, cfg.data.validation_fraction, cfg.training.seed)
     return LocalData(name, train.frame, validation.frame)
 

@@ -35,7 +35,7 @@ def institution_rank(cfg: RunConfig, node_config: Mapping[str, object]) -> int |
     """
     if LORA_RANK in node_config:
         value = node_config[LORA_RANK]
-        return check_rank(cfg, _node_rank(value), f"node config {LORA_RANK}")
+        return check_rank(cfg.peft, cfg.lora, _node_rank(value), f"node config {LORA_RANK}")
     if PARTITION_ID in node_config:
-        return simulated_rank(cfg, int(node_config[PARTITION_ID]))  # type: ignore[call-overload]
+        return simulated_rank(cfg.peft, cfg.lora, int(node_config[PARTITION_ID]))  # type: ignore[call-overload]
     return None

@@ -59,7 +59,7 @@ def main(grid: Grid, context: Context) -> None:
     """Load the test set and model first (a bad path fails before any folder exists), then run."""
     run = read_run_config(dict(context.run_config))
     cfg = run.cfg
-    test = load_institution_data(run.test_path, cfg, cfg.data.labels).frame
+    test = load_institution_data(run.test_path, cfg.data, cfg.model.task, cfg.data.labels).frame
     learner = Learner(cfg, cfg.data.labels)
     folder = open_run_folder(cfg, "run")
     try:

@@ -23,7 +23,7 @@ from peft.utils import SAFETENSORS_WEIGHTS_NAME
 from safetensors.torch import save_file
 
 from fedpeft.common.adapter.state import adapter_state, load_adapter_state
-from fedpeft.common.config.models import ModelConfig, RunConfig
+from fedpeft.common.config.models import ModelConfig, TrainingConfig
 from fedpeft.common.errors import ConfigError, ModelError
 from fedpeft.common.lora.exchange import SavedLora
 from fedpeft.common.lora.keys import base_model_name, lora_a_key, lora_modules
@@ -131,9 +131,9 @@ def export_merged(adapter_dir: str | Path, out_dir: str | Path) -> Path:
         raise ConfigError(f"peft method {method!r} adds virtual tokens and cannot be merged into "
                           f"the base model; load {adapter_dir} with PeftModel.from_pretrained")
     task = _TASKS[peft_config.task_type]
-    cfg = RunConfig(model=ModelConfig(name=peft_config.base_model_name_or_path, task=task, device="cpu"))
-    base, tokenizer = load_base_model(cfg, _labels(adapter_dir) if task == "classification" else None,
-                                      cache=False)
+    model_cfg = ModelConfig(name=peft_config.base_model_name_or_path, task=task, device="cpu")
+    labels = _labels(adapter_dir) if task == "classification" else None
+    base, tokenizer = load_base_model(model_cfg, TrainingConfig().seed, labels, cache=False)
     with quiet_transformers():
         model = PeftModel.from_pretrained(base, str(adapter_dir))
     try:

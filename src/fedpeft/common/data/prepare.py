@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fedpeft.common.config.models import RunConfig
+from fedpeft.common.config.models import DataConfig, RunConfig
 from fedpeft.common.data.builtin import builtin_dataset
 from fedpeft.common.data.loading import load_table
 from fedpeft.common.data.partition import partition_indices, partition_names
@@ -81,9 +81,8 @@ def _preview(values: Iterable[object], limit: int = 12) -> str:
     return shown if len(items) <= limit else f"{shown}, ... ({len(items)} in all)"
 
 
-def _task_columns(cfg: RunConfig) -> dict[str, str]:
-    data = cfg.data
-    if cfg.model.task == "classification":
+def _task_columns(data: DataConfig, task: str) -> dict[str, str]:
+    if task == "classification":
         return {"text": data.text_column, "label": data.label_column}
     return {"prompt": data.prompt_column, "response": data.response_column}
 
@@ -163,16 +162,16 @@ def _table(examples: _Examples, label_names: list[str] | None, known_as: str) ->
     return TaskTable(_encode(examples, label_names, known_as), examples.source)
 
 
-def _read_train(cfg: RunConfig) -> tuple[pd.DataFrame, _Examples, pd.DataFrame | None]:
+def _read_train(data: DataConfig, task: str
+                ) -> tuple[pd.DataFrame, _Examples, pd.DataFrame | None]:
     """(raw train frame, its examples, the built-in test frame or None)."""
-    data = cfg.data
     if not data.is_builtin:
         raw = load_table(data.train, data.format)
-        return raw, _examples(raw, data.train, _task_columns(cfg)), None
-    if cfg.model.task != "classification":
+        return raw, _examples(raw, data.train, _task_columns(data, task)), None
+    if task != "classification":
         raise ConfigError(
             f"data.train={data.train!r} is a classification dataset but model.task="
-            f"{cfg.model.task!r}; give a file with {data.prompt_column!r} and "
+            f"{task!r}; give a file with {data.prompt_column!r} and "
             f"{data.response_column!r} columns"
         )
     raw, test = builtin_dataset(data.train)()
@@ -187,9 +186,10 @@ def load_federated_data(cfg: RunConfig, num_partitions: int | None) -> Federated
     """
     data = cfg.data
     classification = cfg.model.task == "classification"
-    train_raw, train, builtin_test = _read_train(cfg)
+    train_raw, train, builtin_test = _read_train(data, cfg.model.task)
     if data.test is not None:
-        test = _examples(load_table(data.test, data.format), data.test, _task_columns(cfg))
+        test = _examples(load_table(data.test, data.format), data.test,
+                         _task_columns(data, cfg.model.task))
     elif builtin_test is not None:
         test = _examples(builtin_test, f"{data.train} (test split)", _BUILTIN_COLUMNS)
     else:
@@ -210,7 +210,8 @@ def load_federated_data(cfg: RunConfig, num_partitions: int | None) -> Federated
     partitions, names = _institutions(
         train_raw.reset_index(drop=True),
         train,
-        cfg,
+        data,
+        cfg.training.seed,
         num_partitions,
         train.columns["label"] if classification else None,
     )
@@ -220,36 +221,38 @@ def load_federated_data(cfg: RunConfig, num_partitions: int | None) -> Federated
 def _institutions(
     raw: pd.DataFrame,
     train: _Examples,
-    cfg: RunConfig,
+    data: DataConfig,
+    seed: int,
     num_partitions: int | None,
     label_column: str | None,
 ) -> tuple[list[np.ndarray], list[str]]:
     """Partition the raw rows (a `column:` spec may name any column of the file)."""
-    spec = cfg.data.effective_partition
+    spec = data.effective_partition
     try:
         if num_partitions is None:
             if not spec.startswith("column:"):
                 raise ConfigError(f"data.partition={spec}: the number of institutions must be given")
             num_partitions = len(partition_names(raw, spec, 0))
         partitions = partition_indices(
-            raw, spec, num_partitions, cfg.training.seed, label_column, cfg.data.min_partition_size
+            raw, spec, num_partitions, seed, label_column, data.min_partition_size
         )
     except DataError as err:
         raise DataError(f"{train.source}: {err}") from None
     return partitions, partition_names(raw, spec, num_partitions)
 
 
-def load_institution_data(path: str, cfg: RunConfig, label_names: list[str] | None) -> TaskTable:
+def load_institution_data(path: str, data: DataConfig, task: str,
+                          label_names: list[str] | None) -> TaskTable:
     """One institution's own file (deployment), with labels mapped by the federation's names.
 
     The names come from the server rather than this file, so every institution gives a class
     the same id even when its own file lacks some classes.
     """
-    examples = _examples(load_table(path, cfg.data.format), path, _task_columns(cfg))
-    if cfg.model.task == "classification" and label_names is None:
+    examples = _examples(load_table(path, data.format), path, _task_columns(data, task))
+    if task == "classification" and label_names is None:
         raise ConfigError(
             f"{path}: classification needs the federation's label names (data.labels) to map "
-            f"column {cfg.data.label_column!r} to ids"
+            f"column {data.label_column!r} to ids"
         )
     return _table(examples, label_names, "one of the federation's labels")
 

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from fedpeft.common.config.models import RunConfig
+from fedpeft.common.config.models import LoraAggregationConfig, PeftConfig
 from fedpeft.common.errors import ConfigError
 
 
@@ -43,23 +43,24 @@ def scaled_alpha(alpha: float, rank: int, full_rank: int, rslora: bool) -> float
     return alpha * (math.sqrt(ratio) if rslora else ratio)
 
 
-def check_rank(cfg: RunConfig, rank: int, source: str) -> int:
+def check_rank(peft: PeftConfig, lora: LoraAggregationConfig, rank: int, source: str) -> int:
     """`rank` if this run can train an institution at it; `source` names where it came from."""
-    if cfg.lora.mode == "fedavg":
+    if lora.mode == "fedavg":
         raise ConfigError(f"{source}={rank}: lora.mode='fedavg' averages A and B element by "
                           "element, so every institution uses peft.r (use lora.mode='ffa' or "
                           "'stacking' for per-institution ranks)")
     if rank < 1:
         raise ConfigError(f"{source}={rank}: a LoRA rank must be >= 1")
-    if rank > cfg.peft.r:
-        raise ConfigError(f"{source}={rank} exceeds peft.r={cfg.peft.r}, the federation's rank")
+    if rank > peft.r:
+        raise ConfigError(f"{source}={rank} exceeds peft.r={peft.r}, the federation's rank")
     return rank
 
 
-def simulated_rank(cfg: RunConfig, partition_id: int) -> int | None:
+def simulated_rank(peft: PeftConfig, lora: LoraAggregationConfig,
+                   partition_id: int) -> int | None:
     """Rank of simulated institution `partition_id`: lora.ranks round robin, None without."""
-    ranks = cfg.lora.ranks
+    ranks = lora.ranks
     if not ranks:
         return None
     index = partition_id % len(ranks)
-    return check_rank(cfg, ranks[index], f"lora.ranks[{index}]")
+    return check_rank(peft, lora, ranks[index], f"lora.ranks[{index}]")

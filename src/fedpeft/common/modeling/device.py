@@ -19,15 +19,15 @@ from collections.abc import Iterator
 import torch
 from transformers import BitsAndBytesConfig
 
-from fedpeft.common.config.models import RunConfig
+from fedpeft.common.config.models import ModelConfig
 from fedpeft.common.errors import ConfigError
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def resolve_device(cfg: RunConfig) -> torch.device:
+def resolve_device(model: ModelConfig) -> torch.device:
     """`model.device` as a torch device; "auto" picks CUDA when PyTorch can see one."""
-    wanted = cfg.model.device
+    wanted = model.device
     if wanted == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if wanted == "cuda" and not torch.cuda.is_available():
@@ -35,9 +35,9 @@ def resolve_device(cfg: RunConfig) -> torch.device:
     return torch.device(wanted)
 
 
-def resolve_precision(cfg: RunConfig, device: torch.device) -> torch.dtype:
+def resolve_precision(model: ModelConfig, device: torch.device) -> torch.dtype:
     """The autocast dtype; "auto" is bf16 on CUDA devices with bf16 support, else fp32."""
-    wanted = cfg.model.precision
+    wanted = model.precision
     if wanted == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
@@ -69,9 +69,9 @@ def grad_scaler(device: torch.device, dtype: torch.dtype) -> torch.amp.GradScale
     return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
 
-def quantization_config(cfg: RunConfig) -> BitsAndBytesConfig | None:
+def quantization_config(model: ModelConfig) -> BitsAndBytesConfig | None:
     """bitsandbytes settings for loading a frozen 4/8-bit base (QLoRA), or None when not asked."""
-    mode = cfg.model.quantization
+    mode = model.quantization
     if mode == "none":
         return None
     if not torch.cuda.is_available():
@@ -82,7 +82,7 @@ def quantization_config(cfg: RunConfig) -> BitsAndBytesConfig | None:
         )
     if mode == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
-    compute = resolve_precision(cfg, torch.device("cuda"))
+    compute = resolve_precision(model, torch.device("cuda"))
     # NF4 with double quantization is the QLoRA recipe; matmuls run at the autocast dtype.
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                               bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)

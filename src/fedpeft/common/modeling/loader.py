@@ -29,7 +29,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from fedpeft.common.config.models import RunConfig
+from fedpeft.common.config.models import ModelConfig
 from fedpeft.common.errors import ConfigError, ModelError
 from fedpeft.common.modeling.device import quantization_config
 from fedpeft.common.modeling.resolve import resolve_model_path
@@ -118,39 +118,40 @@ def _pristine(name: str, path: str, task: str, labels: tuple[str, ...] | None,
     return model, tokenizer
 
 
-def _labels(cfg: RunConfig, label_names: list[str] | None) -> tuple[str, ...] | None:
-    if cfg.model.task != "classification":
+def _labels(task: str, label_names: list[str] | None) -> tuple[str, ...] | None:
+    if task != "classification":
         return None
     if not label_names or len(label_names) < 2:
         raise ConfigError(f"data.labels={label_names!r}: classification needs at least two class names")
     return tuple(label_names)
 
 
-def load_base_model(cfg: RunConfig, label_names: list[str] | None, *, cache: bool = True) -> _Loaded:
+def load_base_model(model_cfg: ModelConfig, seed: int, label_names: list[str] | None, *,
+                    cache: bool = True) -> _Loaded:
     """A base model and tokenizer owned by the caller, with a pad token set on both.
 
     Classification loads a sequence-classification head sized to `label_names` (id order);
     causal-lm loads the language-model head. `cache=False` is for one-off loads (exporting a
     merged model), which should not hold a second copy in memory. The quantized (GPU) path
     always loads fresh: bitsandbytes weights live on the GPU and cannot be deep-copied.
+    `seed` (training.seed) initialises a fresh classification head.
     """
-    name = cfg.model.name
+    name, task, remote = model_cfg.name, model_cfg.task, model_cfg.trust_remote_code
     path = resolve_model_path(name)
-    labels = _labels(cfg, label_names)
-    quantization = quantization_config(cfg)
+    labels = _labels(task, label_names)
+    quantization = quantization_config(model_cfg)
     if quantization is None:
         load = _pristine if cache else _pristine.__wrapped__
-        loaded = load(name, path, cfg.model.task, labels, cfg.model.trust_remote_code,
-                      cfg.training.seed)
+        loaded = load(name, path, task, labels, remote, seed)
         model, tokenizer = copy.deepcopy(loaded) if cache else loaded
     else:
-        torch.manual_seed(cfg.training.seed)
-        tokenizer = _tokenizer(name, path, cfg.model.trust_remote_code)
-        model = _model(name, path, cfg.model.task, labels, cfg.model.trust_remote_code, quantization)
+        torch.manual_seed(seed)
+        tokenizer = _tokenizer(name, path, remote)
+        model = _model(name, path, task, labels, remote, quantization)
         model.config.pad_token_id = tokenizer.pad_token_id
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.model.gradient_checkpointing)
-    if cfg.model.gradient_checkpointing:
+            model, use_gradient_checkpointing=model_cfg.gradient_checkpointing)
+    if model_cfg.gradient_checkpointing:
         _enable_checkpointing(model)
     return model, tokenizer
 

@@ -74,14 +74,14 @@ class Learner:
                  rank: int | None = None) -> None:
         """`rank`: this institution's own LoRA rank (ffa/stacking); None is peft.r, the
         federation's, which the server's evaluator and the baselines use."""
-        self.rank = check_rank(cfg, rank, "rank") if rank is not None else cfg.peft.r
+        self.rank = check_rank(cfg.peft, cfg.lora, rank, "rank") if rank is not None else cfg.peft.r
         self.cfg = cfg
         self.label_names = list(label_names) if label_names is not None else None
-        self.device = resolve_device(cfg)
-        self.dtype = resolve_precision(cfg, self.device)
+        self.device = resolve_device(cfg.model)
+        self.dtype = resolve_precision(cfg.model, self.device)
         # The fresh head (seeded by the loader) and adapter are the same on every institution
         # and rerun; the server's initial adapter overrides them, but baselines start from these.
-        base, self._tokenizer = load_base_model(cfg, self.label_names)
+        base, self._tokenizer = load_base_model(cfg.model, cfg.training.seed, self.label_names)
         # Seeded after loading: a cached base model consumes no random numbers and a fresh
         # one does, so seeding before the load made the adapter's initial weights depend on
         # whether this process had loaded the model before.
