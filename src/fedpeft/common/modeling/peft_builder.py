@@ -19,7 +19,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
-from fedpeft.common.config.models import RunConfig
+from fedpeft.common.config.models import PeftConfig, RunConfig
 from fedpeft.common.errors import ConfigError, ModelError
 from fedpeft.common.lora.ranks import scaled_alpha
 from fedpeft.common.modeling.loader import quiet_transformers
@@ -78,20 +78,20 @@ def _check_target_modules(targets: list[str], model: nn.Module) -> None:
             )
 
 
-def _generic_values(cfg: RunConfig, rank: int | None) -> dict[str, Any]:
+def _generic_values(peft: PeftConfig, rank: int | None) -> dict[str, Any]:
     """Our generic settings; at an institution's own `rank`, alpha scales with it so its
     LoRA scaling stays the federation's (see `fedpeft.common.lora.ranks`)."""
-    values = {ours: getattr(cfg.peft, ours) for ours in _GENERIC_FIELDS}
+    values = {ours: getattr(peft, ours) for ours in _GENERIC_FIELDS}
     if rank is not None:
-        rslora = bool(cfg.peft.options.get("use_rslora", False))
+        rslora = bool(peft.options.get("use_rslora", False))
         values["r"] = rank
-        values["lora_alpha"] = scaled_alpha(cfg.peft.lora_alpha, rank, cfg.peft.r, rslora)
+        values["lora_alpha"] = scaled_alpha(peft.lora_alpha, rank, peft.r, rslora)
     return values
 
 
-def _generic_kwargs(cfg: RunConfig, fields: set[str], rank: int | None) -> dict[str, Any]:
+def _generic_kwargs(peft: PeftConfig, fields: set[str], rank: int | None) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
-    for ours, value in _generic_values(cfg, rank).items():
+    for ours, value in _generic_values(peft, rank).items():
         if value is None:  # target_modules=None: let peft pick its per-architecture default
             continue
         for name in _GENERIC_FIELDS[ours]:
@@ -118,7 +118,7 @@ def build_peft_config(cfg: RunConfig, model: PreTrainedModel,
             )
     if cfg.peft.target_modules is not None and "target_modules" in fields:
         _check_target_modules(cfg.peft.target_modules, model)
-    generic = _generic_kwargs(cfg, fields, rank)
+    generic = _generic_kwargs(cfg.peft, fields, rank)
     kwargs = {"task_type": _TASK_TYPES[cfg.model.task], **generic, **cfg.peft.options}
     try:
         return config_cls(**kwargs)
