@@ -112,6 +112,7 @@ class PrivateStrategy(StrategyWrapper):
             return []
         if self.masked and messages:
             std = self.planner.for_round(server_round, len(messages)).noise_std
+            assert std is not None  # privacy and secure aggregation both on: the plan has it
             for message in messages:
                 message.content[CONFIG][DP_NOISE_STD] = std
         return messages
