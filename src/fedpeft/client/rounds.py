@@ -15,6 +15,7 @@ import math
 import time
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app.typing import MetricRecordValues
 
 from fedpeft.client.identity import institution_keys
 from fedpeft.client.learner_cache import learner_for
@@ -27,6 +28,7 @@ from fedpeft.common.config import PrivacyConfig, RunConfig, from_wire
 from fedpeft.common.errors import DataError, SecurityError
 from fedpeft.common.privacy import epsilon_for
 from fedpeft.common.training.learner import TrainResult
+from fedpeft.common.wire import values
 from fedpeft.common.wire.names import (
     ARRAYS,
     COMPUTE_SECONDS,
@@ -70,8 +72,9 @@ def _log_stages_once(rnd: RoundInput, stages: list[ClientStage]) -> None:
 
 def _reply(msg: Message, name: str, metrics: dict[str, float],
            arrays: ArrayRecord | None = None) -> Message:
+    reported: dict[str, MetricRecordValues] = dict(metrics)
     content = RecordDict({
-        METRICS: MetricRecord(metrics),
+        METRICS: MetricRecord(reported),
         INSTITUTION: ConfigRecord({INSTITUTION_NAME: name}),
     })
     if arrays is not None:
@@ -94,15 +97,15 @@ def _prepare(msg: Message, context: Context) -> RoundInput:
     A sealed run verifies the server's signature before anything is loaded: a refused global
     raises SecurityError (Flower replies with an error) and the learner keeps its last state.
     """
-    config = msg.content[CONFIG]
-    cfg = from_wire(str(config[RUN_CONFIG]))
+    config = msg.content.config_records[CONFIG]
+    cfg = from_wire(values.text(config, RUN_CONFIG))
     data = local_data(cfg, context)
     keys = institution_keys(cfg, context, data.name)
-    server_round = int(config[SERVER_ROUND])
+    server_round = values.integer(config, SERVER_ROUND)
     if keys is not None:
         state = open_global(msg, keys, server_round, context)
     else:
-        state = from_array_record(msg.content[ARRAYS])
+        state = from_array_record(msg.content.array_records[ARRAYS])
     learner = learner_for(cfg, _cpu_threads(cfg, context),
                           institution_rank(cfg, context.node_config))
     learner.set_state(state)
@@ -116,8 +119,8 @@ def train(msg: Message, context: Context) -> Message:
     result = rnd.learner.train(
         rnd.data.train,
         server_round=rnd.server_round,
-        num_rounds=int(rnd.config[NUM_ROUNDS]),
-        proximal_mu=float(rnd.config.get(PROXIMAL_MU, 0.0)),
+        num_rounds=values.integer(rnd.config, NUM_ROUNDS),
+        proximal_mu=values.number(rnd.config, PROXIMAL_MU, default=0.0),
     )
     logger.info("%s round %s: trained on %d examples, loss %.4f", rnd.name,
                 rnd.server_round, result.num_examples, result.loss)

@@ -229,7 +229,8 @@ def _node_names(records: list[dict[str, Any]]) -> dict[Any, str]:
 
 def _round(record: dict[str, Any], names: dict[Any, str]) -> RoundFacts:
     clients = _dicts(record.get("clients"))
-    traffic = record.get("bytes") if isinstance(record.get("bytes"), dict) else {}
+    sent = record.get("bytes")
+    traffic: dict[str, Any] = sent if isinstance(sent, dict) else {}
     updates = record.get("updates_sha256")
     return RoundFacts(
         number=record["round"],

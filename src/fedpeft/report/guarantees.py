@@ -247,7 +247,9 @@ def _privacy(view: RunView, figures: Mapping[str, Figure]) -> list[Block]:
 
 def protection_line(view: RunView) -> Line:
     def state(value: bool | None) -> Span:
-        return {True: Span("yes", GOOD), False: Span("no", WARN)}.get(value, Span(NOT_RECORDED))
+        if value is None:
+            return Span(NOT_RECORDED)
+        return Span("yes", GOOD) if value else Span("no", WARN)
 
     ledger = view.facts.ledger
     if not ledger.present:
@@ -274,8 +276,8 @@ def form_line(view: RunView) -> Line:
         masked = "not masked (no secure aggregation)"
     else:
         masked = f"secure aggregation {NOT_RECORDED}"
-    style = BAD if view.sealed is False else ""
-    return line("Updates were ", Span(sealed, style), "; ", masked, ".")
+    return line("Updates were ", Span(sealed, BAD if view.sealed is False else ""), "; ",
+                masked, ".")
 
 
 def round_form(view: RunView, facts: RoundFacts) -> str:

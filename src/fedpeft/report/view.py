@@ -8,7 +8,7 @@ Where `summary.json` is silent the effective `config.toml` answers, and the text
 from __future__ import annotations
 
 from importlib import metadata
-from typing import Any
+from typing import Any, Final
 
 from fedpeft.report.facts import RunFacts
 
@@ -16,9 +16,9 @@ NOT_RECORDED = "not recorded"
 FROM_CONFIG = " (per config.toml)"
 SHOWN_METRICS = ("accuracy", "macro_f1", "loss", "perplexity")
 
-GOOD = "good"
-BAD = "bad"
-WARN = "warn"
+GOOD: Final = "good"
+BAD: Final = "bad"
+WARN: Final = "warn"
 
 
 class RunView:
