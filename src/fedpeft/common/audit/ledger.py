@@ -92,8 +92,9 @@ class Ledger:
         public = signing_key.public_key()
         if report.signer != fingerprint(public):
             raise SecurityError(
-                f"{path}: signed by key {report.signer[:SHORT_FINGERPRINT_CHARS]}, not by this "
-                f"key {short_fingerprint(public)}; refusing to append to another signer's ledger"
+                f"{path}: signed by key {(report.signer or '?')[:SHORT_FINGERPRINT_CHARS]}, not by "
+                f"this key {short_fingerprint(public)}; refusing to append to another signer's "
+                "ledger"
             )
         assert report.head is not None  # a verified ledger has at least its genesis record
         return cls(path, signing_key, records=report.records, head=report.head, size=len(data))

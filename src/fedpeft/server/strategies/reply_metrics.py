@@ -7,7 +7,8 @@ from flwr.app import MetricRecord, RecordDict
 from fedpeft.common.wire.names import NON_AVERAGED_METRICS, NUM_EXAMPLES
 
 
-def aggregate_client_metrics(records: list[RecordDict], weight_key: str = NUM_EXAMPLES) -> MetricRecord:
+def aggregate_client_metrics(records: list[RecordDict],
+                             weight_key: str = NUM_EXAMPLES) -> MetricRecord:
     """Example-weighted mean of each model metric; hardware timings are left out.
 
     Flower's default would also average `compute-s`, which is meaningless across
@@ -22,7 +23,8 @@ def aggregate_client_metrics(records: list[RecordDict], weight_key: str = NUM_EX
     keys = [k for k in metric_records[0] if k != weight_key and k not in NON_AVERAGED_METRICS]
     for key in keys:
         values = [m.get(key) for m in metric_records]
-        if all(isinstance(v, (int, float)) for v in values):
-            result[key] = sum(float(v) * w for v, w in zip(values, weights)) / total  # type: ignore[arg-type]
+        numbers = [float(v) for v in values if isinstance(v, (int, float))]
+        if len(numbers) == len(values):
+            result[key] = sum(v * w for v, w in zip(numbers, weights, strict=True)) / total
     result[weight_key] = int(total)
     return result
