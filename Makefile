@@ -1,5 +1,5 @@
 # Quick start:  make demo   (set up, then simulate the default federation)
-#               make test   (set up, then run the test suite)
+#               make test   (set up, then lint (ruff), type-check (mypy) and run the tests)
 #               make bench  (every script in bench/; BENCH_ARGS=--quick for a smoke run)
 VENV ?= .venv
 SOURCES := pyproject.toml scripts/setup.sh $(shell find src -name '*.py' 2>/dev/null)
@@ -17,6 +17,8 @@ demo: setup
 	$(VENV)/bin/fedpeft simulate
 
 test: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy src
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -4,7 +4,8 @@ Runs the three with the packaged MiniLM, LoRA r=8 on query/value, 5 institutions
 Dirichlet(0.5) label skew, ROUNDS rounds of one local epoch (the baselines train the same
 number of epochs), and writes a JSON result and a Markdown table under bench/results/.
 
-    .venv/bin/python bench/federated_vs_baselines.py [--rounds 8] [--kinds federated centralized local]
+    .venv/bin/python bench/federated_vs_baselines.py [--rounds 8] \
+        [--kinds federated centralized local]
 
 Each kind's outcome is kept in bench/results/<kind>.json, so the three can run separately;
 the comparison table is computed from whichever of those files exist once all three do.
@@ -31,8 +32,10 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared/data/financial_phrasebank")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path,
+                        default=HERE.parent.parent / "shared/data/financial_phrasebank")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--clients", type=int, default=5)
     parser.add_argument("--alpha", type=float, default=0.5)
@@ -73,7 +76,8 @@ def main() -> None:
     results = {kind: json.loads((args.out / f"{kind}.json").read_text()) for kind in kinds}
 
     fed_rounds = [r for r in results["federated"]["records"] if r["round"] > 0]
-    per_round_bytes = statistics.mean(r["bytes"]["train_sent"] + r["bytes"]["train_received"] for r in fed_rounds)
+    per_round_bytes = statistics.mean(r["bytes"]["train_sent"] + r["bytes"]["train_received"]
+                                      for r in fed_rounds)
     clients_per_round = statistics.mean(len(r["clients"]) for r in fed_rounds)
     full_bytes = results["federated"]["summary"]["full_model_bytes"]
     compute = statistics.mean(r["time"]["local_compute_s"] for r in fed_rounds)

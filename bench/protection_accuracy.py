@@ -6,7 +6,8 @@ settings it names: secure aggregation, the LoRA aggregation mode (fedavg, ffa, h
 ranks, stacking), or client-level differential privacy at a target epsilon (the noise multiplier
 is the smallest that keeps the RDP accountant's epsilon after ROUNDS rounds at the target).
 
-    .venv/bin/python bench/protection_accuracy.py --variants plain secagg ffa ranks dp-8 [--rounds 4]
+    .venv/bin/python bench/protection_accuracy.py --variants plain secagg ffa ranks dp-8 \
+        [--rounds 4]
 
 Each variant's outcome is kept in bench/results/protection/<variant>-<clients>.json, so variants
 can run separately; the table is printed from whichever files exist. The data's licence forbids
@@ -70,7 +71,8 @@ def settings(variant: str, rounds: int, clients: int, data: Path, out: Path) -> 
         "federation.num_rounds": rounds, "federation.fraction_evaluate": 0.0,
         "model.max_seq_length": 64, "peft.r": 8, "peft.target_modules": ["query", "value"],
         "training.local_epochs": 1, "training.batch_size": 16, "training.learning_rate": 3e-3,
-        "output.dir": str(out / "runs"), "output.run_name": f"{variant}-{clients}-{time.strftime('%H%M%S')}",
+        "output.dir": str(out / "runs"),
+        "output.run_name": f"{variant}-{clients}-{time.strftime('%H%M%S')}",
         **overrides,
     }
 

@@ -20,8 +20,16 @@ import numpy as np
 import pandas as pd
 
 from fedpeft.common.config import RunConfig
-from fedpeft.common.crypto import (Manifest, UpdateContext, generate_encryption_key, generate_signing_key,
-                                   open_update, seal_update, sign_global, verify_global)
+from fedpeft.common.crypto import (
+    Manifest,
+    UpdateContext,
+    generate_encryption_key,
+    generate_signing_key,
+    open_update,
+    seal_update,
+    sign_global,
+    verify_global,
+)
 from fedpeft.common.data.builtin import generate_bank_support
 from fedpeft.common.training.learner import Learner
 
@@ -31,8 +39,10 @@ def lora_shaped(total: int, rank: int, hidden: int) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     layer = 0
     while sum(a.size for a in arrays.values()) + 2 * rank * hidden <= total:
-        arrays[f"layers.{layer}.lora_A.weight"] = rng.standard_normal((rank, hidden), dtype=np.float32)
-        arrays[f"layers.{layer}.lora_B.weight"] = rng.standard_normal((hidden, rank), dtype=np.float32)
+        arrays[f"layers.{layer}.lora_A.weight"] = rng.standard_normal((rank, hidden),
+                                                                      dtype=np.float32)
+        arrays[f"layers.{layer}.lora_B.weight"] = rng.standard_normal((hidden, rank),
+                                                                      dtype=np.float32)
         layer += 1
     return arrays
 
@@ -47,7 +57,8 @@ def timed(reps: int, fn) -> float:
 
 
 def main() -> None:
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}")
     train, _ = generate_bank_support(0)
     labels = sorted(train["label"].unique())
     rows = train.sample(200, random_state=0).reset_index(drop=True)
@@ -56,12 +67,15 @@ def main() -> None:
     train_s = min(learner.train(table, 1, 1).compute_seconds for _ in range(2))
     print(f"MiniLM LoRA r=8 q/v: one local epoch of 200 rows, batch 16: {train_s:.2f} s")
 
-    aggregator, institution, server = generate_encryption_key(), generate_signing_key(), generate_signing_key()
-    ctx = UpdateContext(federation_id="fed", run_id=1, server_round=1, node="bank-a", direction="update")
+    aggregator = generate_encryption_key()
+    institution, server = generate_signing_key(), generate_signing_key()
+    ctx = UpdateContext(federation_id="fed", run_id=1, server_round=1, node="bank-a",
+                        direction="update")
     gctx = ctx.model_copy(update={"direction": "global"})
     signers = {"bank-a": institution.public_key()}
     for label, arrays in [("MiniLM LoRA r=8 q/v + head", learner.get_state()),
-                          ("13.6M params (LoRA r=32 on q/v of a 7B model)", lora_shaped(13_600_000, 32, 4096))]:
+                          ("13.6M params (LoRA r=32 on q/v of a 7B model)",
+                           lora_shaped(13_600_000, 32, 4096))]:
         raw = sum(a.nbytes for a in arrays.values())
         manifest = Manifest.of(arrays)
         blob = seal_update(arrays, ctx, aggregator.public_key(), institution)
@@ -75,7 +89,8 @@ def main() -> None:
         print(f"{label}: {len(arrays)} tensors, {raw:,} B raw")
         print(f"  update blob +{len(blob) - raw:,} B ({100 * (len(blob) - raw) / raw:.3f}%), "
               f"global blob +{len(glob) - raw:,} B ({100 * (len(glob) - raw) / raw:.3f}%)")
-        print(f"  seal {t_seal * 1e3:.1f} ms, open {t_open * 1e3:.1f} ms, sign {t_sign * 1e3:.1f} ms, "
+        print(f"  seal {t_seal * 1e3:.1f} ms, open {t_open * 1e3:.1f} ms, sign {t_sign * 1e3:.1f} "
+              "ms, "
               f"verify {t_verify * 1e3:.1f} ms; all four {total * 1e3:.1f} ms "
               f"= {100 * total / train_s:.2f}% of the MiniLM local epoch above")
 

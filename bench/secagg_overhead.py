@@ -51,11 +51,15 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from fedpeft.common.wire import secagg as wire
 from fedpeft.common.config import SecureAggregationConfig
-from fedpeft.common.crypto.secagg import (SecAggClient, SecAggParams, SecAggServer,
-                                          quantization_bound)
+from fedpeft.common.crypto.secagg import (
+    SecAggClient,
+    SecAggParams,
+    SecAggServer,
+    quantization_bound,
+)
 from fedpeft.common.crypto.secagg.shamir import SHARE_SIZE
+from fedpeft.common.wire import secagg as wire
 
 HERE = Path(__file__).resolve().parent
 MINILM_VALUES = 74_883

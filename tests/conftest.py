@@ -48,7 +48,8 @@ def _save(model_cls: type[PreTrainedModel], config: PretrainedConfig, tokenizer:
 
 
 @pytest.fixture(scope="session")
-def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory, minilm_tokenizer: BertTokenizerFast) -> str:
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory,
+                  minilm_tokenizer: BertTokenizerFast) -> str:
     """A BERT encoder checkpoint without a head, like MiniLM (the head is added on load)."""
     config = BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=_HIDDEN,
                         num_hidden_layers=_LAYERS, num_attention_heads=_HEADS,
@@ -71,7 +72,8 @@ def _special_ids(tokenizer: BertTokenizerFast) -> dict[str, int]:
 
 
 @pytest.fixture(scope="session")
-def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory, minilm_tokenizer: BertTokenizerFast) -> str:
+def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory,
+                  minilm_tokenizer: BertTokenizerFast) -> str:
     """GPT-2: attention and MLP are `Conv1D` modules (c_attn, c_proj, c_fc), not `nn.Linear`."""
     tokenizer = _decoder_tokenizer(minilm_tokenizer)
     config = GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=_HIDDEN, n_layer=_LAYERS,
@@ -81,7 +83,8 @@ def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory, minilm_tokenizer: Be
 
 
 @pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, minilm_tokenizer: BertTokenizerFast) -> str:
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory,
+                   minilm_tokenizer: BertTokenizerFast) -> str:
     """Llama: separate q/k/v/o and gate/up/down projections."""
     tokenizer = _decoder_tokenizer(minilm_tokenizer)
     config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=_HIDDEN,
@@ -104,7 +107,8 @@ def tiny_config() -> TinyConfig:
         model = {"name": model_dir, "task": task, "max_seq_length": 32, **sections.pop("model", {})}
         peft = {"lora_dropout": 0.0, **sections.pop("peft", {})}
         training = {"batch_size": 8, "eval_batch_size": 16, **sections.pop("training", {})}
-        return RunConfig.model_validate({"model": model, "peft": peft, "training": training, **sections})
+        return RunConfig.model_validate({"model": model, "peft": peft, "training": training,
+                                         **sections})
 
     return make
 

@@ -31,7 +31,8 @@ def files(tmp_path: Path) -> dict[str, Path]:
     paths = {"good": tmp_path / "good.csv", "unseen": tmp_path / "unseen.csv",
              "tiny": tmp_path / "tiny.csv", "empty_model": tmp_path / "not-a-model"}
     good.to_csv(paths["good"], index=False)
-    pd.DataFrame({"sentence": ["x", "y"], "label": ["a", "zebra"]}).to_csv(paths["unseen"], index=False)
+    pd.DataFrame({"sentence": ["x", "y"], "label": ["a", "zebra"]}).to_csv(paths["unseen"],
+                                                                           index=False)
     good.head(3).to_csv(paths["tiny"], index=False)
     paths["empty_model"].mkdir()
     return paths
@@ -40,7 +41,8 @@ def files(tmp_path: Path) -> dict[str, Path]:
 CASES = {
     "missing file": (["--data", "{tmp}/nope.csv"], "nope.csv"),
     "missing column": (["--data", "{good}", "--label-column", "label"], "column 'text' not found"),
-    "unseen test label": (["--data", "{good}", "--test-data", "{unseen}", "--text-column", "sentence"],
+    "unseen test label": (["--data", "{good}", "--test-data", "{unseen}", "--text-column",
+                           "sentence"],
                           "zebra"),
     "fewer rows than institutions": (["--data", "{tiny}", "--test-data", "{good}", "--text-column",
                                       "sentence", "--clients", "5"], "5"),
@@ -65,7 +67,8 @@ def test_simulate_refuses_bad_input(case: str, files: dict[str, Path], tmp_path:
     args, expected = CASES[case]
     out = tmp_path / "runs"
     values = {"tmp": tmp_path, **files}
-    result = _fedpeft("simulate", *[a.format(**values) for a in args], "--out", str(out), cwd=tmp_path)
+    result = _fedpeft("simulate", *[a.format(**values) for a in args], "--out", str(out),
+                      cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert expected in _error_line(result)
     assert "Traceback" not in result.stderr

@@ -8,6 +8,7 @@ group, so Flower's helper processes go with it) in a `finally` block.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -93,15 +94,11 @@ class Processes:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
         for process in reversed(self.started):
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                pass
             # Flower's helpers (superexec, app processes) share the group: end any left.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             process.wait(timeout=STOP_TIMEOUT_S)
 
 
@@ -114,7 +111,8 @@ def _processes(logs: Path, env: dict[str, str]) -> Iterator[Processes]:
         processes.stop_all()
 
 
-def _cli(env: dict[str, str], *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def _cli(env: dict[str, str], *args: str,
+         timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     done = subprocess.run([*FEDPEFT, *args], env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
     assert done.returncode == 0, f"fedpeft {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
@@ -194,7 +192,8 @@ def test_federation_over_tls_with_node_auth(tmp_path: Path, tiny_bert_dir: str) 
             "--port", str(_free_port()), "--work-dir", str(tmp_path / "rogue"), "--max-wait", "15",
         ])
         no_ca_bundle = fed / "institutions" / "no-ca"
-        no_ca = procs.start("no-ca", [  # Flower's SuperNode as is: without a CA it uses system roots
+        no_ca = procs.start("no-ca",
+                            [  # Flower's SuperNode as is: without a CA it uses system roots
             str(Path(sys.executable).parent / "flower-supernode"), "--superlink", fleet_address,
             "--auth-supernode-private-key", str(no_ca_bundle / "supernode-auth"),
             "--port", str(_free_port()), "--max-wait-time", "15",
@@ -302,7 +301,8 @@ def _assert_no_update_at_rest(run: Path, round_one: dict, data: Path, places: li
             for start in np.flatnonzero(runs == NEEDLE)[:1]:
                 needles.append((name, key, flat[start:start + NEEDLE].tobytes()))
     per_institution = {name: sum(n == name for n, _, _ in needles) for name in INSTITUTIONS}
-    assert min(per_institution.values()) >= 2, f"too few distinctive update slices: {per_institution}"
+    assert min(per_institution.values()) >= 2, \
+        f"too few distinctive update slices: {per_institution}"
     files = [p for place in places for p in place.rglob("*") if p.is_file()]
     assert any(p.name.startswith("state.db") for p in files)
     for path in files:

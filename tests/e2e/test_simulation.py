@@ -75,7 +75,8 @@ def _assert_run_folder(path: Path, rounds: int) -> list[dict]:
 
 
 @pytest.mark.parametrize("strategy", ["fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm"])
-def test_each_strategy_improves_accuracy(strategy: str, tiny_bert_dir: str, toy_files, tmp_path: Path) -> None:
+def test_each_strategy_improves_accuracy(strategy: str, tiny_bert_dir: str, toy_files,
+                                         tmp_path: Path) -> None:
     # Adam-style server steps move each weight by about eta per round: give them room.
     extra = {"strategy__server_learning_rate": 0.3} if strategy in ("fedadam", "fedyogi") else {}
     report = simulate(_config(tiny_bert_dir, toy_files, tmp_path, strategy__name=strategy, **extra))
@@ -96,7 +97,8 @@ def test_final_adapter_loads_with_peft_and_matches_server_metric(tiny_bert_dir: 
     model = PeftModel.from_pretrained(base, str(report.path / "adapter")).eval()
     test = pd.read_csv(toy_files[1])
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
-    batch = tokenizer(list(test["text"]), padding=True, truncation=True, max_length=16, return_tensors="pt")
+    batch = tokenizer(list(test["text"]), padding=True, truncation=True, max_length=16,
+                      return_tensors="pt")
     with torch.no_grad():
         predicted = model(**batch).logits.argmax(-1).tolist()
     accuracy = sum(labels[p] == t for p, t in zip(predicted, test["label"])) / len(test)
@@ -108,7 +110,8 @@ def test_ia3_improves_accuracy(tiny_bert_dir: str, toy_files, tmp_path: Path) ->
                               training__learning_rate=0.3))
     records = _assert_run_folder(report.path, rounds=3)
     assert records[-1]["server_eval"]["accuracy"] >= records[0]["server_eval"]["accuracy"] + 0.3
-    assert json.loads((report.path / "adapter" / "adapter_config.json").read_text())["peft_type"] == "IA3"
+    adapter_config = json.loads((report.path / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["peft_type"] == "IA3"
 
 
 @pytest.fixture
@@ -126,10 +129,12 @@ def test_prompt_tuning_on_the_packaged_minilm(toy_files, tmp_path: Path) -> None
                               federation__num_rounds=2))
     records = _assert_run_folder(report.path, rounds=2)
     assert records[-1]["server_eval"]["accuracy"] >= records[0]["server_eval"]["accuracy"] + 0.3
-    assert json.loads((report.path / "adapter" / "adapter_config.json").read_text())["peft_type"] == "PROMPT_TUNING"
+    adapter_config = json.loads((report.path / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["peft_type"] == "PROMPT_TUNING"
 
 
-def test_causal_lm_federation_lowers_test_loss(tiny_gpt2_dir: str, colour_files, tmp_path: Path) -> None:
+def test_causal_lm_federation_lowers_test_loss(tiny_gpt2_dir: str, colour_files,
+                                               tmp_path: Path) -> None:
     cfg = _config(tiny_gpt2_dir, colour_files, tmp_path / "runs", model__task="causal-lm",
                   training__learning_rate=0.02)
     report = simulate(cfg)
@@ -138,7 +143,8 @@ def test_causal_lm_federation_lowers_test_loss(tiny_gpt2_dir: str, colour_files,
     assert "perplexity" in records[-1]["server_eval"]
 
 
-def test_baselines_write_the_same_kind_of_run_folder(tiny_bert_dir: str, toy_files, tmp_path: Path) -> None:
+def test_baselines_write_the_same_kind_of_run_folder(tiny_bert_dir: str, toy_files,
+                                                     tmp_path: Path) -> None:
     central = run_baseline("centralized", _config(tiny_bert_dir, toy_files, tmp_path / "c"))
     records = _assert_run_folder(central.path, rounds=3)
     assert records[-1]["server_eval"]["accuracy"] >= records[0]["server_eval"]["accuracy"] + 0.3

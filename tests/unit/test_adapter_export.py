@@ -67,5 +67,6 @@ def test_merged_export_matches_the_adapter_model(request, tiny_config, tmp_path,
 def test_prompt_tuning_cannot_be_merged(tiny_bert_dir, tiny_config, tmp_path) -> None:
     learner = Learner(tiny_config(tiny_bert_dir, peft={"method": "prompt_tuning"}), LABELS)
     adapter = save_adapter(learner, learner.get_state(), tmp_path / "adapter")
-    with pytest.raises(ConfigError, match="'prompt_tuning' adds virtual tokens and cannot be merged"):
+    with pytest.raises(ConfigError,
+                       match="'prompt_tuning' adds virtual tokens and cannot be merged"):
         export_merged(adapter, tmp_path / "merged")

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from fedpeft.common.adapter.state import (
-    adapter_state,
     from_array_record,
     full_model_nbytes,
     load_adapter_state,
@@ -54,7 +53,8 @@ def test_state_is_float32_contiguous_copies_with_the_head(bert_learner: Learner)
 
 
 @pytest.mark.parametrize("method", ["lora", "prompt_tuning"])
-def test_round_trip_to_a_fresh_learner_gives_identical_outputs(tiny_bert_dir, tiny_config, method) -> None:
+def test_round_trip_to_a_fresh_learner_gives_identical_outputs(tiny_bert_dir, tiny_config,
+                                                               method) -> None:
     cfg = tiny_config(tiny_bert_dir, peft={"method": method, "num_virtual_tokens": 3})
     source, target = Learner(cfg, LABELS), Learner(cfg, LABELS)
     source.set_state(_perturbed(source.get_state()))

@@ -8,14 +8,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Error,
+    Message,
+    Metadata,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.app.message.message import make_message
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedpeft.common.config import load_config
 from fedpeft.common.errors import RunError
-from fedpeft.common.wire.names import INSTITUTION
 from fedpeft.common.runs.metrics_log import MetricsLog, read_metrics
+from fedpeft.common.wire.names import INSTITUTION
 from fedpeft.server.round_recorder import RoundRecorder
 from fedpeft.server.strategies import InstrumentedStrategy, build_strategy
 
@@ -65,9 +74,12 @@ def _start_round(strategy: InstrumentedStrategy, initial: list[float]) -> None:
 
 @pytest.mark.parametrize("name", ["fedavg", "fedprox"])
 def test_weighted_average_by_examples(name: str, recorder: RoundRecorder) -> None:
-    strategy = InstrumentedStrategy(build_strategy(load_config(overrides={"strategy.name": name})), recorder)
+    strategy = InstrumentedStrategy(build_strategy(load_config(overrides={"strategy.name": name})),
+                                    recorder)
     _start_round(strategy, [0.0, 0.0])
-    arrays, metrics = strategy.aggregate_train(1, [_reply(1, [1, 2], 1, 0.5, 3.0), _reply(2, [4, 8], 3, 1.0, 5.0)])
+    arrays, metrics = strategy.aggregate_train(1,
+                                               [_reply(1, [1, 2], 1, 0.5, 3.0),
+                                                _reply(2, [4, 8], 3, 1.0, 5.0)])
     # (1*1 + 4*3) / 4 = 3.25 and (2*1 + 8*3) / 4 = 6.5
     np.testing.assert_allclose(arrays["w"].numpy(), [3.25, 6.5])
     assert metrics["loss"] == pytest.approx((0.5 * 1 + 1.0 * 3) / 4)
@@ -79,7 +91,9 @@ def test_fedadam_server_step(recorder: RoundRecorder) -> None:
     cfg = load_config(overrides={"strategy.name": "fedadam", "strategy.server_learning_rate": 0.1})
     strategy = InstrumentedStrategy(build_strategy(cfg), recorder)
     _start_round(strategy, [1.0, 1.0])
-    arrays, _ = strategy.aggregate_train(1, [_reply(1, [2, 0], 1, 0.5, 1.0), _reply(2, [2, 0], 1, 0.5, 1.0)])
+    arrays, _ = strategy.aggregate_train(1,
+                                         [_reply(1, [2, 0], 1, 0.5, 1.0),
+                                          _reply(2, [2, 0], 1, 0.5, 1.0)])
     # delta = [1, -1]; m = 0.1*delta; v = 0.01*delta^2; eta_t = 0.1*sqrt(1-0.99^2)/(1-0.9^2)
     eta_t = 0.1 * math.sqrt(1 - 0.99**2) / (1 - 0.9**2)
     step = eta_t * 0.1 / (0.1 + 1e-3)
@@ -90,15 +104,20 @@ def test_fedavgm_first_round_applies_momentum_buffer(recorder: RoundRecorder) ->
     cfg = load_config(overrides={"strategy.name": "fedavgm", "strategy.server_momentum": 0.5})
     strategy = InstrumentedStrategy(build_strategy(cfg), recorder)
     _start_round(strategy, [1.0])
-    arrays, _ = strategy.aggregate_train(1, [_reply(1, [3.0], 1, 0.1, 1.0), _reply(2, [3.0], 1, 0.1, 1.0)])
+    arrays, _ = strategy.aggregate_train(1,
+                                         [_reply(1, [3.0], 1, 0.1, 1.0),
+                                          _reply(2, [3.0], 1, 0.1, 1.0)])
     # first round: the buffer is the pseudo-gradient itself, so the step equals plain FedAvg
     np.testing.assert_allclose(arrays["w"].numpy(), [3.0])
 
 
-def test_round_record_has_clients_traffic_and_failures(recorder: RoundRecorder, tmp_path: Path) -> None:
+def test_round_record_has_clients_traffic_and_failures(recorder: RoundRecorder,
+                                                       tmp_path: Path) -> None:
     strategy = InstrumentedStrategy(build_strategy(load_config()), recorder)
     _start_round(strategy, [0.0, 0.0])
-    strategy.aggregate_train(1, [_reply(1, [1, 2], 2, 0.5, 3.0), _reply(2, [4, 8], 2, 1.0, 5.0), _failed(3)])
+    strategy.aggregate_train(1,
+                             [_reply(1, [1, 2], 2, 0.5, 3.0), _reply(2, [4, 8], 2, 1.0, 5.0),
+                              _failed(3)])
     record = recorder.close(1, {"accuracy": 0.9}, server_eval_s=0.5)
     assert [c["name"] for c in record["clients"]] == ["bank-1", "bank-2"]
     assert record["clients"][1]["train"]["loss"] == 1.0

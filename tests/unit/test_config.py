@@ -28,7 +28,8 @@ def test_wire_round_trip() -> None:
 def test_file_then_flags_then_sets(tmp_path: Path) -> None:
     path = tmp_path / "run.toml"
     path.write_text('[federation]\nnum_rounds = 9\n[training]\nbatch_size = 4\n')
-    cfg = build_config(path, rounds=3, sets=["training.batch_size=8", "peft.target_modules=[\"query\"]"])
+    cfg = build_config(path, rounds=3,
+                       sets=["training.batch_size=8", "peft.target_modules=[\"query\"]"])
     assert cfg.federation.num_rounds == 3
     assert cfg.training.batch_size == 8
     assert cfg.peft.target_modules == ["query"]
@@ -73,11 +74,13 @@ def test_causal_lm_refuses_label_skew_partition() -> None:
 def test_set_syntax_errors() -> None:
     with pytest.raises(ConfigError, match="FIELD=VALUE"):
         parse_sets(["training.learning_rate"])
-    assert parse_sets(["a.b=1e-4", "a.c=true", "a.d=word"]) == {"a.b": 1e-4, "a.c": True, "a.d": "word"}
+    assert parse_sets(["a.b=1e-4", "a.c=true", "a.d=word"]) == {"a.b": 1e-4, "a.c": True,
+                                                                "a.d": "word"}
 
 
 def test_fit_to_clients_lowers_minimums_only() -> None:
-    cfg = load_config(overrides={"federation.min_available_clients": 4, "federation.min_train_clients": 3})
+    cfg = load_config(overrides={"federation.min_available_clients": 4,
+                                 "federation.min_train_clients": 3})
     fitted = cfg.fit_to_clients(1)
     assert fitted.federation.min_available_clients == 1
     assert fitted.federation.min_train_clients == 1

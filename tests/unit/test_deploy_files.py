@@ -17,9 +17,9 @@ import typer.main
 import yaml
 
 from fedpeft.cli.main import app
-from fedpeft.deployment.supernode import DEFAULT_NODE_PORT
 from fedpeft.deployment.flower_exec import OFFLINE_ENV
 from fedpeft.deployment.superlink import DEFAULT_FLEET_ADDRESS
+from fedpeft.deployment.supernode import DEFAULT_NODE_PORT
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 FLEET_PORT = int(DEFAULT_FLEET_ADDRESS.rsplit(":", 1)[1])
@@ -84,7 +84,8 @@ def test_compose_services_use_the_cli_consistently() -> None:
         assert _check_cli(args).name == "join"
         assert _option(args, "--superlink") == f"superlink:{FLEET_PORT}"
         assert int(_option(args, "--port")) == DEFAULT_NODE_PORT
-        assert f"./federation/institutions/{name}:{_option(args, '--bundle')}:ro" in service["volumes"]
+        bundle = f"./federation/institutions/{name}:{_option(args, '--bundle')}:ro"
+        assert bundle in service["volumes"]
         assert any(v.endswith(f":{_option(args, '--data')}:ro") for v in service["volumes"])
         assert str(DEFAULT_NODE_PORT) in " ".join(service["healthcheck"]["test"])
         assert service["depends_on"]["superlink"]["condition"] == "service_healthy"
@@ -110,7 +111,8 @@ def test_kubernetes_superlink() -> None:
     secret = volumes["credentials"]["secret"]
     assert secret["secretName"] == docs["Secret"]["metadata"]["name"]
     assert {i["key"] for i in secret["items"]} == set(docs["Secret"]["stringData"])
-    assert volumes["state"]["persistentVolumeClaim"]["claimName"] == docs["PersistentVolumeClaim"]["metadata"]["name"]
+    claim = docs["PersistentVolumeClaim"]["metadata"]["name"]
+    assert volumes["state"]["persistentVolumeClaim"]["claimName"] == claim
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["fleet"] == FLEET_PORT == int(_option(args, "--fleet-address").rsplit(":", 1)[1])
     assert ports["control"] == int(_option(args, "--control-address").rsplit(":", 1)[1])

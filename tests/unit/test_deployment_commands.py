@@ -5,18 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import stat
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from typer.testing import CliRunner
 
 from fedpeft.cli.main import app
-from fedpeft.deployment.supernode import SuperNodeSettings, node_config, supernode_command
 from fedpeft.common.config import RunConfig, to_wire
 from fedpeft.common.errors import ConfigError, DataError
-from fedpeft.deployment.federation_files import FederationFolder
-from fedpeft.deployment.flower_exec import REDACTED, FlowerCommand, flower_env, split_address
 from fedpeft.deployment.app_bundle import (
     CONFIG_KEY,
     app_pyproject,
@@ -32,7 +29,10 @@ from fedpeft.deployment.enrolment import (
     record_node_id,
     revoke_institution,
 )
+from fedpeft.deployment.federation_files import FederationFolder
+from fedpeft.deployment.flower_exec import REDACTED, FlowerCommand, flower_env, split_address
 from fedpeft.deployment.superlink import SuperLinkSettings, superlink_command
+from fedpeft.deployment.supernode import SuperNodeSettings, node_config, supernode_command
 
 runner = CliRunner()
 
@@ -71,7 +71,8 @@ def test_superlink_has_tls_and_node_auth_by_default(fed: FederationFolder) -> No
 def test_superlink_state_can_live_outside_the_credentials(fed: FederationFolder,
                                                          tmp_path: Path) -> None:
     settings = SuperLinkSettings(fed, state_dir=tmp_path / "state")
-    assert _value(superlink_command(settings).argv, "--database") == str(tmp_path / "state" / "state.db")
+    assert _value(superlink_command(settings).argv,
+                  "--database") == str(tmp_path / "state" / "state.db")
     assert settings.flwr_home == tmp_path / "state" / "flwr-home"
 
 
@@ -81,7 +82,8 @@ def test_superlink_insecure_is_explicit_and_warns(fed: FederationFolder,
         argv = superlink_command(SuperLinkSettings(fed, insecure=True)).argv
     assert "--insecure" in argv
     assert "--enable-supernode-auth" not in argv and "--ssl-keyfile" not in argv
-    assert any("--insecure" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert any("--insecure" in r.getMessage() and r.levelno == logging.WARNING
+               for r in caplog.records)
 
 
 def test_superlink_command_line_hides_the_key_path(fed: FederationFolder) -> None:
@@ -149,7 +151,8 @@ def test_supernode_refuses_missing_data(fed: FederationFolder, tmp_path: Path) -
         supernode_command(_node(fed, tmp_path, data_path=tmp_path / "missing.csv"))
 
 
-def test_supernode_refuses_a_folder_that_is_not_a_bundle(fed: FederationFolder, tmp_path: Path) -> None:
+def test_supernode_refuses_a_folder_that_is_not_a_bundle(fed: FederationFolder,
+                                                         tmp_path: Path) -> None:
     from fedpeft.deployment.federation_files import InstitutionBundle
 
     with pytest.raises(ConfigError, match="not an institution bundle"):
@@ -251,7 +254,8 @@ def test_registry_lifecycle(tmp_path: Path) -> None:
 
 def test_cli_federation_commands(tmp_path: Path) -> None:
     root = tmp_path / "FED"
-    result = runner.invoke(app, ["federation", "init", "--dir", str(root), "--address", "127.0.0.1"])
+    result = runner.invoke(app,
+                           ["federation", "init", "--dir", str(root), "--address", "127.0.0.1"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["federation", "add-institution", "lab", "--dir", str(root)])
     assert result.exit_code == 0, result.output
@@ -314,7 +318,8 @@ def test_app_pyproject_names_installed_components() -> None:
     ({"security": {"credentials_dir": "FED"}}, "security.credentials_dir"),
 ])
 def test_check_deployable_names_the_field(update: dict, field: str) -> None:
-    base = {"data": {"labels": ["a"], "test": "/t.csv"}, "output": {"dir": "/runs", "run_name": "r"},
+    base = {"data": {"labels": ["a"], "test": "/t.csv"},
+            "output": {"dir": "/runs", "run_name": "r"},
             "security": {"credentials_dir": "/FED"}}
     cfg = RunConfig.model_validate({**base, **update})
     with pytest.raises(ConfigError, match=field.replace(".", "\\.")):

@@ -9,7 +9,12 @@ import torch
 
 from fedpeft.common.config.models import ModelConfig
 from fedpeft.common.errors import ConfigError
-from fedpeft.common.modeling.device import autocast, quantization_config, resolve_device, resolve_precision
+from fedpeft.common.modeling.device import (
+    autocast,
+    quantization_config,
+    resolve_device,
+    resolve_precision,
+)
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
 

@@ -36,7 +36,8 @@ def test_builds_and_applies_each_method(request, tiny_config, fixture, task, met
     cfg, base = _base(request, tiny_config, fixture, task, method=method, **settings)
     peft_config = build_peft_config(cfg, base)
     assert isinstance(peft_config, config_cls)
-    assert peft_config.task_type == (TaskType.SEQ_CLS if task == "classification" else TaskType.CAUSAL_LM)
+    expected_task = TaskType.SEQ_CLS if task == "classification" else TaskType.CAUSAL_LM
+    assert peft_config.task_type == expected_task
     for field, value in expected.items():
         assert getattr(peft_config, field) == value
     model = apply_peft(cfg, base)
@@ -80,7 +81,8 @@ def test_unknown_option_names_the_key_and_method(request, tiny_config) -> None:
 
 def test_unknown_method_lists_available_ones(request, tiny_config) -> None:
     cfg, base = _base(request, tiny_config, "tiny_bert_dir", "classification", method="lorax")
-    with pytest.raises(ConfigError, match=r"peft.method='lorax' is not a peft method \(available: .*lora"):
+    with pytest.raises(ConfigError,
+                       match=r"peft.method='lorax' is not a peft method \(available: .*lora"):
         build_peft_config(cfg, base)
     assert {"lora", "ia3", "prompt_tuning", "loha"} <= set(available_methods())
 
@@ -88,7 +90,8 @@ def test_unknown_method_lists_available_ones(request, tiny_config) -> None:
 def test_unknown_target_module_names_it_and_lists_linear_modules(request, tiny_config) -> None:
     cfg, base = _base(request, tiny_config, "tiny_bert_dir", "classification",
                       target_modules=["query", "q_proj"])
-    with pytest.raises(ModelError, match=r"no module named 'q_proj' in bert \(Linear modules: .*query"):
+    with pytest.raises(ModelError,
+                       match=r"no module named 'q_proj' in bert \(Linear modules: .*query"):
         build_peft_config(cfg, base)
 
 

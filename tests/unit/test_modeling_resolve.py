@@ -34,12 +34,14 @@ def test_default_model_resolves_to_packaged_copy() -> None:
     assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
 
 
-def test_default_model_stays_a_hub_name_without_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_model_stays_a_hub_name_without_the_package(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(resolve, "_PACKAGED_MODEL", ("no_such_package_fedpeft", "model"))
     assert resolve_model_path(DEFAULT_MODEL) == DEFAULT_MODEL
 
 
-def test_offline_hub_name_fails_as_model_error(monkeypatch: pytest.MonkeyPatch, tiny_config) -> None:
+def test_offline_hub_name_fails_as_model_error(monkeypatch: pytest.MonkeyPatch,
+                                               tiny_config) -> None:
     # Offline mode makes the hub lookup fail at once instead of after its network retries.
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     cfg = tiny_config("fedpeft-tests/no-such-model")

@@ -14,8 +14,8 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedpeft.common.config import load_config
 from fedpeft.common.privacy import epsilon_for
-from fedpeft.common.wire.names import ARRAYS, CONFIG, DP_CLIP_NORM, METRICS
 from fedpeft.common.runs.metrics_log import MetricsLog
+from fedpeft.common.wire.names import ARRAYS, CONFIG, DP_CLIP_NORM, METRICS
 from fedpeft.server.round_recorder import RoundRecorder
 from fedpeft.server.strategies import InstrumentedStrategy, PrivateStrategy, build_strategy
 

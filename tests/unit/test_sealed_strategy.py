@@ -14,14 +14,36 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Metadata, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    Metadata,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.app.message.message import make_message
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedpeft.common.config import load_config
 from fedpeft.common.config.loader import to_wire
-from fedpeft.common.crypto import generate_encryption_key, generate_signing_key, seal_update, sign_global, verify_global
+from fedpeft.common.crypto import (
+    generate_encryption_key,
+    generate_signing_key,
+    seal_update,
+    sign_global,
+    verify_global,
+)
 from fedpeft.common.errors import RunError, SecurityError
+from fedpeft.common.runs.metrics_log import MetricsLog
+from fedpeft.common.wire.envelopes import (
+    envelope_of,
+    envelope_record,
+    global_context,
+    update_context,
+)
 from fedpeft.common.wire.names import (
     ARRAYS,
     CONFIG,
@@ -32,8 +54,6 @@ from fedpeft.common.wire.names import (
     SERVER_ROUND,
     SIGNED_GLOBAL_STYPE,
 )
-from fedpeft.common.runs.metrics_log import MetricsLog
-from fedpeft.common.wire.envelopes import envelope_of, envelope_record, global_context, update_context
 from fedpeft.server.credentials import ServerKeys, Signer
 from fedpeft.server.round_recorder import RoundRecorder
 from fedpeft.server.strategies import InstrumentedStrategy, SealedStrategy, build_strategy
@@ -112,7 +132,8 @@ def _strategy(recorder: RoundRecorder, sealed: bool = True, name: str = "fedavg"
     return InstrumentedStrategy(inner, recorder)
 
 
-def _start(strategy: InstrumentedStrategy, initial: list[float], server_round: int = 1) -> list[Message]:
+def _start(strategy: InstrumentedStrategy, initial: list[float],
+           server_round: int = 1) -> list[Message]:
     arrays = ArrayRecord({"w": Array(np.asarray(initial, dtype=np.float32))})
     return list(strategy.configure_train(server_round, arrays, ConfigRecord({}), _Grid()))  # type: ignore[arg-type]
 
@@ -123,7 +144,8 @@ def test_sealed_updates_aggregate_like_plaintext(name: str, recorder: RoundRecor
     extra = {"strategy.server_learning_rate": 0.1} if name == "fedadam" else {}
     plain = _strategy(recorder, sealed=False, name=name, **extra)
     _start(plain, [1.0, 1.0])
-    expected, expected_metrics = plain.aggregate_train(1, [_plain(1, [1, 2], 1), _plain(2, [4, 8], 3)])
+    expected, expected_metrics = plain.aggregate_train(1,
+                                                       [_plain(1, [1, 2], 1), _plain(2, [4, 8], 3)])
     sealed = _strategy(recorder, name=name, **extra)
     _start(sealed, [1.0, 1.0])
     arrays, metrics = sealed.aggregate_train(1, [_sealed(1, [1, 2], 1), _sealed(2, [4, 8], 3)])
@@ -134,12 +156,15 @@ def test_sealed_updates_aggregate_like_plaintext(name: str, recorder: RoundRecor
     assert metrics["num-examples"] == 4
 
 
-def test_global_goes_out_signed_once_and_the_inner_strategy_sees_plaintext(recorder: RoundRecorder) -> None:
+def test_global_goes_out_signed_once_and_the_inner_strategy_sees_plaintext(
+        recorder: RoundRecorder) -> None:
     strategy = _strategy(recorder, name="fedadam")
     messages = _start(strategy, [1.5, -2.0])
-    assert sorted(m.metadata.dst_node_id for m in messages) == [1, 2]  # Flower samples in random order
+    assert sorted(m.metadata.dst_node_id for m in messages) == [1,
+                                                                2]  # Flower samples in random order
     blobs = [envelope_of(m.content[ARRAYS], SIGNED_GLOBAL_STYPE) for m in messages]
-    assert blobs[0] == blobs[1]  # one signature for every recipient (see fedpeft.common.wire.envelopes)
+    # one signature for every recipient (see fedpeft.common.wire.envelopes)
+    assert blobs[0] == blobs[1]
     state = verify_global(blobs[0], global_context(FED, RUN, 0), SERVER_SIGN.public_key())
     np.testing.assert_array_equal(state["w"], [1.5, -2.0])
     fedadam = strategy.inner.inner  # type: ignore[attr-defined]
@@ -198,7 +223,8 @@ def test_update_from_another_node_than_registered_is_refused(recorder: RoundReco
     signers = {**_signers(), "bank-2": Signer("bank-2", INSTITUTION_KEYS["bank-2"].public_key(),
                                               node_id=22)}
     keys = ServerKeys(FED, SERVER_ENC, SERVER_SIGN, lambda: signers)
-    strategy = InstrumentedStrategy(SealedStrategy(build_strategy(load_config()), keys, RUN, recorder),
+    strategy = InstrumentedStrategy(SealedStrategy(build_strategy(load_config()), keys, RUN,
+                                                   recorder),
                                     recorder)
     _start(strategy, [0.0, 0.0])
     arrays, _ = strategy.aggregate_train(1, [_sealed(1, [1, 2], 1), _sealed(2, [4, 8], 3)])
@@ -232,7 +258,8 @@ def client_setup(tmp_path: Path, tiny_bert_dir: str):
              "label": "card" if i % 2 else "fraud"} for i in range(24)]
     pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
     cfg = load_config(overrides={
-        "model.name": tiny_bert_dir, "model.max_seq_length": 16, "data.train": str(tmp_path / "train.csv"),
+        "model.name": tiny_bert_dir, "model.max_seq_length": 16,
+        "data.train": str(tmp_path / "train.csv"),
         "data.partition": "iid", "data.labels": ["card", "fraud"], "training.local_steps": 1,
         "training.batch_size": 4, "peft.lora_dropout": 0.0,
     })
@@ -241,14 +268,14 @@ def client_setup(tmp_path: Path, tiny_bert_dir: str):
 
 
 def _server_keys(folder: Path):
-    from fedpeft.server.credentials import load_server_keys
     from fedpeft.common.config import SecurityConfig
+    from fedpeft.server.credentials import load_server_keys
     return load_server_keys(SecurityConfig(credentials_dir=str(folder)))
 
 
 def test_client_refuses_tampered_or_unsigned_global_and_keeps_its_adapter(client_setup) -> None:
-    from fedpeft.client.rounds import train
     from fedpeft.client.learner_cache import learner_for
+    from fedpeft.client.rounds import train
 
     cfg, folder = client_setup
     keys = _server_keys(folder)
@@ -259,10 +286,12 @@ def test_client_refuses_tampered_or_unsigned_global_and_keeps_its_adapter(client
 
     def message(arrays: ArrayRecord) -> Message:
         config = ConfigRecord({RUN_CONFIG: to_wire(cfg), NUM_ROUNDS: 2, SERVER_ROUND: 1})
-        return Message(RecordDict({ARRAYS: arrays, CONFIG: config}), dst_node_id=5, message_type="train")
+        return Message(RecordDict({ARRAYS: arrays, CONFIG: config}), dst_node_id=5,
+                       message_type="train")
 
     def signed(state: dict[str, np.ndarray], version: int = 0) -> ArrayRecord:
-        blob = sign_global(state, global_context(keys.federation_id, RUN, version), keys.signing_key)
+        blob = sign_global(state, global_context(keys.federation_id, RUN, version),
+                           keys.signing_key)
         return envelope_record(blob, SIGNED_GLOBAL_STYPE)
 
     reply = train(message(signed(initial)), context)  # a good global: trains, replies sealed
@@ -291,8 +320,8 @@ def test_client_refuses_tampered_or_unsigned_global_and_keeps_its_adapter(client
 
 def test_client_refuses_an_older_signed_global_of_the_same_run(client_setup) -> None:
     """A relay replaying round 1's signed global (with its round number) after round 2's."""
-    from fedpeft.client.rounds import train
     from fedpeft.client.learner_cache import learner_for
+    from fedpeft.client.rounds import train
 
     cfg, folder = client_setup
     keys = _server_keys(folder)

@@ -30,15 +30,19 @@ from flwr.app.message.message import make_message
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedpeft.client.stages import masking as client_stages
-from fedpeft.common.wire import secagg as wire
 from fedpeft.common.config import load_config
 from fedpeft.common.crypto.secagg import quantization_bound
 from fedpeft.common.errors import ConfigError
 from fedpeft.common.privacy import distributed_noise_std
-from fedpeft.common.wire.names import ARRAYS, METRICS, NUM_EXAMPLES
 from fedpeft.common.runs.metrics_log import MetricsLog, read_metrics
+from fedpeft.common.wire import secagg as wire
+from fedpeft.common.wire.names import ARRAYS, METRICS, NUM_EXAMPLES
 from fedpeft.server.round_recorder import RoundRecorder
-from fedpeft.server.strategies import InstrumentedStrategy, SecureAggregationStrategy, build_strategy
+from fedpeft.server.strategies import (
+    InstrumentedStrategy,
+    SecureAggregationStrategy,
+    build_strategy,
+)
 
 RUN = 7
 _ids = itertools.count(1)
@@ -98,7 +102,8 @@ class _Grid:
         if kind == wire.UNMASK:
             return client_stages.handle_unmask(msg, context)
         values, weight = self.updates[context.node_id]
-        expected = wire.round_context(wire.UNSEALED_FEDERATION, RUN, int(msg.content["config"]["server-round"]))
+        expected = wire.round_context(wire.UNSEALED_FEDERATION, RUN,
+                                      int(msg.content["config"]["server-round"]))
         packed, _ = client_stages.mask_update(msg, context, expected, values, weight)
         return Message(RecordDict({
             ARRAYS: ArrayRecord({wire.MASKED_ARRAY: Array(packed)}),
@@ -106,8 +111,11 @@ class _Grid:
         }), reply_to=msg)
 
 
+Updates = dict[int, tuple[np.ndarray, int]]
+
+
 def _setup(tmp_path: Path, n: int, size: int, max_dropouts: int = 1, seed: int = 0
-           ) -> tuple[InstrumentedStrategy, RoundRecorder, dict[int, tuple[np.ndarray, int]], np.ndarray]:
+           ) -> tuple[InstrumentedStrategy, RoundRecorder, Updates, np.ndarray]:
     cfg = load_config(overrides={
         "secure_aggregation.enabled": True, "secure_aggregation.max_dropouts": max_dropouts,
         "secure_aggregation.clip_range": 2.0, "security.seal_updates": False,

@@ -18,12 +18,14 @@ def tokenizer(tiny_gpt2_dir):
 
 
 def test_labels_are_masked_exactly_on_prompt_and_padding(tokenizer) -> None:
-    table = pd.DataFrame({"prompt": ["what colour is the sky", "hi"], "response": ["blue", "hello there"]})
+    table = pd.DataFrame({"prompt": ["what colour is the sky", "hi"],
+                          "response": ["blue", "hello there"]})
     examples = encode(table, tokenizer, "causal-lm", max_length=32)
     batch = collate(examples, tokenizer.pad_token_id)
     for row, (prompt, response) in enumerate(zip(table["prompt"], table["response"])):
         prompt_ids = tokenizer(prompt)["input_ids"]
-        target = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        target = tokenizer(response,
+                           add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         length = len(prompt_ids) + len(target)
         labels = batch["labels"][row].tolist()
         assert labels[: len(prompt_ids)] == [IGNORE_INDEX] * len(prompt_ids)
@@ -58,7 +60,8 @@ def test_all_prompts_too_long_is_a_data_error(tokenizer) -> None:
 
 def test_classification_batch(tokenizer) -> None:
     table = pd.DataFrame({"text": ["card blocked", "a much longer message " * 20], "label": [2, 0]})
-    batch = collate(encode(table, tokenizer, "classification", max_length=16), tokenizer.pad_token_id)
+    batch = collate(encode(table, tokenizer, "classification", max_length=16),
+                    tokenizer.pad_token_id)
     assert batch["input_ids"].shape == (2, 16)
     assert batch["labels"].tolist() == [2, 0]
     assert batch["attention_mask"][0].sum() == len(tokenizer("card blocked")["input_ids"])

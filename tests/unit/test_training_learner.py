@@ -22,7 +22,8 @@ def _distance(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     return float(np.sqrt(sum(((a[k] - b[k]) ** 2).sum() for k in a)))
 
 
-def test_classification_training_lowers_loss_and_raises_accuracy(tiny_bert_dir, tiny_config) -> None:
+def test_classification_training_lowers_loss_and_raises_accuracy(tiny_bert_dir,
+                                                                 tiny_config) -> None:
     learner = Learner(tiny_config(tiny_bert_dir, training=FAST), LABELS)
     before = learner.evaluate(TOY)
     result = learner.train(TOY, server_round=1, num_rounds=1)
@@ -56,7 +57,8 @@ def test_fedprox_with_huge_mu_stays_near_the_round_start(tiny_bert_dir, tiny_con
 
 
 def test_epochs_and_accumulation_set_the_step_count(tiny_bert_dir, tiny_config) -> None:
-    cfg = tiny_config(tiny_bert_dir, training={"local_epochs": 1.5, "gradient_accumulation_steps": 2})
+    cfg = tiny_config(tiny_bert_dir,
+                      training={"local_epochs": 1.5, "gradient_accumulation_steps": 2})
     result = Learner(cfg, LABELS).train(TOY, server_round=1, num_rounds=3)
     assert result.steps == 3  # 32 rows / batch 8 = 4 batches per epoch; 6 batches; 2 per step
 

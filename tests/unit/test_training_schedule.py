@@ -26,7 +26,8 @@ def test_no_warmup_starts_at_peak() -> None:
     assert lr_factor(0.25, "cosine", 0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
 
 
-def _round_lrs(training: TrainingConfig, server_round: int, num_rounds: int, steps: int) -> list[float]:
+def _round_lrs(training: TrainingConfig, server_round: int, num_rounds: int,
+               steps: int) -> list[float]:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=training.learning_rate)
     scheduler = round_scheduler(optimizer, training, server_round, num_rounds, steps)
     lrs = []

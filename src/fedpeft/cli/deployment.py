@@ -19,10 +19,7 @@ from rich.markup import escape
 
 from fedpeft.cli import options as opt
 from fedpeft.cli.display import console
-from fedpeft.deployment.supernode import DEFAULT_NODE_PORT, SuperNodeSettings, supernode_command
 from fedpeft.common.errors import ConfigError, RunError
-from fedpeft.deployment.federation_files import FederationFolder, InstitutionBundle, InstitutionRecord
-from fedpeft.deployment.flower_exec import FlowerCommand, flower_env, run_in_foreground, split_address
 from fedpeft.common.runs.folder import default_run_name
 from fedpeft.deployment.app_bundle import check_deployable, write_app_dir, write_run_overrides
 from fedpeft.deployment.control import (
@@ -40,12 +37,24 @@ from fedpeft.deployment.enrolment import (
     record_node_id,
     revoke_institution,
 )
+from fedpeft.deployment.federation_files import (
+    FederationFolder,
+    InstitutionBundle,
+    InstitutionRecord,
+)
+from fedpeft.deployment.flower_exec import (
+    FlowerCommand,
+    flower_env,
+    run_in_foreground,
+    split_address,
+)
 from fedpeft.deployment.superlink import (
     DEFAULT_CONTROL_ADDRESS,
     DEFAULT_FLEET_ADDRESS,
     SuperLinkSettings,
     superlink_command,
 )
+from fedpeft.deployment.supernode import DEFAULT_NODE_PORT, SuperNodeSettings, supernode_command
 
 federation_app = typer.Typer(help="Federation credentials and institutions (coordinator).",
                              no_args_is_help=True)
@@ -77,7 +86,8 @@ def _connection(folder: FederationFolder, address: str, insecure: bool) -> Contr
     return ControlConnection(address, folder.cli_flwr_home, None if insecure else folder.ca_cert)
 
 
-def _register(folder: FederationFolder, record: InstitutionRecord, address: str, insecure: bool) -> None:
+def _register(folder: FederationFolder, record: InstitutionRecord, address: str,
+              insecure: bool) -> None:
     node_id = register_node(_connection(folder, address, insecure),
                             folder.bundle(record.name).node_auth_pub, record.name)
     record_node_id(folder.root, record.name, node_id)
@@ -251,7 +261,8 @@ def run(
     connection = _connection(folder, superlink_control, insecure)
     with tempfile.TemporaryDirectory(prefix="fedpeft-app-") as scratch:
         app_dir = write_app_dir(Path(scratch) / "app")
-        run_id = submit_run(connection, app_dir, write_run_overrides(Path(scratch) / "run.toml", cfg))
+        run_id = submit_run(connection, app_dir,
+                            write_run_overrides(Path(scratch) / "run.toml", cfg))
     run_folder = output_dir / run_name
     _say(f"[green]run {run_id} submitted;[/] run folder on the SuperLink host: {run_folder}")
     if not stream:
@@ -264,6 +275,7 @@ def run(
         time.sleep(STATUS_POLL_S)
         status = run_status(connection, run_id)
     if not status.completed:
-        raise RunError(f"run {run_id} ended as {status.text or 'unknown'}"
-                       f"{': ' + status.details if status.details else ''}; see {run_folder}.failed")
+        details = f": {status.details}" if status.details else ""
+        raise RunError(f"run {run_id} ended as {status.text or 'unknown'}{details}; see "
+                       f"{run_folder}.failed")
     _say(f"[green]run {run_id} completed:[/] {run_folder}")

@@ -17,7 +17,8 @@ _SHOWN = ("accuracy", "macro_f1", "loss", "perplexity")
 
 
 def _metrics_text(metrics: dict[str, Any]) -> str:
-    return "  ".join(f"{k} {metrics[k]:.4f}" for k in _SHOWN if isinstance(metrics.get(k), (int, float)))
+    return "  ".join(f"{k} {metrics[k]:.4f}" for k in _SHOWN if isinstance(metrics.get(k),
+                                                                           (int, float)))
 
 
 def describe_round(record: dict[str, Any]) -> str:

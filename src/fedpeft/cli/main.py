@@ -14,11 +14,11 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from fedpeft.cli.report import report as report_command
-from fedpeft.cli.audit import audit_app
 from fedpeft.cli import deployment
 from fedpeft.cli import options as opt
+from fedpeft.cli.audit import audit_app
 from fedpeft.cli.display import console, err_console, round_progress, summary_table
+from fedpeft.cli.report import report as report_command
 from fedpeft.common.config import to_toml
 from fedpeft.common.errors import FedpeftError
 
@@ -143,7 +143,8 @@ def export(
 
 @data_app.command("demo")
 def data_demo(
-    out: Annotated[Path, typer.Option("--out", help="Folder for train.csv and test.csv.")] = Path("demo-data"),
+    out: Annotated[Path, typer.Option(
+        "--out", help="Folder for train.csv and test.csv.")] = Path("demo-data"),
 ) -> None:
     """Write the built-in dataset as CSV files (to inspect it or to start from its format)."""
     from fedpeft.common.config import BUILTIN_DATASET
@@ -181,7 +182,8 @@ def main() -> None:
     try:
         app()
     except FedpeftError as err:
-        err_console.print(Text.assemble(("error: ", "bold red"), str(err)), highlight=False, soft_wrap=True)
+        err_console.print(Text.assemble(("error: ", "bold red"), str(err)), highlight=False,
+                          soft_wrap=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")

@@ -19,7 +19,8 @@ from fedpeft.common.errors import ConfigError
 ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")]
 Clients = Annotated[int | None, typer.Option("--clients", help="Simulated institutions.")]
 Rounds = Annotated[int | None, typer.Option("--rounds", help="Federated rounds.")]
-TrainData = Annotated[str | None, typer.Option("--data", help="Training file (CSV, JSONL, Parquet).")]
+TrainData = Annotated[str | None, typer.Option("--data",
+                                               help="Training file (CSV, JSONL, Parquet).")]
 TestData = Annotated[str | None, typer.Option("--test-data", help="Held-out test file.")]
 TextColumn = Annotated[str | None, typer.Option("--text-column", help="Text column.")]
 LabelColumn = Annotated[str | None, typer.Option("--label-column", help="Label column.")]
@@ -28,7 +29,8 @@ Partition = Annotated[
 ]
 Model = Annotated[str | None, typer.Option("--model", help="Local model folder or hub name.")]
 Task = Annotated[str | None, typer.Option("--task", help="classification | causal-lm")]
-Method = Annotated[str | None, typer.Option("--peft", help="PEFT method (lora, ia3, prompt_tuning, ...).")]
+Method = Annotated[str | None, typer.Option("--peft",
+                                            help="PEFT method (lora, ia3, prompt_tuning, ...).")]
 Strategy = Annotated[
     str | None, typer.Option("--strategy", help="fedavg | fedprox | fedadam | fedyogi | fedavgm")
 ]
@@ -53,7 +55,8 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
     for item in items or []:
         field, sep, value = item.partition("=")
         if not sep or not field.strip():
-            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. training.learning_rate=1e-4")
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. "
+                              "training.learning_rate=1e-4")
         parsed[field.strip()] = _parse_value(value)
     return parsed
 

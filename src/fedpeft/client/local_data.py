@@ -31,7 +31,8 @@ class LocalData:
 def _simulated(config_json: str, partition: int, partitions: int) -> LocalData:
     cfg = from_wire(config_json)
     data = load_federated_data(cfg, partitions)
-    train, validation = data.client_split(partition, cfg.data.validation_fraction, cfg.training.seed)
+    train, validation = data.client_split(partition, cfg.data.validation_fraction,
+                                          cfg.training.seed)
     return LocalData(data.partition_names[partition], train.frame, validation.frame)
 
 
@@ -49,7 +50,8 @@ def local_data(cfg: RunConfig, context: Context) -> LocalData:
     # Only the data section decides the rows; keying the cache on it keeps one copy per actor.
     key = to_wire(RunConfig(data=cfg.data, model=cfg.model, training=cfg.training))
     if DATA_PATH in node:
-        return _deployed(key, str(node[DATA_PATH]), str(node.get(NODE_NAME, f"node-{context.node_id}")))
+        return _deployed(key, str(node[DATA_PATH]),
+                         str(node.get(NODE_NAME, f"node-{context.node_id}")))
     if PARTITION_ID in node and NUM_PARTITIONS in node:
         return _simulated(key, int(node[PARTITION_ID]), int(node[NUM_PARTITIONS]))
     raise ConfigError(

@@ -20,7 +20,8 @@ def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(-log_probs[np.arange(len(labels)), labels].mean())
 
 
-def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:
+def classification_metrics(logits: np.ndarray, labels: np.ndarray,
+                           num_classes: int) -> dict[str, float]:
     """loss (mean cross-entropy), accuracy and macro_f1 over all `num_classes` classes."""
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)

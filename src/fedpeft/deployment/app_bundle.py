@@ -81,7 +81,8 @@ def check_deployable(cfg: RunConfig) -> RunConfig:
             "in id order, e.g. labels = [\"billing\", \"fraud\"] under [data]"
         )
     if not cfg.data.test:
-        raise ConfigError("data.test: a deployed run needs the coordinator's test file (--test-data)")
+        raise ConfigError("data.test: a deployed run needs the coordinator's test file "
+                          "(--test-data)")
     for field, value in (("data.test", cfg.data.test), ("output.dir", cfg.output.dir)):
         if not Path(value).is_absolute():
             raise ConfigError(f"{field}={value!r}: must be an absolute path on the SuperLink host")

@@ -17,7 +17,12 @@ from typing import Any
 import tomli_w
 
 from fedpeft.common.errors import ConfigError, DeploymentError
-from fedpeft.deployment.flower_exec import FlowerCommand, flower_env, flower_executable, run_in_foreground
+from fedpeft.deployment.flower_exec import (
+    FlowerCommand,
+    flower_env,
+    flower_executable,
+    run_in_foreground,
+)
 
 CONNECTION = "fedpeft"
 """Name of the connection in `$FLWR_HOME/config.toml`, passed to every `flwr` command."""

@@ -90,7 +90,8 @@ class InstitutionRecord(_Record):
 
 
 class Registry(_Record):
-    """`institutions.json`: revoked entries stay, so the audit trail keeps every key ever trusted."""
+    """`institutions.json`: revoked entries stay, so the audit trail keeps every key ever
+    trusted."""
 
     federation_id: str
     institutions: dict[str, InstitutionRecord] = Field(default_factory=dict)

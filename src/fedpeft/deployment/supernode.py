@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedpeft.common.errors import ConfigError, DataError
+from fedpeft.common.wire.names import BUNDLE, DATA_PATH, LORA_RANK, NODE_NAME
 from fedpeft.deployment.federation_files import InstitutionBundle
 from fedpeft.deployment.flower_exec import (
     FlowerCommand,
     flower_executable,
     split_address,
 )
-from fedpeft.common.wire.names import BUNDLE, DATA_PATH, LORA_RANK, NODE_NAME
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ Markdown or HTML.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 Style = Literal["", "bold", "code", "good", "bad", "warn"]
 
@@ -83,7 +83,7 @@ class Figure:
     caption: str
 
 
-Block = Union[Heading, Paragraph, Bullets, Fields, Table, Command, Figure]
+Block = Heading | Paragraph | Bullets | Fields | Table | Command | Figure
 
 
 @dataclass(frozen=True)

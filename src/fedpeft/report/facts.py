@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from fedpeft.common.audit import LEDGER_FILE, LedgerReport, verify_ledger
 from fedpeft.common.errors import DataError, FedpeftError

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fedpeft.common.runs.plots import plot_series, round_series
 from fedpeft.report.document import Figure
 from fedpeft.report.facts import RunFacts
-from fedpeft.common.runs.plots import plot_series, round_series
 
 PLOT_FILES = {"quality": "quality.png", "loss": "loss.png", "epsilon": "epsilon.png"}
 """Every file the report may write into its plot folder, by figure name."""

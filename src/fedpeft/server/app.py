@@ -32,7 +32,8 @@ def _parallel_slots(grid: Grid, cfg: RunConfig) -> int:
     return max(1, cfg.federation.min_available_clients, len(list(grid.get_node_ids())))
 
 
-def _summary(cfg: RunConfig, learner: Learner, test_rows: int, result: FederationOutcome) -> dict[str, Any]:
+def _summary(cfg: RunConfig, learner: Learner, test_rows: int,
+             result: FederationOutcome) -> dict[str, Any]:
     return {
         "kind": "federated-deployment",
         "task": cfg.model.task,

@@ -15,8 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from fedpeft.common.adapter.state import AdapterState
-from fedpeft.common.audit import COORDINATOR, LEDGER_FILE, RUN_END, Ledger, sha256_arrays
-from fedpeft.common.audit import canonical_sha256
+from fedpeft.common.audit import (
+    COORDINATOR,
+    LEDGER_FILE,
+    RUN_END,
+    Ledger,
+    canonical_sha256,
+    sha256_arrays,
+)
 from fedpeft.common.config import RunConfig
 from fedpeft.common.crypto import SigningPrivateKey, generate_signing_key
 
@@ -65,7 +71,8 @@ class AuditTrail:
         body.update({key: record[key] for key in _ROUND_FIELDS if key in record})
         self.ledger.append("round", _finite(body))
 
-    def end(self, rounds_completed: int, final: AdapterState, notes: dict[str, Any]) -> dict[str, Any]:
+    def end(self, rounds_completed: int, final: AdapterState,
+            notes: dict[str, Any]) -> dict[str, Any]:
         """Close the ledger; returns what the run summary says about it."""
         self.ledger.append(RUN_END, _finite({
             "rounds_completed": rounds_completed,

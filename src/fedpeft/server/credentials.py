@@ -1,4 +1,5 @@
-"""The aggregator's keys and the institutions it accepts updates from, read from a federation folder.
+"""The aggregator's keys and the institutions it accepts updates from, read from a federation
+folder.
 
 Deployment and simulation read the same layout (`fedpeft.deployment.federation_files`): the
 coordinator's folder written by `fedpeft federation init` / `add-institution`, or the temporary
@@ -82,7 +83,8 @@ def read_signers(folder: FederationFolder) -> dict[str, Signer]:
 
 
 def load_server_keys(security: SecurityConfig) -> ServerKeys:
-    """The aggregator's keys from `security.credentials_dir`, checked against the run's federation."""
+    """The aggregator's keys from `security.credentials_dir`, checked against the run's
+    federation."""
     if not security.credentials_dir:
         raise ConfigError(
             "security.credentials_dir: sealed updates need the federation folder on the "
@@ -106,6 +108,7 @@ def load_server_keys(security: SecurityConfig) -> ServerKeys:
             "federation_id": manifest.federation_id,
             "server_signing": manifest.server_signing_fingerprint,
             "server_encryption": manifest.server_encryption_fingerprint,
-            "institutions": {name: fingerprint(s.public_key) for name, s in sorted(signers.items())},
+            "institutions": {name: fingerprint(s.public_key)
+                             for name, s in sorted(signers.items())},
         },
     )

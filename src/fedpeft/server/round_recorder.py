@@ -17,8 +17,8 @@ from typing import Any
 
 from flwr.app import Message, MetricRecord, RecordDict
 
-from fedpeft.common.wire.names import COMPUTE_SECONDS, INSTITUTION, INSTITUTION_NAME
 from fedpeft.common.runs.metrics_log import MetricsLog
+from fedpeft.common.wire.names import COMPUTE_SECONDS, INSTITUTION, INSTITUTION_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +107,10 @@ class RoundRecorder:
         for reply in replies:
             node = reply.metadata.src_node_id
             if reply.has_error():
-                current.failures.append({"node_id": node, "phase": phase, "reason": reply.error.reason})
-                logger.warning("round %d %s: node %d failed: %s", number, phase, node, reply.error.reason)
+                current.failures.append({"node_id": node, "phase": phase,
+                                         "reason": reply.error.reason})
+                logger.warning("round %d %s: node %d failed: %s", number, phase, node,
+                               reply.error.reason)
                 continue
             content = reply.content
             state.bytes_received += _content_bytes(content)
@@ -116,7 +118,8 @@ class RoundRecorder:
             if COMPUTE_SECONDS in metrics:
                 state.compute.append(float(metrics[COMPUTE_SECONDS]))
             info = content.config_records.get(INSTITUTION)
-            name = str(info[INSTITUTION_NAME]) if info and INSTITUTION_NAME in info else f"node-{node}"
+            name = (str(info[INSTITUTION_NAME]) if info and INSTITUTION_NAME in info
+                    else f"node-{node}")
             entry = current.clients.setdefault(node, {"node_id": node, "name": name})
             entry[phase] = metrics
 
@@ -152,7 +155,8 @@ class RoundRecorder:
         setattr(self._round(number), target, _metric_dict(metrics))
 
     # -- called by the server-side evaluation ---------------------------------------------
-    def close(self, number: int, server_eval: dict[str, float], server_eval_s: float) -> dict[str, Any]:
+    def close(self, number: int, server_eval: dict[str, float],
+              server_eval_s: float) -> dict[str, Any]:
         """Write the round's record (round 0 is the initial model's evaluation)."""
         current = self._round(number)
         record: dict[str, Any] = {"round": number, "server_eval": server_eval}
@@ -160,7 +164,8 @@ class RoundRecorder:
             record.update(current.extra)
         if number > 0:
             round_s = self._clock() - current.train.started
-            compute_s = current.train.compute_wall(self._slots) + current.evaluate.compute_wall(self._slots)
+            compute_s = (current.train.compute_wall(self._slots)
+                         + current.evaluate.compute_wall(self._slots))
             protocol = current.secure_aggregation or {}
             sent = protocol.get("protocol_bytes_sent", 0)
             received = protocol.get("protocol_bytes_received", 0)
@@ -179,7 +184,8 @@ class RoundRecorder:
                 time={
                     "round_s": round_s,
                     "local_compute_s": compute_s,
-                    "local_compute_total_s": sum(current.train.compute) + sum(current.evaluate.compute),
+                    "local_compute_total_s": (sum(current.train.compute)
+                                              + sum(current.evaluate.compute)),
                     "server_eval_s": server_eval_s,
                     "server_sealing_s": current.sealing_s,
                     "framework_s": max(0.0, round_s - compute_s - server_eval_s),

@@ -20,7 +20,6 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedpeft.common.adapter.export import save_adapter
-from fedpeft.common.wire import secagg as secagg_wire
 from fedpeft.common.adapter.state import (
     AdapterState,
     from_array_record,
@@ -30,14 +29,15 @@ from fedpeft.common.adapter.state import (
 from fedpeft.common.config import RunConfig, to_wire
 from fedpeft.common.config.plan import RoundPlanner, rounds_allowed
 from fedpeft.common.crypto import Manifest, SigningPrivateKey
-from fedpeft.common.wire.names import NUM_ROUNDS, RUN_CONFIG
 from fedpeft.common.runs.folder import RunFolder
 from fedpeft.common.runs.metrics_log import MetricsLog
 from fedpeft.common.runs.plots import write_plots
 from fedpeft.common.training.learner import Learner
-from fedpeft.server.evaluation import ServerEvaluator
+from fedpeft.common.wire import secagg as secagg_wire
+from fedpeft.common.wire.names import NUM_ROUNDS, RUN_CONFIG
 from fedpeft.server.audit_trail import AuditTrail
 from fedpeft.server.credentials import load_server_keys
+from fedpeft.server.evaluation import ServerEvaluator
 from fedpeft.server.round_recorder import RoundRecorder
 from fedpeft.server.strategies import (
     InstrumentedStrategy,
@@ -90,9 +90,10 @@ class _Chain:
 
 
 def _strategy(grid: Grid, cfg: RunConfig, recorder: RoundRecorder) -> _Chain:
-    """Instrumented(Sealed(SecureAggregation(Private(Stacking(Flower strategy))))), each layer only when
-    configured: the recorder sees the bytes on the wire, sealing wraps (masked) updates, the
-    privacy layer clips, noises and accounts, and the Flower strategy sees only the mean."""
+    """Instrumented(Sealed(SecureAggregation(Private(Stacking(Flower strategy))))), each layer
+    only when configured: the recorder sees the bytes on the wire, sealing wraps (masked)
+    updates, the privacy layer clips, noises and accounts, and the Flower strategy sees only
+    the mean."""
     strategy = build_strategy(cfg)
     keys = load_server_keys(cfg.security) if cfg.security.seal_updates else None
     federation_id = (keys.federation_id if keys is not None

@@ -55,7 +55,8 @@ def _record(log: MetricsLog, on_round: RoundCallback, record: dict[str, Any]) ->
         on_round(record)
 
 
-def _centralized(prepared: PreparedRun, folder: RunFolder, on_round: RoundCallback) -> dict[str, Any]:
+def _centralized(prepared: PreparedRun, folder: RunFolder,
+                 on_round: RoundCallback) -> dict[str, Any]:
     cfg, learner, test = prepared.cfg, prepared.learner, prepared.data.test.frame
     pooled = pd.concat([frame for _, frame in _local_splits(prepared)], ignore_index=True)
     log = MetricsLog(folder.metrics_path)
@@ -71,7 +72,8 @@ def _centralized(prepared: PreparedRun, folder: RunFolder, on_round: RoundCallba
         _record(log, on_round, {
             "round": epoch, "server_eval": metrics,
             "train": {"loss": result.loss, "num-examples": result.num_examples},
-            "time": {"round_s": result.compute_seconds + eval_s, "local_compute_s": result.compute_seconds,
+            "time": {"round_s": result.compute_seconds + eval_s,
+                     "local_compute_s": result.compute_seconds,
                      "server_eval_s": eval_s, "framework_s": 0.0},
         })
     state = learner.get_state()
@@ -93,7 +95,8 @@ def _local(prepared: PreparedRun, folder: RunFolder, on_round: RoundCallback) ->
     splits = _local_splits(prepared)
     initial_state = learner.get_state()
     states = {name: initial_state for name, _ in splits}
-    bests = {name: BestAdapter(learner, cfg.model.task, folder.best_dir / name) for name, _ in splits}
+    bests = {name: BestAdapter(learner, cfg.model.task,
+                               folder.best_dir / name) for name, _ in splits}
     log = MetricsLog(folder.metrics_path)
     initial = learner.evaluate(test)
     _record(log, on_round, {"round": 0, "server_eval": initial})
@@ -107,7 +110,8 @@ def _local(prepared: PreparedRun, folder: RunFolder, on_round: RoundCallback) ->
             metrics = learner.evaluate(test)
             bests[name].offer(epoch, metrics, states[name])
             compute += result.compute_seconds
-            clients.append({"name": name, "train": {"loss": result.loss, "num-examples": result.num_examples},
+            clients.append({"name": name,
+                            "train": {"loss": result.loss, "num-examples": result.num_examples},
                             "test": metrics})
         _record(log, on_round, {
             "round": epoch,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from fedpeft.common.config import RunConfig
 from fedpeft.common.errors import DataError
-from fedpeft.deployment.federation_files import credential_name
 from fedpeft.deployment.enrolment import add_institution, init_federation
+from fedpeft.deployment.federation_files import credential_name
 
 
 @contextmanager

@@ -3,8 +3,8 @@
 The ServerApp runs `run_federation` (the same coordinator code a deployment runs) in this
 process; each virtual institution is Flower's ClientApp in a Ray actor, reading its partition
 of the dataset. Updates are sealed and globals signed exactly as in a deployment, with keys
-made for the run and deleted after it (`fedpeft.simulation.credentials`). The run config reaches the institutions inside each round's message, exactly
-as in a deployment.
+made for the run and deleted after it (`fedpeft.simulation.credentials`). The run config
+reaches the institutions inside each round's message, exactly as in a deployment.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from fedpeft.common.audit import LEDGER_FILE
 from fedpeft.common.config import RunConfig
 from fedpeft.common.config.plan import plan, simulated_participants
 from fedpeft.common.errors import ConfigError, RunError
+from fedpeft.common.runs.folder import open_run_folder
 from fedpeft.server.run_loop import FederationOutcome, run_federation
 from fedpeft.simulation.credentials import ephemeral_credentials, with_credentials
 from fedpeft.simulation.flower_logging import quiet_flower_console
-from fedpeft.common.runs.folder import open_run_folder
 from fedpeft.simulation.preparation import base_summary, prepare_run
 
 logger = logging.getLogger(__name__)

@@ -14,6 +14,7 @@ from fedpeft.common.config import RunConfig
 from fedpeft.common.data import FederatedData, load_federated_data
 from fedpeft.common.training.learner import Learner
 
+
 @dataclass
 class PreparedRun:
     """A validated config (labels fixed), its data split, and a learner with the initial adapter."""
@@ -31,13 +32,16 @@ def prepare_run(cfg: RunConfig) -> PreparedRun:
     """
     by_column = cfg.data.effective_partition.startswith("column:")
     explicit = "num_clients" in cfg.simulation.model_fields_set
-    data = load_federated_data(cfg, None if by_column and not explicit else cfg.simulation.num_clients)
+    data = load_federated_data(cfg,
+                               None if by_column and not explicit else cfg.simulation.num_clients)
     num_clients = len(data.partitions)
     if num_clients != cfg.simulation.num_clients:
-        cfg = cfg.model_copy(update={"simulation": cfg.simulation.model_copy(update={"num_clients": num_clients})})
+        simulation = cfg.simulation.model_copy(update={"num_clients": num_clients})
+        cfg = cfg.model_copy(update={"simulation": simulation})
     if data.label_names is not None and cfg.data.labels is None:
         # Fix the label order in the config every institution receives.
-        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"labels": data.label_names})})
+        labelled = cfg.data.model_copy(update={"labels": data.label_names})
+        cfg = cfg.model_copy(update={"data": labelled})
     cfg = cfg.fit_to_clients(num_clients)
     learner = Learner(cfg, data.label_names)
     return PreparedRun(cfg=cfg, data=data, learner=learner)

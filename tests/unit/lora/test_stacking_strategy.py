@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
 from flwr.app.message.message import make_message
 from flwr.supercore.task_identity import TaskIdentity
 

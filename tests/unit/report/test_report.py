@@ -9,11 +9,12 @@ import re
 from pathlib import Path
 
 import pytest
+
 from fedpeft.common.errors import DataError
+from fedpeft.common.runs.metrics_log import read_metrics
 from fedpeft.report import read_run, write_report
 from fedpeft.report.content import build_document
 from fedpeft.report.markdown import render_markdown
-from fedpeft.common.runs.metrics_log import read_metrics
 
 
 def _section(markdown: str, title: str) -> str:

@@ -18,11 +18,12 @@ import logging
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app.typing import ConfigRecordValues
 
 from fedpeft.client.stages.base import ClientStage, Outgoing, RoundInput
-from fedpeft.common.wire import secagg as wire
 from fedpeft.common.crypto.secagg import SecAggClient, SecAggParams
 from fedpeft.common.errors import SecurityError
+from fedpeft.common.wire import secagg as wire
 from fedpeft.common.wire.names import NUM_EXAMPLES
 
 logger = logging.getLogger(__name__)
@@ -54,9 +55,8 @@ def _load(context: Context, params: SecAggParams) -> SecAggClient:
     return SecAggClient.from_bytes(data)
 
 
-def _reply(msg: Message, values: dict[str, object]) -> Message:
-    return Message(RecordDict({wire.RECORD: ConfigRecord(values)}),  # type: ignore[arg-type]
-                   reply_to=msg)
+def _reply(msg: Message, values: dict[str, ConfigRecordValues]) -> Message:
+    return Message(RecordDict({wire.RECORD: ConfigRecord(values)}), reply_to=msg)
 
 
 def handle_setup(msg: Message, context: Context) -> Message:
@@ -72,7 +72,7 @@ def handle_share(msg: Message, context: Context) -> Message:
     """Stage 2: Shamir shares of this institution's secrets, one ciphertext per neighbour."""
     params, _ = _params(msg)
     client = _load(context, params)
-    neighbours = wire.read_keys(msg.content[wire.RECORD])
+    neighbours = wire.read_keys(msg.content.config_records[wire.RECORD])
     ciphertexts = client.share_keys(neighbours)
     _save(context, client, params)
     return _reply(msg, wire.payloads_record(ciphertexts))
@@ -91,7 +91,7 @@ def mask_update(msg: Message, context: Context, expected_context: bytes,
     if params.context != expected_context:
         raise SecurityError("secure aggregation parameters are for another run or round")
     client = _load(context, params)
-    client.receive_shares(wire.read_payloads(msg.content[wire.RECORD]))
+    client.receive_shares(wire.read_payloads(msg.content.config_records[wire.RECORD]))
     masked = client.mask(values, weight)
     _save(context, client, params)
     return wire.pack(masked.vector, params.ring_bits), masked.clipped
@@ -101,7 +101,7 @@ def handle_unmask(msg: Message, context: Context) -> Message:
     """Stage 4: the shares that remove the masks of the sum, then the round's state is gone."""
     params, _ = _params(msg)
     client = _load(context, params)
-    record = msg.content[wire.RECORD]
+    record = msg.content.config_records[wire.RECORD]
     survivors, dropped = wire.read_ids(record, wire.SURVIVORS), wire.read_ids(record, wire.DROPPED)
     shares = client.unmask(survivors, dropped)
     del context.state[wire.STATE]

@@ -26,7 +26,6 @@ from fedpeft.common.wire.envelopes import (
 )
 from fedpeft.common.wire.names import ARRAYS, SEAL_SECONDS, SEALED_UPDATE_STYPE, SIGNED_GLOBAL_STYPE
 
-
 LAST_GLOBAL = "fedpeft-last-global"
 """Key in Flower's `Context.state` (per node and run) of the newest global version received."""
 

@@ -115,7 +115,8 @@ def _labels(adapter_dir: Path) -> list[str]:
     try:
         return list(json.loads(path.read_text())["labels"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise ModelError(f"{path}: missing or unreadable; the classifier's labels are unknown") from None
+        raise ModelError(f"{path}: missing or unreadable; the classifier's labels are "
+                         "unknown") from None
 
 
 def export_merged(adapter_dir: str | Path, out_dir: str | Path) -> Path:

@@ -45,7 +45,8 @@ def check_state_shapes(expected: Mapping[str, tuple[int, ...]],
     """Raise ModelError naming the first key of `state` missing, unexpected or misshapen."""
     missing = [key for key in expected if key not in state]
     if missing:
-        raise ModelError(f"adapter state: key {missing[0]!r} is missing ({len(missing)} missing in all)")
+        raise ModelError(f"adapter state: key {missing[0]!r} is missing ({len(missing)} missing in "
+                         "all)")
     unexpected = [key for key in state if key not in expected]
     if unexpected:
         raise ModelError(
@@ -67,7 +68,8 @@ def load_adapter_state(model: PeftModel, state: Mapping[str, np.ndarray]) -> Non
     """
     expected = peft_state_dict(model)
     check_state_shapes({key: tuple(tensor.shape) for key, tensor in expected.items()}, state)
-    tensors = {key: torch.from_numpy(np.asarray(state[key])).to(dtype=tensor.dtype, device=tensor.device)
+    tensors = {key: torch.from_numpy(np.asarray(state[key])).to(dtype=tensor.dtype,
+                                                                device=tensor.device)
                for key, tensor in expected.items()}
     # Every key was checked against peft's own state dict, whose keys peft guarantees to load.
     set_peft_model_state_dict(model, tensors)

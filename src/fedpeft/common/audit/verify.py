@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedpeft.common.audit.records import (
-    FIELDS,
     COORDINATOR,
+    FIELDS,
     GENESIS,
     ROLES,
     RUN_END,
@@ -188,6 +188,8 @@ class _Chain:
             claimed = record["signer"]
             who = _short(claimed) if _HEX64.fullmatch(claimed) else "a malformed fingerprint"
             raise SecurityError(f"signed by key {who}, not the ledger's key {_short(self._signer)}")
+        if self._key is None:
+            raise SecurityError("a signed record before the genesis record named its key")
         try:
             verify(self._key, decode_signature(record["signature"]), signed_bytes(record))
         except (SecurityError, ValueError):

@@ -1,6 +1,13 @@
 """Run configuration: pydantic models and their TOML/CLI/wire loading."""
 
-from fedpeft.common.config.loader import from_wire, load_config, save_config, to_toml, to_wire, validate_config
+from fedpeft.common.config.loader import (
+    from_wire,
+    load_config,
+    save_config,
+    to_toml,
+    to_wire,
+    validate_config,
+)
 from fedpeft.common.config.models import (
     BUILTIN_DATASET,
     DEFAULT_MODEL,
@@ -8,9 +15,9 @@ from fedpeft.common.config.models import (
     AuditConfig,
     DataConfig,
     FederationConfig,
+    LoraAggregationConfig,
     ModelConfig,
     OutputConfig,
-    LoraAggregationConfig,
     PeftConfig,
     PrivacyConfig,
     RunConfig,

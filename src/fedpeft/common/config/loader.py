@@ -8,11 +8,11 @@ and every error names the dotted field that was wrong.
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import tomli_w
+import tomllib
 from pydantic import ValidationError
 
 from fedpeft.common.config.models import RunConfig

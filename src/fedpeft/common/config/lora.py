@@ -8,7 +8,6 @@ from pydantic import Field, model_validator
 
 from fedpeft.common.config.base import StrictModel
 
-
 LoraMode = Literal["fedavg", "ffa", "stacking"]
 
 

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from fedpeft.common.config.base import StrictModel
 from fedpeft.common.config.audit import AuditConfig
+from fedpeft.common.config.base import StrictModel
 from fedpeft.common.config.lora import LoraAggregationConfig
 from fedpeft.common.config.privacy import PrivacyConfig
 from fedpeft.common.config.secure_aggregation import SecureAggregationConfig
@@ -37,13 +37,15 @@ class ModelConfig(StrictModel):
         description="classification: AutoModelForSequenceClassification; causal-lm: "
         "AutoModelForCausalLM with loss on the response tokens only.",
     )
-    max_seq_length: int = Field(128, ge=8, le=32768, description="Tokens per example after truncation.")
+    max_seq_length: int = Field(128, ge=8, le=32768,
+                                description="Tokens per example after truncation.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 on CUDA devices that support it, else fp32."
     )
     quantization: Literal["none", "4bit", "8bit"] = Field(
-        "none", description="Load the frozen base model in 4/8 bit (QLoRA); needs CUDA + bitsandbytes."
+        "none",
+        description="Load the frozen base model in 4/8 bit (QLoRA); needs CUDA + bitsandbytes.",
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
     trust_remote_code: bool = Field(False, description="Allow model code from the hub repository.")
@@ -52,7 +54,8 @@ class ModelConfig(StrictModel):
     def _quantization_needs_cuda(self) -> ModelConfig:
         if self.quantization != "none" and self.device == "cpu":
             raise ValueError(
-                f"model.quantization={self.quantization!r} needs a CUDA device, but model.device='cpu'"
+                f"model.quantization={self.quantization!r} needs a CUDA device, but "
+                "model.device='cpu'"
             )
         return self
 
@@ -102,7 +105,8 @@ class TrainingConfig(StrictModel):
         "linear",
         description="Decays over the whole federated run (all rounds), not restarted each round.",
     )
-    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of the run spent warming up.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1,
+                                description="Fraction of the run spent warming up.")
     weight_decay: float = Field(0.0, ge=0, le=1)
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; None disables.")
     seed: int = Field(42, ge=0)
@@ -126,13 +130,15 @@ class StrategyConfig(StrictModel):
     name: StrategyName = "fedavg"
     proximal_mu: float = Field(0.01, ge=0, description="FedProx proximal term weight.")
     server_learning_rate: float = Field(
-        0.01, gt=0, description="FedAdam/FedYogi eta; FedAvgM server learning rate is 1.0 unless set."
+        0.01, gt=0,
+        description="FedAdam/FedYogi eta; FedAvgM server learning rate is 1.0 unless set.",
     )
     server_momentum: float = Field(0.9, ge=0, lt=1, description="FedAvgM momentum.")
     beta_1: float = Field(0.9, ge=0, lt=1)
     beta_2: float = Field(0.99, ge=0, lt=1)
     tau: float = Field(1e-3, gt=0, description="FedAdam/FedYogi adaptivity (epsilon).")
-    trim_beta: float = Field(0.2, gt=0, lt=0.5, description="FedTrimmedAvg: fraction cut at each end.")
+    trim_beta: float = Field(0.2, gt=0, lt=0.5,
+                             description="FedTrimmedAvg: fraction cut at each end.")
 
 
 class FederationConfig(StrictModel):
@@ -158,7 +164,8 @@ class DataConfig(StrictModel):
         description="Training file (CSV, JSONL or Parquet) or the built-in dataset name.",
     )
     test: str | None = Field(
-        None, description="Held-out test file for server-side evaluation; None: built-in or a split."
+        None,
+        description="Held-out test file for server-side evaluation; None: built-in or a split.",
     )
     format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
     text_column: str = "text"
@@ -179,7 +186,8 @@ class DataConfig(StrictModel):
         0.1, ge=0, lt=1, description="Share of each institution's rows kept for local evaluation."
     )
     test_fraction: float = Field(
-        0.2, gt=0, lt=1, description="Share of the training file held out when no test file is given."
+        0.2, gt=0, lt=1,
+        description="Share of the training file held out when no test file is given.",
     )
     min_partition_size: int = Field(2, ge=1, description="Fewest rows an institution may have.")
 
@@ -190,7 +198,8 @@ class DataConfig(StrictModel):
             return None
         match = _PARTITION.match(value.strip())
         if match is None:
-            raise ValueError(f"data.partition={value!r}: expected iid, dirichlet:ALPHA or column:NAME")
+            raise ValueError(f"data.partition={value!r}: expected iid, dirichlet:ALPHA or "
+                             "column:NAME")
         if match.group("alpha") is not None:
             try:
                 alpha = float(match.group("alpha"))
@@ -278,9 +287,8 @@ class RunConfig(StrictModel):
                 f"federation.min_train_clients={fed.min_train_clients} exceeds "
                 f"federation.min_available_clients={fed.min_available_clients}"
             )
-        if self.model.task == "causal-lm" and self.data.partition and self.data.partition.startswith(
-            "dirichlet:"
-        ):
+        partition = self.data.partition or ""
+        if self.model.task == "causal-lm" and partition.startswith("dirichlet:"):
             raise ValueError(
                 "data.partition=dirichlet needs class labels; task 'causal-lm' has none "
                 "(use iid or column:NAME)"

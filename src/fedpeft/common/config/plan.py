@@ -52,7 +52,8 @@ def masking_plan(sa: SecureAggregationConfig, participants: int) -> MaskingPlan:
     """
     if participants < 2:
         raise ConfigError(
-            f"secure_aggregation.enabled needs at least 2 institutions per round, got {participants}"
+            "secure_aggregation.enabled needs at least 2 institutions per round, got "
+            f"{participants}"
         )
     degree = sa.degree(participants)
     threshold = sa.threshold(participants)

@@ -55,7 +55,8 @@ class PrivacyConfig(StrictModel):
         None, gt=0, description="Stop before the round that would exceed this epsilon."
     )
     max_norm_factor: float = Field(
-        1.5, gt=1, description="Updates whose norm exceeds this multiple of the clip norm are refused."
+        1.5, gt=1,
+        description="Updates whose norm exceeds this multiple of the clip norm are refused.",
     )
     example_level: bool = Field(
         False,

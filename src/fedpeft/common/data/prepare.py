@@ -231,7 +231,8 @@ def _institutions(
     try:
         if num_partitions is None:
             if not spec.startswith("column:"):
-                raise ConfigError(f"data.partition={spec}: the number of institutions must be given")
+                raise ConfigError(f"data.partition={spec}: the number of institutions must be "
+                                  "given")
             num_partitions = len(partition_names(raw, spec, 0))
         partitions = partition_indices(
             raw, spec, num_partitions, seed, label_column, data.min_partition_size

@@ -8,9 +8,9 @@ shapes; all are refused up front with the layer named, instead of averaging the 
 
 from __future__ import annotations
 
-from torch import nn
 from peft import PeftModel
 from peft.tuners.lora.layer import LoraLayer, MultiheadAttention, ParamWrapper
+from torch import nn
 
 from fedpeft.common.errors import ModelError
 
@@ -22,7 +22,8 @@ def lora_layers(model: PeftModel, mode: str) -> dict[str, LoraLayer]:
     for name, module in model.named_modules():
         if not isinstance(module, LoraLayer) or adapter not in module.r:
             continue
-        factor = module.lora_A[adapter] if adapter in module.lora_A else None
+        # nn.ModuleDict has no .get()
+        factor = module.lora_A[adapter] if adapter in module.lora_A else None  # noqa: SIM401
         if isinstance(module, (MultiheadAttention, ParamWrapper)) \
                 or not isinstance(factor, nn.Linear):
             raise ModelError(f"lora.mode={mode!r}: layer {name!r} is a {type(module).__name__} "

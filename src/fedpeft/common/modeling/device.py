@@ -78,7 +78,8 @@ def quantization_config(model: ModelConfig) -> BitsAndBytesConfig | None:
         raise ConfigError(f"model.quantization={mode!r} needs a CUDA device; none is available")
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ConfigError(
-            f"model.quantization={mode!r} needs the bitsandbytes package (pip install 'fedpeft[gpu]')"
+            f"model.quantization={mode!r} needs the bitsandbytes package "
+            "(pip install 'fedpeft[gpu]')"
         )
     if mode == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)

@@ -78,7 +78,8 @@ def _tokenizer(name: str, path: str, trust_remote_code: bool) -> PreTrainedToken
         # GPT-2 and Llama ship without a pad token. Padding is masked out of attention and
         # loss, so reusing end-of-sequence is safe and needs no new embedding row.
         if tokenizer.eos_token is None:
-            raise ModelError(f"{name}: the tokenizer has neither a pad nor an end-of-sequence token")
+            raise ModelError(f"{name}: the tokenizer has neither a pad nor an end-of-sequence "
+                             "token")
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
@@ -87,7 +88,8 @@ def _model(name: str, path: str, task: str, labels: tuple[str, ...] | None, trus
            quantization: BitsAndBytesConfig | None) -> PreTrainedModel:
     kwargs: dict[str, object] = {"trust_remote_code": trust_remote_code}
     if quantization is not None:
-        kwargs.update(quantization_config=quantization, device_map={"": torch.cuda.current_device()})
+        kwargs.update(quantization_config=quantization,
+                      device_map={"": torch.cuda.current_device()})
     if task == "classification":
         assert labels is not None
         model_cls = AutoModelForSequenceClassification
@@ -122,7 +124,8 @@ def _labels(task: str, label_names: list[str] | None) -> tuple[str, ...] | None:
     if task != "classification":
         return None
     if not label_names or len(label_names) < 2:
-        raise ConfigError(f"data.labels={label_names!r}: classification needs at least two class names")
+        raise ConfigError(f"data.labels={label_names!r}: classification needs at least two class "
+                          "names")
     return tuple(label_names)
 
 

@@ -51,7 +51,8 @@ def _config_class(method: str) -> type[PeftMethodConfig]:
         return PEFT_TYPE_TO_CONFIG_MAPPING[PeftType(method.upper())]
     except (ValueError, KeyError):
         raise ConfigError(
-            f"peft.method={method!r} is not a peft method (available: {', '.join(available_methods())})"
+            f"peft.method={method!r} is not a peft method (available: "
+            f"{', '.join(available_methods())})"
         ) from None
 
 
@@ -114,7 +115,8 @@ def build_peft_config(cfg: RunConfig, model: PreTrainedModel,
     for key in cfg.peft.options:
         if key not in fields:
             raise ConfigError(
-                f"peft.options.{key}: not a setting of peft method {method!r} ({config_cls.__name__})"
+                f"peft.options.{key}: not a setting of peft method {method!r} "
+                f"({config_cls.__name__})"
             )
     if cfg.peft.target_modules is not None and "target_modules" in fields:
         _check_target_modules(cfg.peft.target_modules, model)

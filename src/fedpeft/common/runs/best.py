@@ -43,7 +43,8 @@ class BestAdapter:
         self.round: int | None = None
         self.value: float | None = None
 
-    def offer(self, server_round: int, metrics: dict[str, float], state: dict[str, np.ndarray]) -> None:
+    def offer(self, server_round: int, metrics: dict[str, float],
+              state: dict[str, np.ndarray]) -> None:
         value = metrics[self.selection.name]
         if not self.selection.improves(value, self.value):
             return

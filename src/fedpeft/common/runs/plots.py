@@ -31,7 +31,8 @@ def _save(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_metric_grid(series: dict[str, list[tuple[int, float]]], title: str, xlabel: str, path: Path) -> None:
+def _plot_metric_grid(series: dict[str, list[tuple[int, float]]], title: str, xlabel: str,
+                      path: Path) -> None:
     names = sorted(series)
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
     for axis, name in zip(axes[0], names):
@@ -88,7 +89,8 @@ def _plot_traffic(records: list[dict[str, Any]], path: Path) -> None:
         return
     fig, axis = plt.subplots(figsize=(6, 3.6))
     for key in ("sent", "received"):
-        axis.plot([r["round"] for r in rows], [r["bytes"][key] / 1e6 for r in rows], marker="o", label=key)
+        axis.plot([r["round"] for r in rows], [r["bytes"][key] / 1e6 for r in rows], marker="o",
+                  label=key)
     axis.set_title("server traffic per round (MB)")
     axis.set_xlabel("round")
     axis.grid(alpha=0.3)

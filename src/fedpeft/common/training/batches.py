@@ -47,7 +47,8 @@ def _causal_example(prompt: list[int], response: list[int], max_length: int) -> 
     return Example(input_ids, [IGNORE_INDEX] * len(prompt) + input_ids[len(prompt):])
 
 
-def encode_causal(table: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[Example]:
+def encode_causal(table: pd.DataFrame, tokenizer: PreTrainedTokenizerBase,
+                  max_length: int) -> list[Example]:
     """Rows with `prompt` and `response`; loss on the response and its end-of-sequence token.
 
     Prompt and response are tokenized separately so the boundary between them is exact; only
@@ -65,7 +66,8 @@ def encode_causal(table: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_l
         raise DataError(f"all {dropped} prompts fill model.max_seq_length={max_length} tokens, "
                         "leaving no response token to train on (raise model.max_seq_length)")
     if dropped:
-        logger.warning("dropped %d of %d examples whose prompt fills model.max_seq_length=%d tokens",
+        logger.warning("dropped %d of %d examples whose prompt fills model.max_seq_length=%d "
+                       "tokens",
                        dropped, len(examples), max_length)
     return kept
 
@@ -91,7 +93,9 @@ def collate(examples: Sequence[Example], pad_token_id: int) -> dict[str, torch.T
     else:
         labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
         for row, example in enumerate(examples):
-            labels[row, : len(example.labels)] = torch.tensor(example.labels)
+            row_labels = example.labels
+            assert not isinstance(row_labels, int)  # causal-lm: one label per token
+            labels[row, : len(row_labels)] = torch.tensor(row_labels)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 

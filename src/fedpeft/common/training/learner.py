@@ -179,7 +179,7 @@ class Learner:
         done = 0
         try:
             stream = self._micro_batches(examples, micro, rng)
-            for step in range(steps):
+            for _ in range(steps):
                 group = min(training.gradient_accumulation_steps, micro - done)
                 for _ in range(group):
                     with autocast(self.device, self.dtype):

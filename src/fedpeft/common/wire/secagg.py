@@ -22,6 +22,7 @@ from collections.abc import Mapping
 
 import numpy as np
 from flwr.app import ConfigRecord
+from flwr.app.typing import ConfigRecordValues
 
 from fedpeft.common.crypto.secagg import AdvertisedKeys
 from fedpeft.common.errors import SecurityError
@@ -60,13 +61,13 @@ def round_context(federation_id: str, run_id: int, server_round: int) -> bytes:
     return f"fedpeft-secagg|{federation_id}|{run_id}|{server_round}".encode()
 
 
-def non_empty(values: Mapping[str, object]) -> dict[str, object]:
+def non_empty(values: Mapping[str, ConfigRecordValues]) -> dict[str, ConfigRecordValues]:
     """`values` without empty lists: Flower's ConfigRecord cannot size an empty list, so an
     absent key stands for one (the readers below treat it so)."""
     return {key: value for key, value in values.items() if value != []}
 
 
-def keys_record(keys: Mapping[int, AdvertisedKeys]) -> dict[str, object]:
+def keys_record(keys: Mapping[int, AdvertisedKeys]) -> dict[str, ConfigRecordValues]:
     """Public keys by protocol id, as parallel lists a ConfigRecord can hold."""
     ids = sorted(keys)
     return non_empty({
@@ -84,7 +85,7 @@ def read_keys(record: ConfigRecord) -> dict[int, AdvertisedKeys]:
     return {i: AdvertisedKeys(cipher_public=c, mask_public=m) for i, c, m in zip(ids, cipher, mask)}
 
 
-def payloads_record(payloads: Mapping[int, bytes]) -> dict[str, object]:
+def payloads_record(payloads: Mapping[int, bytes]) -> dict[str, ConfigRecordValues]:
     """Opaque byte strings by protocol id (share ciphertexts or shares)."""
     ids = sorted(payloads)
     return non_empty({IDS: ids, PAYLOADS: [payloads[i] for i in ids]})
@@ -167,7 +168,7 @@ def read_ids(record: ConfigRecord, key: str) -> list[int]:
         raise SecurityError(f"secure aggregation record: {key!r} must be a list of integers")
     if len(set(value)) != len(value):
         raise SecurityError(f"secure aggregation record: {key!r} repeats an id")
-    return list(value)
+    return [v for v in value if isinstance(v, int)]
 
 
 def _bytes_list(record: ConfigRecord, key: str, length: int) -> list[bytes]:
@@ -177,4 +178,4 @@ def _bytes_list(record: ConfigRecord, key: str, length: int) -> list[bytes]:
         raise SecurityError(
             f"secure aggregation record: {key!r} must be {length} byte strings"
         )
-    return list(value)
+    return [v for v in value if isinstance(v, bytes)]

@@ -105,7 +105,8 @@ class PrivateStrategy(StrategyWrapper):
             logger.warning(
                 "round %d skipped: it would take epsilon from %.3f to %.3f, past "
                 "privacy.target_epsilon=%s", server_round, self.accountant.epsilon,
-                self.accountant.epsilon_after_next(self._sampling_rate), self.privacy.target_epsilon)
+                self.accountant.epsilon_after_next(self._sampling_rate),
+                self.privacy.target_epsilon)
             if self.recorder is not None:
                 self.recorder.failure(server_round, None, "privacy",
                                       "privacy budget exhausted: round not run")
@@ -114,7 +115,7 @@ class PrivateStrategy(StrategyWrapper):
             std = self.planner.for_round(server_round, len(messages)).noise_std
             assert std is not None  # privacy and secure aggregation both on: the plan has it
             for message in messages:
-                message.content[CONFIG][DP_NOISE_STD] = std
+                message.content.config_records[CONFIG][DP_NOISE_STD] = std
         return messages
 
     def aggregate_train(
@@ -154,7 +155,7 @@ class PrivateStrategy(StrategyWrapper):
         unclipped = 0.0
         accepted: list[Message] = []
         for reply in replies:
-            state = from_array_record(reply.content[ARRAYS])
+            state = from_array_record(reply.content.array_records[ARRAYS])
             try:
                 validate_update(state, expected, None)
                 delta = {k: state[k] - self._current[k] for k in self._current}
@@ -180,7 +181,8 @@ class PrivateStrategy(StrategyWrapper):
         multiplier = self.privacy.noise_multiplier
         if self.adaptive is not None:
             multiplier = self.adaptive.update_noise_multiplier(multiplier, m)
-        total = {k: np.sum([d[k] for d in deltas], axis=0, dtype=np.float64) for k in self._current}
+        total = {k: np.asarray(np.sum([d[k] for d in deltas], axis=0, dtype=np.float64))
+                 for k in self._current}
         noised = add_gaussian_noise(total, central_noise_std(multiplier, self.clip_norm), rng)
         merged = {k: (self._current[k] + noised[k] / m).astype(self._current[k].dtype)
                   for k in self._current}

@@ -1,8 +1,9 @@
 """Config name -> configured Flower strategy.
 
 fedpeft does not reimplement the strategies: FedAvg, FedProx (the client adds the proximal
-term), FedAdam, FedYogi, FedAvgM and the robust FedMedian and FedTrimmedAvg are Flower's own Message-API strategies. This module only
-maps `StrategyConfig` onto their constructor arguments, one small builder per strategy.
+term), FedAdam, FedYogi, FedAvgM and the robust FedMedian and FedTrimmedAvg are Flower's own
+Message-API strategies. This module only maps `StrategyConfig` onto their constructor
+arguments, one small builder per strategy.
 """
 
 from __future__ import annotations

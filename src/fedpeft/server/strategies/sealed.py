@@ -34,18 +34,18 @@ from flwr.serverapp.strategy import Strategy
 from fedpeft.common.adapter.state import AdapterState, from_array_record, to_array_record
 from fedpeft.common.crypto import Manifest, open_update, sign_global
 from fedpeft.common.errors import RunError, SecurityError
-from fedpeft.common.wire.names import (
-    INSTITUTION,
-    INSTITUTION_NAME,
-    SEALED_UPDATE_STYPE,
-    SIGNED_GLOBAL_STYPE,
-)
 from fedpeft.common.wire.envelopes import (
     envelope_of,
     envelope_record,
     global_context,
     global_version,
     update_context,
+)
+from fedpeft.common.wire.names import (
+    INSTITUTION,
+    INSTITUTION_NAME,
+    SEALED_UPDATE_STYPE,
+    SIGNED_GLOBAL_STYPE,
 )
 from fedpeft.server.credentials import ServerKeys, Signer
 from fedpeft.server.round_recorder import RoundRecorder
@@ -164,7 +164,8 @@ class SealedStrategy(StrategyWrapper):
             return arrays
         dtypes = {spec.name: spec.dtype for spec in self._manifest.tensors}
         state = from_array_record(arrays)
-        if all(dtypes.get(key, array.dtype.name) == array.dtype.name for key, array in state.items()):
+        if all(dtypes.get(key,
+                          array.dtype.name) == array.dtype.name for key, array in state.items()):
             return arrays
         return to_array_record({key: array.astype(dtypes.get(key, array.dtype.name), copy=False)
                                 for key, array in state.items()})

@@ -31,8 +31,8 @@ from fedpeft.common.config import RunConfig
 from fedpeft.common.config.plan import RoundPlanner
 from fedpeft.common.crypto.secagg import AdvertisedKeys, SecAggParams, SecAggServer
 from fedpeft.common.errors import RoundAborted, SecurityError
-from fedpeft.common.wire.names import ARRAYS, NON_AVERAGED_METRICS, NUM_EXAMPLES
 from fedpeft.common.wire import secagg as wire
+from fedpeft.common.wire.names import ARRAYS, NON_AVERAGED_METRICS, NUM_EXAMPLES
 from fedpeft.server.round_recorder import RoundRecorder
 from fedpeft.server.strategies.wrapper import StrategyWrapper
 
@@ -170,7 +170,8 @@ class SecureAggregationStrategy(StrategyWrapper):
             if reply.has_error():
                 logger.warning("round %d %s: node %d dropped out: %s", server_round,
                                message_type, reply.metadata.src_node_id, reply.error.reason)
-                self._failure(server_round, state.node_of[sid], message_type, reply.error.reason)
+                self._failure(server_round, state.node_of[sid], message_type,
+                              reply.error.reason or "no reason given")
                 continue
             record = reply.content.config_records.get(wire.RECORD)
             if record is None:
@@ -197,7 +198,8 @@ class SecureAggregationStrategy(StrategyWrapper):
             if sid is None or reply.has_error():
                 continue
             try:
-                vectors[sid] = wire.masked_vector(from_array_record(reply.content[ARRAYS]),
+                arrays = reply.content.array_records[ARRAYS]
+                vectors[sid] = wire.masked_vector(from_array_record(arrays),
                                                   state.params.ring_bits)
             except (SecurityError, KeyError) as err:
                 self._refuse(server_round, state, sid, f"masked update refused: {err}")

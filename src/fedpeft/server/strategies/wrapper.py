@@ -13,6 +13,7 @@ from logging import INFO
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.app.message.message import make_message
+from flwr.app.typing import MetricRecordValues
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -71,7 +72,7 @@ class StrategyWrapper(Strategy):
 
     def aggregate_mean(
         self, server_round: int, template: Message, mean: AdapterState,
-        metrics: Mapping[str, int | float],
+        metrics: Mapping[str, MetricRecordValues],
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Let the inner strategy aggregate one reply that holds the round's mean adapter
         (`metrics` must carry the weight, num-examples); `template` lends its metadata."""
