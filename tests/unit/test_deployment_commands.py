@@ -375,3 +375,28 @@ def test_empty_run_config_says_how_to_submit() -> None:
         read_run_config({CONFIG_KEY: ""})
     with pytest.raises(ConfigError, match="data.labels"):
         read_run_config({CONFIG_KEY: to_wire(RunConfig())})
+
+
+def test_a_deployed_institution_writes_its_ledger_to_its_state_folder(
+    bank_a: InstitutionBundle, tmp_path: Path
+) -> None:
+    """The ClientApp reads keys from the (read-only) bundle and writes only to `state-dir`."""
+    from flwr.app import Context, RecordDict
+
+    from fedpeft.client.identity import institution_keys
+    from fedpeft.client.stages.ledger import record_sent
+
+    before = {p.name: p.read_bytes() for p in bank_a.root.iterdir()}
+    state = tmp_path / "state"
+    node = {"bundle": str(bank_a.root), "state-dir": str(state), "name": "bank-a"}
+    context = Context(run_id=1, node_id=1, node_config=node, state=RecordDict(), run_config={})
+    keys = institution_keys(RunConfig(), context, "bank-a")
+    assert keys is not None and keys.state_dir == str(state)
+    state.mkdir()
+    record_sent(keys, {"round": 1})
+    assert (state / "ledger.jsonl").is_file()
+    assert {p.name: p.read_bytes() for p in bank_a.root.iterdir()} == before
+    default = institution_keys(RunConfig(), Context(
+        run_id=1, node_id=1, node_config={"bundle": str(bank_a.root)}, state=RecordDict(),
+        run_config={}), "bank-a")
+    assert default is not None and default.state_dir == str(bank_a.root.parent / "bank-a-state")
