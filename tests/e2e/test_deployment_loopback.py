@@ -41,7 +41,8 @@ NEEDLE = 4
 global in runs of 4 values only, and 16 given bytes do not turn up by chance."""
 RANKS = {"bank-c": 4}
 """Heterogeneous ranks: bank-c trains rank 4 of the federation's 8 (`client join --lora-rank`)."""
-RUN_TIMEOUT_S = 170.0
+RUN_TIMEOUT_S = 1200.0
+"""A hang guard, not a speed check: on a shared 2-core machine two rounds can take minutes."""
 STOP_TIMEOUT_S = 10.0
 
 _WORDS = {"billing": ["invoice", "charge", "refund", "bill"],

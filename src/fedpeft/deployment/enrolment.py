@@ -145,7 +145,7 @@ def add_institution(root: Path, name: str, request_path: Path) -> InstitutionRec
     if name in registry.institutions:
         status = registry.institutions[name].status
         raise ConfigError(f"{folder.registry_path}: institution {name!r} already exists ({status})")
-    node_key = check_node_auth_public_key(request.node_auth_public_key, str(request_path))
+    node_key = request.node_auth_public_key.strip()  # checked by read_request
     for other in registry.institutions.values():
         if (other.signing_fingerprint == request.signing_fingerprint
                 or other.node_auth_public_key.split()[:2] == node_key.split()[:2]):
