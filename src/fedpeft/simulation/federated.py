@@ -28,6 +28,7 @@ from fedpeft.common.config import RunConfig
 from fedpeft.common.config.plan import plan, simulated_participants
 from fedpeft.common.errors import ConfigError, RunError
 from fedpeft.common.runs.folder import open_run_folder
+from fedpeft.deployment.federation_files import SIMULATED_BUNDLES
 from fedpeft.server.run_loop import FederationOutcome, run_federation
 from fedpeft.simulation.credentials import ephemeral_credentials, with_credentials
 from fedpeft.simulation.flower_logging import quiet_flower_console
@@ -70,7 +71,7 @@ def _backend_config(cfg: RunConfig) -> dict[str, Any]:
 def _keep_institution_ledgers(keys_dir: Path, run_dir: Path) -> None:
     """Each virtual institution's own ledger, moved out of the run's temporary key folder into
     `institutions/<name>/` of the run folder before the keys are deleted."""
-    for ledger in sorted((keys_dir / "institutions").glob(f"*/{LEDGER_FILE}")):
+    for ledger in sorted((keys_dir.parent / SIMULATED_BUNDLES).glob(f"*/{LEDGER_FILE}")):
         target = run_dir / "institutions" / ledger.parent.name / LEDGER_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ledger, target)
