@@ -15,8 +15,8 @@ from fedpeft.simulation.federated import simulate
 pytestmark = pytest.mark.e2e
 
 
-def test_simulation_seals_by_default(write_words_csv, tiny_bert_dir: str,
-                                     tmp_path: Path) -> None:
+def test_simulation_seals_by_default(write_words_csv, tiny_bert_dir: str, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
     train, test = write_words_csv(seed=0, per_label=15, test_rows=10)
     cfg = load_config(overrides={
         "model.name": tiny_bert_dir, "model.max_seq_length": 16, "data.train": train,
@@ -25,7 +25,17 @@ def test_simulation_seals_by_default(write_words_csv, tiny_bert_dir: str,
         "output.dir": str(tmp_path / "runs"), "output.run_name": "sealed",
     })
     assert cfg.security.seal_updates  # on unless switched off
-    before = set(Path(tempfile.gettempdir()).glob("fedpeft-sim-keys-*"))
+    # The key folders this run makes (other runs on the machine make and remove their own).
+    made: list[str] = []
+    mkdtemp = tempfile.mkdtemp
+
+    def recording_mkdtemp(*args, **kwargs):  # type: ignore[no-untyped-def]
+        folder = mkdtemp(*args, **kwargs)
+        if Path(folder).name.startswith("fedpeft-sim-keys-"):
+            made.append(folder)
+        return folder
+
+    monkeypatch.setattr(tempfile, "mkdtemp", recording_mkdtemp)
     report = simulate(cfg)
 
     security = report.summary["security"]
@@ -41,7 +51,7 @@ def test_simulation_seals_by_default(write_words_csv, tiny_bert_dir: str,
         assert record["time"]["server_sealing_s"] > 0
     # The run's config file names no temporary key folder, and the key folder is gone.
     assert "credentials_dir" not in (report.path / "config.toml").read_text()
-    assert set(Path(tempfile.gettempdir()).glob("fedpeft-sim-keys-*")) == before
+    assert len(made) == 1 and not Path(made[0]).exists()
 
 
 def test_simulation_without_sealing_warns(write_words_csv, tiny_bert_dir: str, tmp_path: Path,
