@@ -12,6 +12,9 @@ from rich.table import Table
 
 console = Console()
 err_console = Console(stderr=True)
+for _console in (console, err_console):
+    # Piped or logged output keeps each line whole: a path cut at column 80 cannot be copied.
+    _console.soft_wrap = not _console.is_terminal
 
 _SHOWN = ("accuracy", "macro_f1", "loss", "perplexity")
 

@@ -143,9 +143,11 @@ def export(
 
 @data_app.command("demo")
 def data_demo(
-    out: Annotated[Path, typer.Option("--out", help="Folder for train.csv and test.csv.")] = Path("demo-data"),
+    out: Annotated[Path, typer.Option(
+        "--out", help="Folder for bank-support-train.csv and bank-support-test.csv.")] = Path("demo-data"),
 ) -> None:
-    """Write the built-in dataset as CSV files (to inspect it or to start from its format)."""
+    """Write the built-in dataset as OUT/bank-support-train.csv and OUT/bank-support-test.csv
+    (columns text, label, site) to inspect it or to start from its format."""
     from fedpeft.common.config import BUILTIN_DATASET
     from fedpeft.common.data.builtin import write_builtin
 
