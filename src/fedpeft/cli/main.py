@@ -18,7 +18,8 @@ from fedpeft.cli.report import report as report_command
 from fedpeft.cli.audit import audit_app
 from fedpeft.cli import deployment
 from fedpeft.cli import options as opt
-from fedpeft.cli.display import console, err_console, round_progress, summary_table
+from fedpeft.cli.runs import runs_app
+from fedpeft.cli.display import console, err_console, print_table, round_progress, summary_table
 from fedpeft.common.config import to_toml
 from fedpeft.common.errors import FedpeftError
 
@@ -37,6 +38,7 @@ app.add_typer(deployment.federation_app, name="federation")
 app.add_typer(deployment.server_app, name="server")
 app.add_typer(deployment.client_app, name="client")
 app.add_typer(audit_app, name="audit")
+app.add_typer(runs_app, name="runs")
 app.command("run")(deployment.run)
 app.command("report")(report_command)
 
@@ -44,7 +46,7 @@ app.command("report")(report_command)
 def _report(report_path: Path, summary: dict, records_path: Path, title: str) -> None:
     from fedpeft.common.runs.metrics_log import read_metrics
 
-    console.print(summary_table(read_metrics(records_path), title))
+    print_table(summary_table(read_metrics(records_path), title))
     console.print(f"[green]run folder:[/] {report_path}")
 
 
