@@ -219,6 +219,11 @@ class OutputConfig(StrictModel):
 
     dir: str = Field("runs", description="Parent folder of run folders.")
     run_name: str | None = Field(None, description="Run folder name; None: kind and timestamp.")
+    tensorboard: bool = Field(
+        True,
+        description="Write TensorBoard event files to RUN/tensorboard/ as rounds finish: server "
+        "metrics always, per-institution ones only without DP and secure aggregation.",
+    )
 
     @field_validator("run_name")
     @classmethod
