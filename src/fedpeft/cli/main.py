@@ -18,6 +18,7 @@ from fedpeft.cli.report import report as report_command
 from fedpeft.cli.audit import audit_app
 from fedpeft.cli import deployment
 from fedpeft.cli import options as opt
+from fedpeft.cli.dashboard import dashboard as dashboard_command
 from fedpeft.cli.runs import runs_app
 from fedpeft.cli.display import console, err_console, print_table, round_progress, summary_table
 from fedpeft.common.config import to_toml
@@ -41,6 +42,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(runs_app, name="runs")
 app.command("run")(deployment.run)
 app.command("report")(report_command)
+app.command("dashboard")(dashboard_command)
 
 
 def _report(report_path: Path, summary: dict, records_path: Path, title: str) -> None:
