@@ -50,7 +50,7 @@ def _write_runs(runs_dir: Path) -> Path:
     """A completed DP run and one still running (its folder stays `.partial`)."""
     for name, rounds, finished in (("finished-dp", 3, True), ("still-going", 1, False)):
         cfg = load_config(overrides={"output.dir": str(runs_dir), "output.run_name": name,
-                                     "output.tensorboard": False, "federation.num_rounds": 3,
+                                     "tracking.tensorboard": False, "federation.num_rounds": 3,
                                      "privacy.enabled": True, "privacy.target_epsilon": 3.0})
         folder = open_run_folder(cfg, "sim")
         log = MetricsLog(folder.metrics_path)

@@ -49,12 +49,14 @@ def runs_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def write_run(runs_dir: Path) -> Callable[..., Path]:
-    """write_run(name, kind=, state=completed|failed|running, dp=, rounds=, lr=) -> folder."""
+    """write_run(name, kind=, state=completed|failed|running, dp=, rounds=, lr=, settings=)
+    -> folder; `settings` are further dotted config overrides."""
 
     def write(name: str, *, kind: str = "sim", state: str = "completed", dp: bool = False,
-              rounds: int = 3, lr: float = 1e-3) -> Path:
+              rounds: int = 3, lr: float = 1e-3, settings: dict[str, Any] | None = None) -> Path:
         overrides: dict[str, Any] = {"output.dir": str(runs_dir), "output.run_name": name,
-                                     "federation.num_rounds": 3, "training.learning_rate": lr}
+                                     "federation.num_rounds": 3, "training.learning_rate": lr,
+                                     **(settings or {})}
         if dp:
             overrides |= {"privacy.enabled": True, "privacy.target_epsilon": 5.0}
         cfg = load_config(overrides=overrides)
@@ -65,6 +67,8 @@ def write_run(runs_dir: Path) -> Callable[..., Path]:
         if state == "running":
             folder._detach_log()  # the run goes on in another process
             return folder.path
+        folder.adapter_dir.mkdir()
+        (folder.adapter_dir / "adapter_config.json").write_text('{"r": 8}', encoding="utf-8")
         if state == "failed":
             return folder.fail(RuntimeError("institution bank-c refused the global adapter"))
         summary = {"kind": "federated" if kind == "sim" else kind, "rounds": 3,

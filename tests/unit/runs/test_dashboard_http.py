@@ -98,7 +98,6 @@ def test_institution_names_are_escaped(write_run, runs_dir: Path) -> None:
 def test_only_the_run_files_the_page_links_are_served(write_run, runs_dir: Path, path: str) -> None:
     run = write_run("evil")
     (runs_dir.parent / "secret.txt").write_text("patient list", encoding="utf-8")
-    (run / "adapter").mkdir()
     (run / "adapter" / "escape").symlink_to(runs_dir.parent / "secret.txt")
     response = _client(runs_dir).get(path)
     assert response.status_code == 404
@@ -106,9 +105,7 @@ def test_only_the_run_files_the_page_links_are_served(write_run, runs_dir: Path,
 
 
 def test_the_adapter_and_config_are_served(write_run, runs_dir: Path) -> None:
-    run = write_run("done")
-    (run / "adapter").mkdir()
-    (run / "adapter" / "adapter_config.json").write_text('{"r": 8}', encoding="utf-8")
+    write_run("done")
     client = _client(runs_dir)
     assert "adapter/adapter_config.json" in client.get("/api/runs/done").json()["files"]
     assert client.get("/runs/done/files/adapter/adapter_config.json").json() == {"r": 8}

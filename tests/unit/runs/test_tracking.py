@@ -52,7 +52,7 @@ def test_tracking_can_be_turned_off(write_run, runs_dir: Path) -> None:
     from fedpeft.common.runs.metrics_log import MetricsLog
 
     cfg = load_config(overrides={"output.dir": str(runs_dir), "output.run_name": "quiet",
-                                 "output.tensorboard": False})
+                                 "tracking.tensorboard": False})
     folder = open_run_folder(cfg, "sim")
     MetricsLog(folder.metrics_path).append(round_record(0, dp=False))
     assert not (folder.finish({}) / TENSORBOARD_DIR).exists()
@@ -67,3 +67,32 @@ def test_each_protection_withholds_per_institution_numbers(setting: str) -> None
     assert not per_institution_allowed(load_config(overrides=overrides))
     assert per_institution_allowed(load_config())
     assert not any(t.startswith("institution/") for t in round_scalars(round_record(1, dp=True), False))
+
+
+def test_mlflow_runs_hold_rounds_config_adapter_and_outcome(write_run, runs_dir: Path) -> None:
+    """Three runs into one local MLflow store (one store: creating one takes seconds)."""
+    pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    tracked = {"tracking.mlflow": True, "tracking.mlflow_experiment": "sweep"}
+    write_run("plain", settings=tracked)
+    write_run("private", dp=True, settings=tracked)
+    write_run("broken", state="failed", settings=tracked)
+    client = MlflowClient(tracking_uri=f"sqlite:///{runs_dir.resolve() / 'mlflow.db'}")
+    found = {r.info.run_name: r for r in
+             client.search_runs([client.get_experiment_by_name("sweep").experiment_id])}
+    assert found["broken"].info.status == "FAILED"
+    for name, dp in (("plain", False), ("private", True)):
+        run = found[name]
+        assert run.info.status == "FINISHED"
+        assert run.data.params["training.learning_rate"] == "0.001"
+        assert run.data.params["privacy.enabled"] == str(dp)
+        history = sorted(client.get_metric_history(run.info.run_id, "test/accuracy"), key=lambda m: m.step)
+        assert [(m.step, pytest.approx(m.value)) for m in history] == [
+            (n, round_record(n, dp=dp)["server_eval"]["accuracy"]) for n in range(4)]
+        institution_keys = [k for k in run.data.metrics if k.startswith("institution/")]
+        assert (institution_keys == []) is dp, name
+        artefacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"adapter", "config.toml", "summary.json"} <= artefacts
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "adapter")] == [
+            "adapter/adapter_config.json"]

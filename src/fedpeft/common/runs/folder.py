@@ -17,6 +17,7 @@ from typing import Any
 
 from fedpeft.common.config import RunConfig, save_config
 from fedpeft.common.errors import ConfigError
+from fedpeft.common.tracking import end_trackers
 
 PARTIAL_SUFFIX = ".partial"
 FAILED_SUFFIX = ".failed"
@@ -117,6 +118,7 @@ class RunFolder:
         self.write_summary({**summary, "status": "completed"})
         self._detach_log()
         os.replace(self.path, self.final_path)
+        end_trackers(self.path, self.final_path, "FINISHED")
         self.path = self.final_path
         return self.path
 
@@ -127,6 +129,7 @@ class RunFolder:
         self._detach_log()
         target = self.parent / f"{self.name}{FAILED_SUFFIX}"
         os.replace(self.path, target)
+        end_trackers(self.path, target, "FAILED")
         self.path = target
         return target
 

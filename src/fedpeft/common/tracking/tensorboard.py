@@ -6,17 +6,13 @@ coordinator's own machine. Each round is flushed at once: a run that dies keeps 
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
-from fedpeft.common.config import RunConfig, load_config, to_toml
-from fedpeft.common.errors import FedpeftError
+from fedpeft.common.config import RunConfig, to_toml
 from fedpeft.common.tracking.scalars import per_institution_allowed, round_scalars
 
 TENSORBOARD_DIR = "tensorboard"
-
-logger = logging.getLogger(__name__)
 
 
 class TensorBoardTracker:
@@ -37,19 +33,5 @@ class TensorBoardTracker:
             self.writer.add_scalar(tag, value, global_step=step)
         self.writer.flush()
 
-    def close(self) -> None:
+    def end(self, final_dir: Path, status: str) -> None:
         self.writer.close()
-
-
-def open_tracker(run_dir: Path) -> TensorBoardTracker | None:
-    """The tracker `RUN/config.toml` asks for (output.tensorboard), None when off or when the
-    folder has no config (a metrics log outside a run folder)."""
-    config_path = run_dir / "config.toml"
-    if not config_path.is_file():
-        return None
-    try:
-        cfg = load_config(config_path)
-    except FedpeftError as err:
-        logger.warning("no TensorBoard tracking: %s", err)
-        return None
-    return TensorBoardTracker(run_dir, cfg) if cfg.output.tensorboard else None
