@@ -96,3 +96,19 @@ def test_mlflow_runs_hold_rounds_config_adapter_and_outcome(write_run, runs_dir:
         assert {"adapter", "config.toml", "summary.json"} <= artefacts
         assert [a.path for a in client.list_artifacts(run.info.run_id, "adapter")] == [
             "adapter/adapter_config.json"]
+
+
+def test_mlflow_asked_for_but_missing_is_refused_before_any_folder(
+        runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from fedpeft.common.errors import ConfigError
+    from fedpeft.common.runs.folder import open_run_folder
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mlflow" else real(name, *a))
+    cfg = load_config(overrides={"output.dir": str(runs_dir), "tracking.mlflow": True})
+    with pytest.raises(ConfigError, match=r"tracking.mlflow = true needs MLflow on this machine"):
+        open_run_folder(cfg, "sim")
+    assert not runs_dir.exists()

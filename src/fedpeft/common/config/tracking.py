@@ -7,9 +7,7 @@ sends the numbers off this machine: that is the operator's explicit choice).
 
 from __future__ import annotations
 
-import importlib.util
-
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from fedpeft.common.config.base import StrictModel
 
@@ -28,12 +26,3 @@ class TrackingConfig(StrictModel):
         description="MLflow tracking URI; None: sqlite:///<output.dir>/mlflow.db on this machine.",
     )
     mlflow_experiment: str = Field("fedpeft", min_length=1, description="MLflow experiment name.")
-
-    @model_validator(mode="after")
-    def _mlflow_installed(self) -> TrackingConfig:
-        if self.mlflow and importlib.util.find_spec("mlflow") is None:
-            raise ValueError(
-                "tracking.mlflow = true needs MLflow: pip install 'fedpeft[mlflow]' "
-                "(or mlflow-skinny)"
-            )
-        return self

@@ -17,7 +17,7 @@ from typing import Any
 
 from fedpeft.common.config import RunConfig, save_config
 from fedpeft.common.errors import ConfigError
-from fedpeft.common.tracking import end_trackers
+from fedpeft.common.tracking import check_trackers, end_trackers
 
 PARTIAL_SUFFIX = ".partial"
 FAILED_SUFFIX = ".failed"
@@ -137,6 +137,7 @@ class RunFolder:
 def open_run_folder(cfg: RunConfig, kind: str) -> RunFolder:
     """Create the run folder for `cfg`, save the effective config, and start `run.log`."""
     name = cfg.output.run_name or default_run_name(kind)
+    check_trackers(cfg)
     folder = RunFolder.create(Path(cfg.output.dir), name)
     save_config(cfg, folder.config_path)
     folder.attach_log()

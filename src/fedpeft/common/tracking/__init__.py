@@ -9,7 +9,7 @@ secure aggregation.
 
 from fedpeft.common.tracking.scalars import per_institution_allowed, round_scalars
 from fedpeft.common.tracking.tensorboard import TENSORBOARD_DIR
-from fedpeft.common.tracking.trackers import Tracker, end_trackers, open_trackers
+from fedpeft.common.tracking.trackers import Tracker, check_trackers, end_trackers, open_trackers
 
-__all__ = ["TENSORBOARD_DIR", "Tracker", "end_trackers", "open_trackers",
+__all__ = ["TENSORBOARD_DIR", "Tracker", "check_trackers", "end_trackers", "open_trackers",
            "per_institution_allowed", "round_scalars"]

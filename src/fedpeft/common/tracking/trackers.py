@@ -7,12 +7,13 @@ final folder, so the artefacts come from where the run was published.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Any, Protocol
 
-from fedpeft.common.config import load_config
-from fedpeft.common.errors import FedpeftError
+from fedpeft.common.config import RunConfig, load_config
+from fedpeft.common.errors import ConfigError, FedpeftError
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,14 @@ class Tracker(Protocol):
 
 _OPEN: dict[Path, list[Tracker]] = {}
 """Trackers of the runs this process is writing, by run folder (absolute)."""
+
+
+def check_trackers(cfg: RunConfig) -> None:
+    """Refuse, before a run folder exists, a tracking tool this machine lacks. Checked by the
+    coordinator only: institutions receive the same config and never track."""
+    if cfg.tracking.mlflow and importlib.util.find_spec("mlflow") is None:
+        raise ConfigError("tracking.mlflow = true needs MLflow on this machine: "
+                          "pip install 'fedpeft[mlflow]'")
 
 
 def open_trackers(run_dir: Path) -> list[Tracker]:
