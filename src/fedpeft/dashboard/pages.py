@@ -111,4 +111,5 @@ ENVIRONMENT = Environment(
                        "run.html": _RUN, "run_live.html": _RUN_LIVE}),
     autoescape=select_autoescape(default=True, default_for_string=True),
 )
-ENVIRONMENT.globals["svg"] = lambda chart: line_chart(chart["title"], chart["series"], chart.get("target"))
+ENVIRONMENT.globals["svg"] = lambda chart: line_chart(chart["title"], chart["series"], chart.get("target"),
+                                                      chart.get("from_zero", False))

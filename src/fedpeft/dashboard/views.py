@@ -14,6 +14,7 @@ from typing import Any
 
 from fedpeft.common.runs.catalog import RunSnapshot, list_runs, numbers, read_snapshot
 from fedpeft.common.runs.folder import FAILED_SUFFIX, PARTIAL_SUFFIX
+from fedpeft.report.facts import display_names
 
 Series = dict[str, list[tuple[float, float]]]
 
@@ -73,13 +74,20 @@ def _section_series(records: list[dict[str, Any]], section: str, names: tuple[st
     return series
 
 
-def _institution_series(records: list[dict[str, Any]], section: str, key: str) -> Series:
+def _name(entry: dict[str, Any], aliases: dict[str, str], default: str = "?") -> str:
+    """An institution's name as the summary lists it (see `report.facts.display_names`)."""
+    name = str(entry.get("name", entry.get("node_id", default)))
+    return aliases.get(name, name)
+
+
+def _institution_series(records: list[dict[str, Any]], section: str, key: str,
+                        aliases: dict[str, str]) -> Series:
     series: Series = {}
     for record in records:
         for client in record.get("clients") or []:
             if isinstance(client, dict) and key in numbers(client.get(section)):
-                name = str(client.get("name", client.get("node_id", "?")))
-                series.setdefault(name, []).append((record["round"], numbers(client[section])[key]))
+                series.setdefault(_name(client, aliases), []).append(
+                    (record["round"], numbers(client[section])[key]))
     return series
 
 
@@ -94,16 +102,17 @@ def _charts(run: RunSnapshot) -> dict[str, dict[str, Any]]:
         "test": {"title": "test metrics (coordinator's test set)",
                  "series": _section_series(records, "server_eval", ("accuracy", "macro_f1", "perplexity"))},
         "loss": {"title": "loss", "series": loss},
-        "traffic": {"title": "traffic per round (MB)", "series": traffic},
-        "time": {"title": "time per round (s)", "series": {k.removesuffix("_s"): v for k, v in timing.items()}},
+        "traffic": {"title": "traffic per round (MB)", "series": traffic, "from_zero": True},
+        "time": {"title": "time per round (s)", "series": {k.removesuffix("_s"): v for k, v in timing.items()},
+                 "from_zero": True},
         "epsilon": {"title": "epsilon spent", "series": _section_series(records, "privacy", ("epsilon",)),
-                    "target": run.target_epsilon},
+                    "target": run.target_epsilon, "from_zero": True},
     }
     if per_institution_shown(run):
         for section, key, title in (("train", "loss", "local training loss per institution"),
                                     ("evaluate", "accuracy", "local validation accuracy per institution"),
                                     ("test", "accuracy", "test accuracy per institution")):
-            series = _institution_series(records, section, key)
+            series = _institution_series(records, section, key, display_names(run.summary))
             if series:
                 charts[f"institutions_{section}"] = {"title": title, "series": series}
     return {name: chart for name, chart in charts.items() if chart["series"]}
@@ -111,6 +120,7 @@ def _charts(run: RunSnapshot) -> dict[str, dict[str, Any]]:
 
 def _rounds(run: RunSnapshot) -> list[dict[str, Any]]:
     rows = []
+    aliases = display_names(run.summary)
     for record in run.records:
         if record["round"] == 0:
             continue
@@ -118,9 +128,9 @@ def _rounds(run: RunSnapshot) -> list[dict[str, Any]]:
         failures = [f for f in record.get("failures") or [] if isinstance(f, dict)]
         rows.append({
             "round": record["round"],
-            "contributed": sorted(str(c.get("name", c.get("node_id"))) for c in clients if "train" in c),
-            "evaluated": sorted(str(c.get("name", c.get("node_id"))) for c in clients if "evaluate" in c),
-            "failures": [{"institution": str(f.get("name", f.get("node_id", "(whole round)"))),
+            "contributed": sorted(_name(c, aliases) for c in clients if "train" in c),
+            "evaluated": sorted(_name(c, aliases) for c in clients if "evaluate" in c),
+            "failures": [{"institution": _name(f, aliases, "(whole round)"),
                           "phase": str(f.get("phase", "?")), "reason": str(f.get("reason", "not recorded"))}
                          for f in failures],
         })

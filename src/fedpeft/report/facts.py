@@ -142,7 +142,7 @@ def read_run(run_dir: Path) -> RunFacts:
     summary = _read_summary(run_dir / SUMMARY_FILE)
     config, config_sha256 = _read_config(run_dir / CONFIG_FILE)
     names = _node_names(records)
-    aliases = _display_names(summary)
+    aliases = display_names(summary)
     rounds = tuple(_round(record, names, aliases) for record in records if record["round"] > 0)
     status, error = _status(run_dir, summary)
     return RunFacts(
@@ -230,7 +230,7 @@ def _node_names(records: list[dict[str, Any]]) -> dict[Any, str]:
     return names
 
 
-def _display_names(summary: dict[str, Any]) -> dict[str, str]:
+def display_names(summary: dict[str, Any]) -> dict[str, str]:
     """credential name -> the name `summary.json` lists: a sealed simulation's institutions
     report the folder-safe name of their keys (`Corvid`, `Alder-Federal-Bank-1a2b3c4d`), the
     summary lists the data's names (`Alder Federal Bank`); both mean one institution."""

@@ -137,3 +137,19 @@ def test_unknown_run_is_404(runs_dir: Path) -> None:
     runs_dir.mkdir()
     assert _client(runs_dir).get("/api/runs/nope").status_code == 404
     assert json.loads(_client(runs_dir).get("/api/runs").text)["runs"] == []
+
+
+def test_key_names_of_a_sealed_simulation_show_as_the_banks_names(write_run, runs_dir: Path) -> None:
+    from fedpeft.deployment.federation_files import credential_name
+
+    run = write_run("banks")
+    bank = "Alder Federal Bank"
+    metrics = run / "metrics.jsonl"
+    metrics.write_text(metrics.read_text(encoding="utf-8").replace('"bank-a"', json.dumps(credential_name(bank))),
+                       encoding="utf-8")
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    summary["institutions"] = [bank, "bank-b", "bank-c"]
+    (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    detail = _client(runs_dir).get("/api/runs/banks").json()
+    assert detail["rounds"][0]["contributed"] == [bank, "bank-b", "bank-c"]
+    assert bank in detail["charts"]["institutions_train"]["series"]
