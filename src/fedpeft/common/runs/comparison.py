@@ -14,6 +14,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from fedpeft.common.runs.catalog import RunSnapshot, numbers  # noqa: E402
 
@@ -39,19 +41,24 @@ def plot_comparison(runs: list[RunSnapshot], path: Path) -> Path | None:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     for axis, (section, metric) in zip(axes[0], panels):
-        for run in runs:
+        for index, run in enumerate(runs):
             points = [(r["round"], numbers(r.get(section)).get(metric)) for r in run.records]
             points = [(x, y) for x, y in points if y is not None]
             if points:
                 xs, ys = zip(*points)
-                axis.plot(xs, ys, marker="o", markersize=3, label=run_label(run))
+                # One colour per run in every panel, so a run is found by colour across panels.
+                axis.plot(xs, ys, marker="o", markersize=3, color=f"C{index % 10}",
+                          label=run_label(run))
         if metric == "epsilon":
             for target in {run.target_epsilon for run in runs if run.target_epsilon}:
                 axis.axhline(target, linestyle="--", color="grey", linewidth=1)
+            axis.set_ylim(bottom=0)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_title(f"test {metric}" if section == "server_eval" else "epsilon spent")
         axis.set_xlabel("round / epoch")
         axis.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles = [Line2D([], [], color=f"C{i % 10}", marker="o", markersize=3) for i in range(len(runs))]
+    labels = [run_label(run) for run in runs]
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize="small")
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
