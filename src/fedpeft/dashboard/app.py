@@ -21,8 +21,10 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainT
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fedpeft.dashboard.pages import ENVIRONMENT, LIVE_SCRIPT, STYLE
-from fedpeft.dashboard.views import LINKED_FILES, SERVED_FOLDERS, find_run, run_detail, runs_index
+from fedpeft.common.runs.catalog import RunSnapshot, SnapshotCache
+from fedpeft.dashboard.pages import ENVIRONMENT, LIVE_SCRIPT, STYLE, chart_svgs
+from fedpeft.dashboard.views import (LINKED_FILES, SERVED_FOLDERS, find_run, run_detail, run_row,
+                                     runs_index)
 
 TOKEN_COOKIE = "fedpeft_dashboard"
 _HEADERS = {
@@ -76,37 +78,47 @@ def create_app(runs_dir: Path, token: str | None = None,
                allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "[::1]")) -> Starlette:
     """The dashboard of `runs_dir`; `token` (required beyond loopback) gates every request."""
     runs_dir = Path(runs_dir)
+    cache = SnapshotCache()
 
     def page(template: str, **context: Any) -> Response:
         html = ENVIRONMENT.get_template(template).render(runs_dir=str(runs_dir), **context)
         return _headers(HTMLResponse(html))
 
-    def detail_or_404(request: Request) -> dict[str, Any] | Response:
+    drawn: dict[Path, tuple[RunSnapshot, dict[str, Any], dict[str, str]]] = {}
+
+    def detail_or_404(request: Request) -> tuple[dict[str, Any], dict[str, str]] | Response:
+        """(detail, chart SVGs) of the requested run; both rebuilt only when its files changed."""
         folder = find_run(runs_dir, request.path_params["run_id"])
         if folder is None:
             return _headers(PlainTextResponse(f"no run {request.path_params['run_id']!r}", 404))
-        return run_detail(folder)
+        snapshot = cache.read(folder)
+        hit = drawn.get(folder)
+        if hit is None or hit[0] is not snapshot:
+            detail = run_detail(snapshot)
+            hit = drawn[folder] = (snapshot, detail, chart_svgs(detail["charts"]))
+        return {**hit[1], **run_row(snapshot)}, hit[2]  # the row holds the clock-dependent age
 
     async def index(request: Request) -> Response:
-        return page("index.html", runs=runs_index(runs_dir))
+        return page("index.html", runs=runs_index(runs_dir, cache))
 
     async def live_runs(request: Request) -> Response:
-        return page("runs_table.html", runs=runs_index(runs_dir))
+        return page("runs_table.html", runs=runs_index(runs_dir, cache))
 
     async def run_page(request: Request) -> Response:
-        detail = detail_or_404(request)
-        return detail if isinstance(detail, Response) else page("run.html", run=detail)
+        found = detail_or_404(request)
+        return found if isinstance(found, Response) else page("run.html", run=found[0], svgs=found[1])
 
     async def live_run(request: Request) -> Response:
-        detail = detail_or_404(request)
-        return detail if isinstance(detail, Response) else page("run_live.html", run=detail)
+        found = detail_or_404(request)
+        return found if isinstance(found, Response) else page("run_live.html", run=found[0],
+                                                              svgs=found[1])
 
     async def api_runs(request: Request) -> Response:
-        return _headers(JSONResponse({"runs_dir": str(runs_dir), "runs": runs_index(runs_dir)}))
+        return _headers(JSONResponse({"runs_dir": str(runs_dir), "runs": runs_index(runs_dir, cache)}))
 
     async def api_run(request: Request) -> Response:
-        detail = detail_or_404(request)
-        return detail if isinstance(detail, Response) else _headers(JSONResponse(detail))
+        found = detail_or_404(request)
+        return found if isinstance(found, Response) else _headers(JSONResponse(found[0]))
 
     async def run_file(request: Request) -> Response:
         folder = find_run(runs_dir, request.path_params["run_id"])

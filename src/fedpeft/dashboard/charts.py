@@ -11,6 +11,7 @@ from html import escape
 
 _WIDTH, _PLOT_HEIGHT = 440, 152
 _LEFT, _RIGHT, _TOP, _AXIS = 52, 12, 26, 44
+_MARKED_POINTS = 40
 _LEGEND_ROW, _CHAR_WIDTH, _NAME_CHARS = 13, 6.0, 28
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
             "#7f7f7f", "#bcbd22", "#17becf")
@@ -80,8 +81,9 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]],
         coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
         parts.append(f'<polyline class="series" data-series="{escape(name)}" points="{coords}" '
                      f'fill="none" stroke="{colour}" stroke-width="2"/>')
-        parts += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{colour}"><title>'
-                  f'{escape(name)} round {x:g}: {y:.4g}</title></circle>' for x, y in pts]
+        if len(pts) <= _MARKED_POINTS:  # beyond, markers would hide the line and bloat the page
+            parts += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{colour}"><title>'
+                      f'{escape(name)} round {x:g}: {y:.4g}</title></circle>' for x, y in pts]
         parts.append(f'<rect x="{legend_x:.0f}" y="{legend_y - 8}" width="10" height="3" fill="{colour}"/>'
                      f'<text x="{legend_x + 13:.0f}" y="{legend_y - 4}" class="legend">'
                      f'{escape(name[:_NAME_CHARS])}</text>')

@@ -7,6 +7,8 @@ time); the script re-fetches the page's `live` fragment every few seconds and sw
 
 from __future__ import annotations
 
+from typing import Any
+
 from jinja2 import DictLoader, Environment, select_autoescape
 
 from fedpeft.dashboard.charts import line_chart
@@ -90,7 +92,7 @@ round {{ run.rounds_done }}{% if run.rounds_planned %} of {{ run.rounds_planned 
 {% if run.error %}<p class="refusal">{{ run.error }}</p>{% endif %}
 {% for problem in run.problems %}<p class="problem">{{ problem }}</p>{% endfor %}
 <h2>Curves</h2><div class="charts">
-{% for name, chart in run.charts.items() %}<div data-chart="{{ name }}">{{ svg(chart) | safe }}</div>{% endfor %}
+{% for name in run.charts %}<div data-chart="{{ name }}">{{ svgs[name] | safe }}</div>{% endfor %}
 {% if not run.charts %}<p class="muted">No round recorded yet.</p>{% endif %}</div>
 <h2>Protections in force</h2><table>
 {% for name, value in run.protections %}<tr><th>{{ name }}</th><td>{{ value }}</td></tr>{% endfor %}</table>
@@ -111,5 +113,9 @@ ENVIRONMENT = Environment(
                        "run.html": _RUN, "run_live.html": _RUN_LIVE}),
     autoescape=select_autoescape(default=True, default_for_string=True),
 )
-ENVIRONMENT.globals["svg"] = lambda chart: line_chart(chart["title"], chart["series"], chart.get("target"),
-                                                      chart.get("from_zero", False))
+
+
+def chart_svgs(charts: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The SVG markup of each chart of a run (escaped inside `line_chart`)."""
+    return {name: line_chart(chart["title"], chart["series"], chart.get("target"),
+                             chart.get("from_zero", False)) for name, chart in charts.items()}

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fedpeft.common.runs.catalog import RunSnapshot, list_runs, numbers, read_snapshot
+from fedpeft.common.runs.catalog import RunSnapshot, SnapshotCache, list_runs, numbers
 from fedpeft.common.runs.folder import FAILED_SUFFIX, PARTIAL_SUFFIX
 from fedpeft.report.facts import display_names
 
@@ -60,8 +60,8 @@ def run_row(run: RunSnapshot) -> dict[str, Any]:
     }
 
 
-def runs_index(runs_dir: Path) -> list[dict[str, Any]]:
-    return [run_row(run) for run in list_runs(runs_dir)]
+def runs_index(runs_dir: Path, cache: SnapshotCache) -> list[dict[str, Any]]:
+    return [run_row(run) for run in list_runs(runs_dir, cache.read)]
 
 
 def _section_series(records: list[dict[str, Any]], section: str, names: tuple[str, ...] | None = None,
@@ -85,9 +85,10 @@ def _institution_series(records: list[dict[str, Any]], section: str, key: str,
     series: Series = {}
     for record in records:
         for client in record.get("clients") or []:
-            if isinstance(client, dict) and key in numbers(client.get(section)):
-                series.setdefault(_name(client, aliases), []).append(
-                    (record["round"], numbers(client[section])[key]))
+            value = client.get(section, {}).get(key) if isinstance(client, dict) and isinstance(
+                client.get(section), dict) else None
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                series.setdefault(_name(client, aliases), []).append((record["round"], float(value)))
     return series
 
 
@@ -181,9 +182,8 @@ def _links(run: RunSnapshot) -> list[str]:
     return links
 
 
-def run_detail(run_dir: Path) -> dict[str, Any]:
+def run_detail(run: RunSnapshot) -> dict[str, Any]:
     """Everything the page of one run shows."""
-    run = read_snapshot(run_dir)
     return {**run_row(run), "charts": _charts(run), "rounds": _rounds(run),
             "protections": protections(run), "files": _links(run),
             "folder": run.path.name}

@@ -153,3 +153,18 @@ def test_key_names_of_a_sealed_simulation_show_as_the_banks_names(write_run, run
     detail = _client(runs_dir).get("/api/runs/banks").json()
     assert detail["rounds"][0]["contributed"] == [bank, "bank-b", "bank-c"]
     assert bank in detail["charts"]["institutions_train"]["series"]
+
+
+def test_a_new_round_shows_at_the_next_request(write_run, runs_dir: Path) -> None:
+    """Pages are cached between changes of the run's files, never past one."""
+    from fedpeft.common.runs.metrics_log import MetricsLog
+
+    live = write_run("live", state="running", rounds=1)
+    client = _client(runs_dir)
+    assert client.get("/api/runs/live").json()["rounds_done"] == 1
+    assert client.get("/api/runs/live").json()["rounds_done"] == 1
+    MetricsLog(live / "metrics.jsonl").append(round_record(2, dp=False))
+    detail = client.get("/api/runs/live").json()
+    assert detail["rounds_done"] == 2 and detail["rounds"][-1]["round"] == 2
+    assert "round 2 of 3" in client.get("/live/runs/live").text
+    assert client.get("/api/runs").json()["runs"][0]["rounds_done"] == 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +28,7 @@ ERROR_FILE = "error.txt"
 
 _LOG_KIND = re.compile(r"fedpeft (\S+) run ")
 """The first line `open_run_folder` logs names the kind of run before summary.json exists."""
-_KINDS = {"sim": "federated", "federated": "federated", "deployment": "federated"}
+_KINDS = {"sim": "federated", "run": "federated"}
 
 
 @dataclass
@@ -215,10 +216,39 @@ def is_run_folder(path: Path) -> bool:
     return path.is_dir() and ((path / METRICS_FILE).is_file() or (path / CONFIG_FILE).is_file())
 
 
-def list_runs(runs_dir: Path) -> list[RunSnapshot]:
+def list_runs(runs_dir: Path, read: Callable[[Path], RunSnapshot] = read_snapshot) -> list[RunSnapshot]:
     """Every run folder directly under `runs_dir`, newest first."""
     if not runs_dir.is_dir():
         return []
-    snapshots = [read_snapshot(child) for child in runs_dir.iterdir() if is_run_folder(child)]
+    snapshots = [read(child) for child in runs_dir.iterdir() if is_run_folder(child)]
     epoch = datetime.fromtimestamp(0, timezone.utc)
     return sorted(snapshots, key=lambda s: (s.started or epoch, s.name), reverse=True)
+
+
+def _signature(run_dir: Path) -> tuple[tuple[int, int] | None, ...]:
+    def stat(name: str) -> tuple[int, int] | None:
+        try:
+            info = (run_dir / name).stat()
+        except OSError:
+            return None
+        return info.st_mtime_ns, info.st_size
+
+    return tuple(stat(name) for name in (METRICS_FILE, SUMMARY_FILE, CONFIG_FILE, ERROR_FILE))
+
+
+class SnapshotCache:
+    """`read_snapshot` that re-reads a run folder only when one of its files changed (size or
+    modification time): a viewer polling every few seconds costs little for finished runs and
+    between the rounds of a running one. Snapshots it returns are shared: read, never modify."""
+
+    def __init__(self) -> None:
+        self._cached: dict[Path, tuple[tuple[tuple[int, int] | None, ...], RunSnapshot]] = {}
+
+    def read(self, run_dir: Path) -> RunSnapshot:
+        signature = _signature(run_dir)
+        hit = self._cached.get(run_dir)
+        if hit is not None and hit[0] == signature:
+            return hit[1]
+        snapshot = read_snapshot(run_dir)
+        self._cached[run_dir] = (signature, snapshot)
+        return snapshot
