@@ -24,9 +24,9 @@ from fedpeft.common.runs.folder import open_run_folder
 from fedpeft.common.runs.metrics_log import MetricsLog
 
 warnings.filterwarnings("ignore")
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
 
-from fedpeft.dashboard.app import create_app  # noqa: E402
+from fedpeft.dashboard.app import create_app
 
 
 def _record(number: int, institutions: int) -> dict:

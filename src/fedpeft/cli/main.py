@@ -14,13 +14,13 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from fedpeft.cli.report import report as report_command
-from fedpeft.cli.audit import audit_app
 from fedpeft.cli import deployment
 from fedpeft.cli import options as opt
+from fedpeft.cli.audit import audit_app
 from fedpeft.cli.dashboard import dashboard as dashboard_command
-from fedpeft.cli.runs import runs_app
 from fedpeft.cli.display import console, err_console, print_table, round_progress, summary_table
+from fedpeft.cli.report import report as report_command
+from fedpeft.cli.runs import runs_app
 from fedpeft.common.config import to_toml
 from fedpeft.common.errors import FedpeftError
 

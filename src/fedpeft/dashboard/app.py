@@ -10,6 +10,7 @@ rebinding; pages load nothing from other origins (Content-Security-Policy).
 from __future__ import annotations
 
 import hmac
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,26 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+)
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fedpeft.common.runs.catalog import RunSnapshot, SnapshotCache
 from fedpeft.dashboard.pages import ENVIRONMENT, LIVE_SCRIPT, STYLE, chart_svgs
-from fedpeft.dashboard.views import (LINKED_FILES, SERVED_FOLDERS, find_run, run_detail, run_row,
-                                     runs_index)
+from fedpeft.dashboard.views import (
+    LINKED_FILES,
+    SERVED_FOLDERS,
+    find_run,
+    run_detail,
+    run_row,
+    runs_index,
+)
 
 TOKEN_COOKIE = "fedpeft_dashboard"
 _HEADERS = {
@@ -59,7 +72,7 @@ class TokenGate:
             await PlainTextResponse("a valid dashboard token is required", 401)(scope, receive, send)
             return
 
-        async def send_with_cookie(message: dict[str, Any]) -> None:
+        async def send_with_cookie(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start" and self._matches(presented[2]):
                 cookie = (f"{TOKEN_COOKIE}={self.token.decode()}; HttpOnly; SameSite=Strict; "
                           "Path=/")
@@ -125,11 +138,12 @@ def create_app(runs_dir: Path, token: str | None = None,
         relative = request.path_params["path"]
         parts = relative.split("/")
         listed = relative in LINKED_FILES or (len(parts) == 2 and parts[0] in SERVED_FOLDERS)
-        target = (folder / relative).resolve() if folder is not None and listed else None
-        # resolve() follows links: a link inside the run pointing elsewhere is not served.
-        if target is None or not target.is_file() or not target.is_relative_to(folder.resolve()):
-            return _headers(PlainTextResponse(f"no file {relative!r} in this run", 404))
-        return _headers(FileResponse(target))
+        if folder is not None and listed:
+            # resolve() follows links: a link inside the run pointing elsewhere is not served.
+            target = (folder / relative).resolve()
+            if target.is_file() and target.is_relative_to(folder.resolve()):
+                return _headers(FileResponse(target))
+        return _headers(PlainTextResponse(f"no file {relative!r} in this run", 404))
 
     async def static(request: Request) -> Response:
         name = request.path_params["name"]

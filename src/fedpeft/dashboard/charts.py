@@ -63,8 +63,8 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]],
     def sy(y: float) -> float:
         return _TOP + (1 - (y - y_low) / (y_high - y_low)) * plot_h
 
-    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_WIDTH} {height}" '
-             f'width="{_WIDTH}" height="{height}" role="img" aria-label="{escape(title)}">',
+    parts = [(f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_WIDTH} {height}" '
+              f'width="{_WIDTH}" height="{height}" role="img" aria-label="{escape(title)}">'),
              f'<text x="{_LEFT}" y="16" class="title">{escape(title)}</text>',
              f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" class="frame"/>']
     for tick in _ticks(y_low, y_high):

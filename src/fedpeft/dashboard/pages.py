@@ -27,9 +27,9 @@ LIVE_SCRIPT = """\
       document.body.dataset.refreshed = String(Date.now());
     } catch (error) { /* the server restarts or the network blinks: try again next time */ }
   }
-  setInterval(refresh, %d);
+  setInterval(refresh, REFRESH_MS);
 })();
-""" % (REFRESH_SECONDS * 1000)
+""".replace("REFRESH_MS", str(REFRESH_SECONDS * 1000))
 
 STYLE = """\
 body { font-family: system-ui, sans-serif; margin: 1.2rem 2rem; color: #222; }

@@ -141,7 +141,8 @@ def _rounds(run: RunSnapshot) -> list[dict[str, Any]]:
 def protections(run: RunSnapshot) -> list[tuple[str, str]]:
     """(protection, what is in force) from config.toml, completed by summary.json."""
     setting = run.setting
-    security = run.summary.get("security") if isinstance(run.summary.get("security"), dict) else {}
+    recorded = run.summary.get("security")
+    security: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
     rows: list[tuple[str, str]] = []
     sealed = security.get("sealed_updates", setting("security", "seal_updates"))
     rows.append(("sealed updates", "on: signed and encrypted to the coordinator" if sealed
@@ -154,9 +155,9 @@ def protections(run: RunSnapshot) -> list[tuple[str, str]]:
         spent = "not yet charged" if run.epsilon is None else f"{run.epsilon:.3f}"
         target = "" if run.target_epsilon is None else f" of target {run.target_epsilon:g}"
         rows.append(("client-level DP",
-                     f"on: noise multiplier {setting('privacy', 'noise_multiplier')}, clip norm "
-                     f"{setting('privacy', 'clip_norm')}, delta {setting('privacy', 'delta')}; "
-                     f"epsilon {spent}{target}"))
+                     (f"on: noise multiplier {setting('privacy', 'noise_multiplier')}, clip norm "
+                      f"{setting('privacy', 'clip_norm')}, delta {setting('privacy', 'delta')}; "
+                      f"epsilon {spent}{target}")))
     else:
         rows.append(("client-level DP", "off"))
     if setting("privacy", "example_level") is True:

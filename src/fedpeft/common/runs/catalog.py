@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from fedpeft.common.runs.folder import FAILED_SUFFIX, PARTIAL_SUFFIX
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
-from fedpeft.common.runs.catalog import RunSnapshot, numbers  # noqa: E402
+from fedpeft.common.runs.catalog import RunSnapshot, numbers
 
 COMPARED_METRICS = ("accuracy", "macro_f1", "loss", "perplexity")
 
