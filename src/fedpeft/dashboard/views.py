@@ -127,9 +127,13 @@ def _rounds(run: RunSnapshot) -> list[dict[str, Any]]:
             continue
         clients = [c for c in record.get("clients") or [] if isinstance(c, dict)]
         failures = [f for f in record.get("failures") or [] if isinstance(f, dict)]
+        # A sealed run records the verified signers; reply names are claims anyone can write.
+        signed = record.get("participants")
+        contributed = ([aliases.get(str(p), str(p)) for p in signed] if isinstance(signed, list)
+                       else [_name(c, aliases) for c in clients if "train" in c])
         rows.append({
             "round": record["round"],
-            "contributed": sorted(_name(c, aliases) for c in clients if "train" in c),
+            "contributed": sorted(contributed),
             "evaluated": sorted(_name(c, aliases) for c in clients if "evaluate" in c),
             "failures": [{"institution": _name(f, aliases, "(whole round)"),
                           "phase": str(f.get("phase", "?")), "reason": str(f.get("reason", "not recorded"))}

@@ -248,9 +248,12 @@ def _round(record: dict[str, Any], names: dict[Any, str], aliases: dict[str, str
 
     traffic = record.get("bytes") if isinstance(record.get("bytes"), dict) else {}
     updates = record.get("updates_sha256")
+    participants = record.get("participants")  # verified signers in a sealed run
+    contributed = ([str(p) for p in participants] if isinstance(participants, list)
+                   else [_client_name(c) for c in clients if "train" in c])
     return RoundFacts(
         number=record["round"],
-        contributed=tuple(sorted({named(_client_name(c)) for c in clients if "train" in c})),
+        contributed=tuple(sorted({named(name) for name in contributed})),
         evaluated=tuple(sorted({named(_client_name(c)) for c in clients if "evaluate" in c})),
         failures=tuple(_failure(record["round"], f, {k: named(v) for k, v in names.items()},
                                 named) for f in _dicts(record.get("failures"))),

@@ -168,3 +168,15 @@ def test_a_new_round_shows_at_the_next_request(write_run, runs_dir: Path) -> Non
     assert detail["rounds_done"] == 2 and detail["rounds"][-1]["round"] == 2
     assert "round 2 of 3" in client.get("/live/runs/live").text
     assert client.get("/api/runs").json()["runs"][0]["rounds_done"] == 2
+
+
+def test_accepted_updates_are_the_verified_signers_not_the_claimed_names(write_run, runs_dir: Path) -> None:
+    """A relay can write any name into a reply; a sealed run's record lists who really signed."""
+    run = write_run("sealed")
+    metrics = run / "metrics.jsonl"
+    lines = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines()]
+    for record in lines[1:]:
+        record["participants"] = ["bank-a"]  # only bank-a's signature verified
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+    detail = _client(runs_dir).get("/api/runs/sealed").json()
+    assert [r["contributed"] for r in detail["rounds"]] == [["bank-a"]] * 3
