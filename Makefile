@@ -17,6 +17,7 @@ demo: setup
 	$(VENV)/bin/fedpeft simulate
 
 test: setup
+	bash scripts/setup-test.sh
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy src
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
