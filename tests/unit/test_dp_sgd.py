@@ -222,9 +222,9 @@ def test_client_rounds_report_the_running_epsilon_and_ledger_it(
     from fedpeft.common.config import SecurityConfig, load_config
     from fedpeft.common.config.loader import to_wire
     from fedpeft.common.crypto import sign_global
-    from fedpeft.common.wire.names import (ARRAYS, CONFIG, METRICS, NUM_ROUNDS, RUN_CONFIG,
-                                         SERVER_ROUND, SIGNED_GLOBAL_STYPE)
+    from fedpeft.common.wire.names import ARRAYS, CONFIG, METRICS, SERVER_ROUND, SIGNED_GLOBAL_STYPE
     from fedpeft.common.wire.envelopes import envelope_record, global_context
+    from fedpeft.common.wire.run_record import run_config_record
     from fedpeft.server.credentials import load_server_keys
     from fedpeft.simulation.credentials import ephemeral_credentials, with_credentials
 
@@ -253,10 +253,10 @@ def test_client_rounds_report_the_running_epsilon_and_ledger_it(
         for server_round in (1, 2):
             blob = sign_global(initial, global_context(federation_id, run, server_round - 1),
                                server.signing_key)
+            config, _ = run_config_record(to_wire(cfg), federation_id, run, 2, server.signing_key)
+            config[SERVER_ROUND] = server_round
             message = Message(RecordDict({
-                ARRAYS: envelope_record(blob, SIGNED_GLOBAL_STYPE),
-                CONFIG: ConfigRecord({RUN_CONFIG: to_wire(cfg), NUM_ROUNDS: 2,
-                                      SERVER_ROUND: server_round}),
+                ARRAYS: envelope_record(blob, SIGNED_GLOBAL_STYPE), CONFIG: config,
             }), dst_node_id=5, message_type="train")
             replies.append(train(message, context).content[METRICS])
         ledgers = list(folder.rglob("ledger.jsonl"))

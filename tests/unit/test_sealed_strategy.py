@@ -34,6 +34,7 @@ from fedpeft.common.wire.names import (
 )
 from fedpeft.common.runs.metrics_log import MetricsLog
 from fedpeft.common.wire.envelopes import envelope_of, envelope_record, global_context, update_context
+from fedpeft.common.wire.run_record import run_config_record
 from fedpeft.server.credentials import ServerKeys, Signer
 from fedpeft.server.round_recorder import RoundRecorder
 from fedpeft.server.strategies import InstrumentedStrategy, SealedStrategy, build_strategy
@@ -258,7 +259,8 @@ def test_client_refuses_tampered_or_unsigned_global_and_keeps_its_adapter(client
     initial = learner.get_state()
 
     def message(arrays: ArrayRecord) -> Message:
-        config = ConfigRecord({RUN_CONFIG: to_wire(cfg), NUM_ROUNDS: 2, SERVER_ROUND: 1})
+        config, _ = run_config_record(to_wire(cfg), keys.federation_id, RUN, 2, keys.signing_key)
+        config[SERVER_ROUND] = 1
         return Message(RecordDict({ARRAYS: arrays, CONFIG: config}), dst_node_id=5, message_type="train")
 
     def signed(state: dict[str, np.ndarray], version: int = 0) -> ArrayRecord:
@@ -290,8 +292,9 @@ def test_client_refuses_tampered_or_unsigned_global_and_keeps_its_adapter(client
 
 
 def test_client_refuses_an_older_signed_global_of_the_same_run(client_setup) -> None:
-    """A relay replaying round 1's signed global (with its round number) after round 2's."""
-    from fedpeft.client.rounds import train
+    """A relay replaying round 1's signed global (with its round number) after round 3's:
+    as a train request (a round already trained) and as an evaluation of an older version."""
+    from fedpeft.client.rounds import evaluate, train
     from fedpeft.client.learner_cache import learner_for
 
     cfg, folder = client_setup
@@ -300,15 +303,18 @@ def test_client_refuses_an_older_signed_global_of_the_same_run(client_setup) -> 
                       state=RecordDict(), run_config={})
     initial = learner_for(cfg, None).get_state()
 
-    def message(server_round: int) -> Message:
-        version = server_round - 1
+    def message(server_round: int, kind: str = "train") -> Message:
+        version = server_round - 1 if kind == "train" else server_round
         blob = sign_global(initial, global_context(keys.federation_id, RUN, version),
                            keys.signing_key)
-        config = ConfigRecord({RUN_CONFIG: to_wire(cfg), NUM_ROUNDS: 3, SERVER_ROUND: server_round})
+        config, _ = run_config_record(to_wire(cfg), keys.federation_id, RUN, 3, keys.signing_key)
+        config[SERVER_ROUND] = server_round
         return Message(RecordDict({ARRAYS: envelope_record(blob, SIGNED_GLOBAL_STYPE),
-                                   CONFIG: config}), dst_node_id=5, message_type="train")
+                                   CONFIG: config}), dst_node_id=5, message_type=kind)
 
     train(message(1), context)
     train(message(3), context)
-    with pytest.raises(SecurityError, match="older than version 2.*replay"):
+    with pytest.raises(SecurityError, match="already trained round 3.*replay"):
         train(message(2), context)
+    with pytest.raises(SecurityError, match="older than version 2.*replay"):
+        evaluate(message(1, "evaluate"), context)

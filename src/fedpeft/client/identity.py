@@ -6,13 +6,15 @@ simulation each virtual institution finds its ephemeral bundle in the run's temp
 credentials folder (`security.credentials_dir`, the same machine). The federation id the
 client expects is its bundle's, never the one the server sends.
 
-The run config arrives unsigned, so it cannot be what turns sealing off for a deployed
-institution: a run with `security.seal_updates = false` is refused unless the institution's own
-node config says `allow-plaintext="true"`.
+An unsealed run carries no signed run record (`fedpeft.client.admission`), so its config
+cannot be what turns sealing off for a deployed institution: a run with
+`security.seal_updates = false` is refused unless the institution's own node config says
+`allow-plaintext="true"`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -61,8 +63,12 @@ def load_institution_keys(bundle_dir: str) -> InstitutionKeys:
     )
 
 
-def institution_keys(cfg: RunConfig, context: Context, data_name: str) -> InstitutionKeys | None:
-    """This node's keys, or None when the run exchanges plaintext adapters (checked consent)."""
+def institution_keys(cfg: RunConfig, context: Context,
+                     data_name: Callable[[], str]) -> InstitutionKeys | None:
+    """This node's keys, or None when the run exchanges plaintext adapters (checked consent).
+
+    `data_name` is called only in a simulation, where the partition's name finds the bundle:
+    a deployed institution knows its keys before it reads any row."""
     node = context.node_config
     deployed = BUNDLE in node
     if not cfg.security.seal_updates:
@@ -75,7 +81,7 @@ def institution_keys(cfg: RunConfig, context: Context, data_name: str) -> Instit
     if deployed:
         keys = load_institution_keys(str(node[BUNDLE]))
     elif PARTITION_ID in node and cfg.security.credentials_dir:
-        folder = Path(cfg.security.credentials_dir) / "institutions" / credential_name(data_name)
+        folder = Path(cfg.security.credentials_dir) / "institutions" / credential_name(data_name())
         keys = load_institution_keys(str(folder))
     else:
         raise ConfigError(

@@ -16,6 +16,7 @@ import time
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
+from fedpeft.client.admission import admit
 from fedpeft.client.identity import institution_keys
 from fedpeft.client.learner_cache import learner_for
 from fedpeft.client.local_data import local_data
@@ -78,13 +79,17 @@ def _cpu_threads(cfg: RunConfig, context: Context) -> int | None:
 def _prepare(msg: Message, context: Context) -> RoundInput:
     """Config, local data and a learner holding the received global adapter.
 
-    A sealed run verifies the server's signature before anything is loaded: a refused global
-    raises SecurityError (Flower replies with an error) and the learner keeps its last state.
+    Nothing is obeyed before admission (`fedpeft.client.admission`: the server's signature
+    over the run config, the institution's policy, the request's round); a deployed
+    institution reads no row before it either. A sealed run then verifies the server's
+    signature of the global before it is loaded: a refusal raises SecurityError (Flower
+    replies with an error) and the learner keeps its last state.
     """
     config = msg.content[CONFIG]
     cfg = from_wire(str(config[RUN_CONFIG]))
+    keys = institution_keys(cfg, context, lambda: local_data(cfg, context).name)
+    admit(msg, context, cfg, keys)
     data = local_data(cfg, context)
-    keys = institution_keys(cfg, context, data.name)
     server_round = int(config[SERVER_ROUND])
     if keys is not None:
         state = open_global(msg, keys, server_round, context)

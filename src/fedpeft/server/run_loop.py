@@ -31,7 +31,7 @@ from fedpeft.common.config import RunConfig, to_wire
 from fedpeft.common.crypto import Manifest, SigningPrivateKey
 from fedpeft.common.errors import ConfigError
 from fedpeft.common.privacy import AdaptiveClipping, PrivacyAccountant
-from fedpeft.common.wire.names import NUM_ROUNDS, RUN_CONFIG
+from fedpeft.common.wire.run_record import run_config_record
 from fedpeft.common.runs.folder import RunFolder
 from fedpeft.common.runs.metrics_log import MetricsLog
 from fedpeft.common.runs.plots import write_plots
@@ -190,11 +190,13 @@ def run_federation(
     recorder = RoundRecorder(log, parallel_slots, _on_round)
     chain = _strategy(grid, cfg, recorder)
     initial_state = learner.get_state()
+    round_config, run_record = run_config_record(to_wire(cfg), chain.federation_id,
+                                                 grid.run.run_id, rounds, chain.signing_key)
     if cfg.audit.ledger:
         trail = AuditTrail(folder.path, chain.federation_id, chain.signing_key)
-        trail.start(cfg, grid.run.run_id, initial_state)
+        trail.start(cfg, grid.run.run_id, initial_state, run_record,
+                    signed=chain.signing_key is not None)
     evaluator = ServerEvaluator(learner, test, recorder, folder.best_dir, cfg.model.task)
-    round_config = ConfigRecord({RUN_CONFIG: to_wire(cfg), NUM_ROUNDS: rounds})
     result = chain.strategy.start(
         grid=grid,
         initial_arrays=to_array_record(initial_state),
