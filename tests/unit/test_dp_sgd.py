@@ -262,10 +262,12 @@ def test_client_rounds_report_the_running_epsilon_and_ledger_it(
         ledgers = list(folder.rglob("ledger.jsonl"))
         lines = [json.loads(line) for path in ledgers for line in path.read_text().splitlines()]
 
-    train_rows = replies[0]["num-examples"]
+    from fedpeft.client.local_data import local_data
+    train_rows = len(local_data(cfg, context).train)
     rate = 4 / train_rows
     for server_round, metrics in enumerate(replies, start=1):
         assert "loss" not in metrics
+        assert metrics["num-examples"] == 1  # the count is withheld: its weight goes sealed
         assert metrics[DP_EXAMPLE_EPSILON] == pytest.approx(
             epsilon_for(0.8, rate, 3 * server_round, 1e-4))
     sent = [line["body"] for line in lines if line.get("kind") == "update-sent"]

@@ -94,7 +94,8 @@ def _sealed(node: int, values: list[float], examples: int, *, name: str | None =
     name = name or f"bank-{node}"
     ctx = update_context(FED, run_id, server_round, name)
     signing = key or INSTITUTION_KEYS.get(name) or generate_signing_key()
-    blob = seal_update(arrays or _weights(values), ctx, SERVER_ENC.public_key(), signing)
+    blob = seal_update(arrays or _weights(values), ctx, SERVER_ENC.public_key(), signing,
+                       weight=examples)
     record = envelope_record(blob_hook(blob), SEALED_UPDATE_STYPE)
     return make_message(_meta(node), _content(record, name, examples))
 

@@ -128,11 +128,13 @@ def train(msg: Message, context: Context) -> Message:
 def _trained(rnd: RoundInput, result: TrainResult, context: Context) -> Outgoing:
     """The trained adapter as the first stage receives it, with the round's own metrics."""
     privacy = rnd.cfg.privacy
-    metrics: dict[str, float] = {NUM_EXAMPLES: result.num_examples}
+    # With privacy on, the loss and the count are un-noised statistics of the rows: they stay
+    # here. The weight the aggregator uses travels sealed (or masked); 1 stands in for it.
+    metrics: dict[str, float] = (
+        {NUM_EXAMPLES: 1} if privacy.withholds_statistics
+        else {NUM_EXAMPLES: result.num_examples, "loss": result.loss})
     ledger: dict[str, object] = {}
-    if not privacy.example_level:
-        metrics["loss"] = result.loss
-    else:  # the training loss is a statistic of the rows DP-SGD protects; it stays here
+    if privacy.example_level:
         epsilon = _example_epsilon(context, privacy, result)
         metrics[DP_EXAMPLE_EPSILON] = epsilon
         ledger = {  # JSON has no infinity: null, as in metrics.jsonl
@@ -179,9 +181,15 @@ def _example_epsilon(context: Context, privacy: PrivacyConfig, result: TrainResu
 
 
 def evaluate(msg: Message, context: Context) -> Message:
-    """Evaluate the global adapter on the institution's local validation rows."""
+    """Evaluate the global adapter on the institution's local validation rows.
+
+    With privacy on the metrics would be un-noised statistics of those rows, so the
+    institution refuses (the server does not ask: `fedpeft.server.strategies.registry`)."""
     started = time.perf_counter()
     rnd = _prepare(msg, context)
+    if rnd.cfg.privacy.withholds_statistics:
+        raise SecurityError("the run has privacy on: this institution does not send its "
+                            "un-noised validation metrics")
     data = rnd.data
     if data.validation.empty:
         raise DataError(f"{data.name}: no local validation rows (data.validation_fraction is 0)")

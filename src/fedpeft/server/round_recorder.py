@@ -5,6 +5,11 @@ server-side evaluation closes the round. A round record holds the aggregate and 
 metrics, the bytes the server sent and received, and the round's wall time split into local
 compute (what the institutions report), server evaluation and everything else ("framework":
 serialisation, scheduling, transport, aggregation).
+
+With privacy on (`withhold_client_metrics`), a per-institution entry keeps only what describes
+the institution's hardware and its own guarantee (PUBLIC_CLIENT_METRICS): no loss, validation
+metric, count or clipping fact of one institution reaches metrics.jsonl, the ledger or the
+report, even if an institution sent one.
 """
 
 from __future__ import annotations
@@ -17,10 +22,19 @@ from typing import Any
 
 from flwr.app import Message, MetricRecord, RecordDict
 
-from fedpeft.common.wire.names import COMPUTE_SECONDS, INSTITUTION, INSTITUTION_NAME
+from fedpeft.common.wire.names import (
+    COMPUTE_SECONDS,
+    DP_EXAMPLE_EPSILON,
+    INSTITUTION,
+    INSTITUTION_NAME,
+    SEAL_SECONDS,
+)
 from fedpeft.common.runs.metrics_log import MetricsLog
 
 logger = logging.getLogger(__name__)
+
+PUBLIC_CLIENT_METRICS = frozenset({COMPUTE_SECONDS, SEAL_SECONDS, DP_EXAMPLE_EPSILON})
+"""Per-institution metrics recorded when privacy is on."""
 
 
 def _content_bytes(content: RecordDict) -> int:
@@ -82,7 +96,9 @@ class RoundRecorder:
         parallel_slots: int,
         on_round: Callable[[dict[str, Any]], None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        withhold_client_metrics: bool = False,
     ) -> None:
+        self._withhold = withhold_client_metrics
         self._log = log
         self._slots = parallel_slots
         self._on_round = on_round
@@ -118,6 +134,8 @@ class RoundRecorder:
             info = content.config_records.get(INSTITUTION)
             name = str(info[INSTITUTION_NAME]) if info and INSTITUTION_NAME in info else f"node-{node}"
             entry = current.clients.setdefault(node, {"node_id": node, "name": name})
+            if self._withhold:
+                metrics = {k: v for k, v in metrics.items() if k in PUBLIC_CLIENT_METRICS}
             entry[phase] = metrics
 
     def refused(self, number: int, node_id: int, name: str, reason: str) -> None:

@@ -28,7 +28,8 @@ from fedpeft.common.adapter.state import (
     to_array_record,
 )
 from fedpeft.common.config import RunConfig, to_wire
-from fedpeft.common.crypto import Manifest, SigningPrivateKey
+from fedpeft.common.crypto import Manifest, SigningPrivateKey, TensorSpec
+from fedpeft.common.lora.stacking_math import shapes_of, update_shapes
 from fedpeft.common.errors import ConfigError
 from fedpeft.common.privacy import AdaptiveClipping, PrivacyAccountant
 from fedpeft.common.wire.run_record import run_config_record
@@ -83,6 +84,17 @@ def _any_rank(state: AdapterState) -> None:
     return None
 
 
+def _largest_stacking_update(max_rank: int) -> Callable[[AdapterState], Manifest]:
+    """Stacking: the biggest update an institution may send, factors of rank peft.r (the
+    largest any institution may train), for the size check before anything is opened."""
+    def manifest(state: AdapterState) -> Manifest:
+        shapes = update_shapes(shapes_of(state), max_rank)
+        return Manifest(tensors=tuple(
+            TensorSpec(name=key, shape=shapes[key], dtype=state[key].dtype.name)
+            for key in sorted(state)))
+    return manifest
+
+
 @dataclass(frozen=True)
 class _Chain:
     strategy: Strategy
@@ -105,9 +117,11 @@ def _strategy(grid: Grid, cfg: RunConfig, recorder: RoundRecorder) -> _Chain:
                                 "lora_mode": cfg.lora.mode}
     masked = cfg.secure_aggregation.enabled
     update_manifest: Callable[[AdapterState], Manifest | None] = Manifest.of
+    largest_update: Callable[[AdapterState], Manifest] | None = None
     if cfg.lora.mode == "stacking":
-        strategy = StackingStrategy(strategy)
+        strategy = StackingStrategy(strategy, cfg.peft.r, cfg.lora.max_stacked_rank)
         update_manifest = _any_rank  # checked by StackingStrategy instead
+        largest_update = _largest_stacking_update(cfg.peft.r)
     if cfg.privacy.enabled:
         strategy = PrivateStrategy(strategy, cfg, masked=masked, recorder=recorder)
     if masked:
@@ -121,7 +135,8 @@ def _strategy(grid: Grid, cfg: RunConfig, recorder: RoundRecorder) -> _Chain:
         )
         return _Chain(InstrumentedStrategy(strategy, recorder), security, None, federation_id)
     sealed = SealedStrategy(strategy, keys, run_id=grid.run.run_id, recorder=recorder,
-                            update_manifest=update_manifest)
+                            update_manifest=update_manifest, largest_update=largest_update,
+                            masked=masked, max_weight=cfg.security.max_update_weight)
     return _Chain(InstrumentedStrategy(sealed, recorder), {**security, **keys.fingerprints},
                   keys.signing_key, federation_id)
 
@@ -187,7 +202,8 @@ def run_federation(
         if on_round is not None:
             on_round(record)
 
-    recorder = RoundRecorder(log, parallel_slots, _on_round)
+    recorder = RoundRecorder(log, parallel_slots, _on_round,
+                             withhold_client_metrics=cfg.privacy.withholds_statistics)
     chain = _strategy(grid, cfg, recorder)
     initial_state = learner.get_state()
     round_config, run_record = run_config_record(to_wire(cfg), chain.federation_id,
