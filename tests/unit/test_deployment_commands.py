@@ -326,3 +326,18 @@ def test_empty_run_config_says_how_to_submit() -> None:
         read_run_config({CONFIG_KEY: ""})
     with pytest.raises(ConfigError, match="data.labels"):
         read_run_config({CONFIG_KEY: to_wire(RunConfig())})
+
+
+def test_supernode_passes_a_valid_policy_and_refuses_a_bad_one_at_start(
+        fed: FederationFolder, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("require_privacy = true\nmin_noise_multiplier = 1.0\n")
+    argv = supernode_command(_node(fed, tmp_path, policy=policy)).argv
+    assert f'policy="{policy.resolve()}"' in _value(argv, "--node-config")
+    policy.write_text("min_noise_multipler = 1.0\n")  # misspelt: refused before connecting
+    with pytest.raises(ConfigError, match="policy.toml: min_noise_multipler: Extra inputs"):
+        supernode_command(_node(fed, tmp_path, policy=policy))
+    bundled = fed.bundle("bank-a").root / "policy.toml"
+    bundled.write_text("max_epsilon = -1\n")
+    with pytest.raises(ConfigError, match="policy.toml: max_epsilon: Input should be greater"):
+        supernode_command(_node(fed, tmp_path))

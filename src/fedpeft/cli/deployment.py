@@ -203,6 +203,10 @@ def client_join(
     lora_rank: Annotated[int | None, typer.Option(
         "--lora-rank", help="This institution's LoRA rank when the federation uses "
         "heterogeneous ranks (lora.mode ffa or stacking); at most the run's peft.r.")] = None,
+    policy: Annotated[Path | None, typer.Option(
+        "--policy", help="This institution's policy (TOML): allowed models, required sealing, "
+        "masking and DP floors; default: BUNDLE/policy.toml, else sealing required and no "
+        "remote code.")] = None,
     insecure: Insecure = False,
 ) -> None:
     """Run this institution's SuperNode in the foreground; training data stays here."""
@@ -210,8 +214,18 @@ def client_join(
     name = institution.manifest().name
     home = work_dir if work_dir is not None else Path.home() / ".fedpeft" / name
     settings = SuperNodeSettings(superlink, institution, data, home, port, insecure, max_wait,
-                                 lora_rank)
+                                 lora_rank, policy)
     _serve(supernode_command(settings), settings.flwr_home)
+
+
+@client_app.command("model-hash")
+def client_model_hash(
+    model: Annotated[str, typer.Argument(help="Model folder (or the name the run config uses).")],
+) -> None:
+    """Print the content hash of a model folder, for allowed_models.sha256 in a policy."""
+    from fedpeft.common.modeling.fingerprint import model_sha256
+
+    console.print(model_sha256(model))
 
 
 def run(
