@@ -267,3 +267,23 @@ def test_a_deployed_institution_refuses_plaintext_when_its_policy_requires_seali
         "policy": str(_policy(tmp_path, "require_sealing = true\n"))})
     with pytest.raises(SecurityError, match="policy requires sealed updates"):
         train(_message(federation, cfg, signed=False), context)
+
+
+def test_a_pinned_model_changed_between_rounds_is_refused(
+        federation: Federation, tmp_path: Path) -> None:
+    """The hash is kept for the run (a deployed institution handles each message in a fresh
+    process), but a file written into the folder after round 1 is caught in round 2."""
+    import shutil
+
+    from fedpeft.client.rounds import train
+
+    model = tmp_path / "pinned-model"
+    shutil.copytree(federation.model, model)
+    cfg = _altered(federation, **{"model.name": str(model)})
+    policy = _policy(tmp_path, f'allowed_models = [{{name = "{model}", '
+                               f'sha256 = "{model_sha256(str(model))}"}}]\n')
+    context = _context(policy)
+    train(_message(federation, cfg, server_round=1), context)
+    (model / "extra.py").write_text("print('not what was approved')\n")
+    with pytest.raises(SecurityError, match="content hash .* is not the one"):
+        train(_message(federation, cfg, server_round=2), context)

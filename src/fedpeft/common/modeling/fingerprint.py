@@ -33,17 +33,33 @@ def folder_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-@lru_cache(maxsize=4)
-def _cached(folder: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
-    return folder_sha256(Path(folder))
-
-
-def model_sha256(name: str) -> str:
-    """The content hash of the folder `name` resolves to (cached while no file changes)."""
+def model_folder(name: str) -> Path:
+    """The local folder `name` resolves to; a hub name cannot be pinned."""
     folder = Path(resolve_model_path(name))
     if not folder.is_dir():
         raise ModelError(f"model {name!r} is not a local folder: it cannot be checked against "
                          "a pinned hash (download it and name the folder)")
-    stamp = tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns)
-                         for p in folder.rglob("*") if p.is_file()))
-    return _cached(str(folder), stamp)
+    return folder
+
+
+def folder_stamp(folder: Path) -> str:
+    """A cheap digest of the folder's file names, sizes and modification times: when it is
+    unchanged, a hash computed earlier still stands (the files were not rewritten)."""
+    stamp = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        info = path.stat()
+        stamp.update(f"{path.relative_to(folder).as_posix()}\0{info.st_size}\0"
+                     f"{info.st_mtime_ns}\0".encode("utf-8"))
+    return stamp.hexdigest()
+
+
+@lru_cache(maxsize=4)
+def _cached(folder: str, stamp: str) -> str:
+    return folder_sha256(Path(folder))
+
+
+def model_sha256(name: str) -> str:
+    """The content hash of the folder `name` resolves to (cached in the process while its
+    stamp is unchanged)."""
+    folder = model_folder(name)
+    return _cached(str(folder), folder_stamp(folder))
