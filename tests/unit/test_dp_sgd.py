@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from fedpeft.common.errors import ConfigError, ModelError, SecurityError
 from fedpeft.common.privacy import epsilon_for
-from fedpeft.common.wire.names import DP_EXAMPLE_EPSILON, NON_AVERAGED_METRICS
 from fedpeft.common.training import dp_sgd
 from fedpeft.common.training.batches import collate
 from fedpeft.common.training.learner import Learner, TrainResult
+from fedpeft.common.wire.names import DP_EXAMPLE_EPSILON, NON_AVERAGED_METRICS
 
 LABELS = ["neg", "pos"]
 TOY = pd.DataFrame({"text": ["good great fine nice"] * 16 + ["bad awful terrible poor"] * 16,
@@ -222,8 +222,8 @@ def test_client_rounds_report_the_running_epsilon_and_ledger_it(
     from fedpeft.common.config import SecurityConfig, load_config
     from fedpeft.common.config.loader import to_wire
     from fedpeft.common.crypto import sign_global
-    from fedpeft.common.wire.names import ARRAYS, CONFIG, METRICS, SERVER_ROUND, SIGNED_GLOBAL_STYPE
     from fedpeft.common.wire.envelopes import envelope_record, global_context
+    from fedpeft.common.wire.names import ARRAYS, CONFIG, METRICS, SERVER_ROUND, SIGNED_GLOBAL_STYPE
     from fedpeft.common.wire.run_record import run_config_record
     from fedpeft.server.credentials import load_server_keys
     from fedpeft.simulation.credentials import ephemeral_credentials, with_credentials

@@ -27,8 +27,6 @@ from fedpeft.common.wire.names import (
     ARRAYS,
     CONFIG,
     INSTITUTION,
-    NUM_ROUNDS,
-    RUN_CONFIG,
     SEALED_UPDATE_STYPE,
     SERVER_ROUND,
     SIGNED_GLOBAL_STYPE,

@@ -44,6 +44,7 @@ from fedpeft.common.modeling.fingerprint import folder_sha256, folder_stamp, mod
 from fedpeft.common.wire.names import (
     ALLOW_PLAINTEXT,
     BUNDLE,
+    CONFIG,
     DP_CLIP_NORM,
     NUM_ROUNDS,
     POLICY,
@@ -78,12 +79,12 @@ def institution_policy(context: Context, keys: InstitutionKeys | None) -> Instit
         return load_policy(Path(keys.bundle_dir) / POLICY_FILE)
     deployed = BUNDLE in node
     consented = str(node.get(ALLOW_PLAINTEXT, "")).lower() == "true"
-    return InstitutionPolicy(require_sealing=deployed and not consented)
+    return InstitutionPolicy.model_validate({"require_sealing": deployed and not consented})
 
 
 def admit(msg: Message, context: Context, cfg: RunConfig, keys: InstitutionKeys | None) -> None:
     """Return only if this institution obeys `msg`; see the module docstring."""
-    config = msg.content["config"]
+    config = msg.content.config_records[CONFIG]
     try:
         num_rounds = _verified_rounds(msg, config, keys)
         check_run(institution_policy(context, keys), cfg,

@@ -90,7 +90,8 @@ def _largest_stacking_update(max_rank: int) -> Callable[[AdapterState], Manifest
     def manifest(state: AdapterState) -> Manifest:
         shapes = update_shapes(shapes_of(state), max_rank)
         return Manifest(tensors=tuple(
-            TensorSpec(name=key, shape=shapes[key], dtype=state[key].dtype.name)
+            TensorSpec.model_validate({"name": key, "shape": shapes[key],
+                                       "dtype": state[key].dtype.name})
             for key in sorted(state)))
     return manifest
 

@@ -17,7 +17,6 @@ from fedpeft.client.stages.base import ClientStage, Outgoing, RoundInput
 from fedpeft.common.audit import INSTITUTION, LEDGER_FILE, Ledger
 from fedpeft.common.wire.names import DP_CLIP_NORM, DP_NOISE_STD
 
-
 UPDATE_SENT = "update-sent"
 RUN_REFUSED = "run-refused"
 

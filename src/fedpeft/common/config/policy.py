@@ -13,10 +13,10 @@ model folder's Python would run with access to the institution's data).
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
+import tomllib
 from pydantic import Field, ValidationError
 
 from fedpeft.common.config.base import StrictModel

@@ -49,7 +49,7 @@ def folder_stamp(folder: Path) -> str:
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         info = path.stat()
         stamp.update(f"{path.relative_to(folder).as_posix()}\0{info.st_size}\0"
-                     f"{info.st_mtime_ns}\0".encode("utf-8"))
+                     f"{info.st_mtime_ns}\0".encode())
     return stamp.hexdigest()
 
 
