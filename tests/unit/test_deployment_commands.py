@@ -341,3 +341,22 @@ def test_supernode_passes_a_valid_policy_and_refuses_a_bad_one_at_start(
     bundled.write_text("max_epsilon = -1\n")
     with pytest.raises(ConfigError, match="policy.toml: max_epsilon: Input should be greater"):
         supernode_command(_node(fed, tmp_path))
+
+
+def test_client_model_hash_prints_what_a_policy_pins(tmp_path: Path) -> None:
+    from fedpeft.common.errors import ModelError
+    from fedpeft.common.modeling.fingerprint import folder_sha256
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "weights.bin").write_bytes(b"\x00" * 10)
+    result = runner.invoke(app, ["client", "model-hash", str(model)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == folder_sha256(model)
+    (model / "weights.bin").write_bytes(b"\x01" * 10)  # one changed byte, another hash
+    assert runner.invoke(app, ["client", "model-hash", str(model)]).output.strip() != \
+        result.output.strip()
+    missing = runner.invoke(app, ["client", "model-hash", str(tmp_path / "none")])
+    assert isinstance(missing.exception, ModelError)  # `fedpeft` prints it and exits 2
+    assert "none: no such model folder" in str(missing.exception)
