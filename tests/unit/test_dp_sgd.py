@@ -259,7 +259,7 @@ def test_client_rounds_report_the_running_epsilon_and_ledger_it(
                 ARRAYS: envelope_record(blob, SIGNED_GLOBAL_STYPE), CONFIG: config,
             }), dst_node_id=5, message_type="train")
             replies.append(train(message, context).content[METRICS])
-        ledgers = list(folder.rglob("ledger.jsonl"))
+        ledgers = list(folder.parent.rglob("ledger.jsonl"))  # bundles/ beside the federation
         lines = [json.loads(line) for path in ledgers for line in path.read_text().splitlines()]
 
     from fedpeft.client.local_data import local_data

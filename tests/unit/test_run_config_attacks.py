@@ -63,6 +63,7 @@ class Federation:
 
 @pytest.fixture
 def federation(tmp_path: Path, tiny_bert_dir: str) -> Iterator[Federation]:
+    from fedpeft.deployment.federation_files import simulated_bundle
     from fedpeft.simulation.credentials import ephemeral_credentials, with_credentials
 
     rows = [{"text": f"my card number {i}" if i % 2 else f"fraud scam {i}",
@@ -78,7 +79,8 @@ def federation(tmp_path: Path, tiny_bert_dir: str) -> Iterator[Federation]:
     with ephemeral_credentials(["institution-0", "institution-1"]) as (folder, federation_id):
         yield Federation(with_credentials(cfg, folder, federation_id),
                          load_server_keys(SecurityConfig(credentials_dir=str(folder))),
-                         folder / "institutions" / "institution-0", tmp_path / "train.csv",
+                         simulated_bundle(folder, "institution-0").root,
+                         tmp_path / "train.csv",
                          tiny_bert_dir)
 
 

@@ -174,4 +174,4 @@ def _refused(msg: Message, keys: InstitutionKeys | None, reason: str) -> None:
             "federation_id": keys.federation_id, "reason": reason,
         })
     except OSError as err:  # the refusal stands; only its record is lost, and said so
-        logger.error("could not record the refusal in %s: %s", keys.bundle_dir, err)
+        logger.error("could not record the refusal in %s: %s", keys.state_dir, err)

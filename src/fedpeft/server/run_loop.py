@@ -204,6 +204,7 @@ def run_federation(
             on_round(record)
 
     recorder = RoundRecorder(log, parallel_slots, _on_round,
+                             signed_updates=cfg.security.seal_updates,
                              withhold_client_metrics=cfg.privacy.withholds_statistics)
     chain = _strategy(grid, cfg, recorder)
     initial_state = learner.get_state()

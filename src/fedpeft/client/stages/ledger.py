@@ -1,10 +1,11 @@
 """The institution's own signed ledger of what left its site.
 
-Kept next to its bundle (its keys), signed with its own key, so the institution, not the
-coordinator, holds the record: one `update-sent` entry per update, with the SHA-256 of the exact
+Kept in the institution's writable state folder (`client join --state-dir`, the bundle itself
+may be read-only), signed with its own key, so the institution, not the coordinator, holds the
+record: one `update-sent` entry per update, with the SHA-256 of the exact
 sealed bytes that left (which the coordinator's ledger quotes as received), the form they took
 and the privacy settings applied before they left, and one `run-refused` entry per request it
-refused (`fedpeft.client.admission`). `fedpeft audit verify BUNDLE/ledger.jsonl` checks it.
+refused (`fedpeft.client.admission`). `fedpeft audit verify STATE/ledger.jsonl` checks it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ RUN_REFUSED = "run-refused"
 
 def record_event(keys: InstitutionKeys, kind: str, body: dict[str, Any]) -> None:
     """Append one record of `kind` (the ledger is created on the first record)."""
-    path = Path(keys.bundle_dir) / LEDGER_FILE
+    path = Path(keys.state_dir) / LEDGER_FILE
     if path.exists():
         ledger = Ledger.open(path, keys.signing_key)
     else:

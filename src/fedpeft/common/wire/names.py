@@ -53,6 +53,9 @@ DATA_PATH = "data-path"
 NODE_NAME = "name"
 BUNDLE = "bundle"
 """Absolute path of the institution's bundle folder (its signing key and the server's keys)."""
+STATE_DIR = "state-dir"
+"""Absolute path of the institution's writable state folder (its own ledger); the bundle may be
+read-only. Default: `BUNDLE-state` beside the bundle."""
 POLICY = "policy"
 """Absolute path of the institution's policy file (`fedpeft.common.config.policy`); without it,
 the bundle's `policy.toml` when there is one, else the default policy."""
