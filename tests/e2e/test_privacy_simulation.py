@@ -100,7 +100,8 @@ def _no_per_institution_statistic(run: Path, records: list[dict], ledger: list[d
             assert "evaluate" not in client
     for line in ledger:
         if line["kind"] == "round":
-            assert set(line["body"]) <= {"round", "participants", "updates_sha256", "failures",
+            assert set(line["body"]) <= {"round", "participants", "participants_verified",
+                                         "updates_sha256", "failures",
                                          "secure_aggregation", "privacy", "global_sha256",
                                          "server_eval"}
             assert isinstance(line["body"]["participants"], list)
