@@ -12,6 +12,8 @@ from fedpeft.common.audit import verify_ledger
 from fedpeft.common.config import load_config
 from fedpeft.common.privacy import epsilon_for
 from fedpeft.common.runs.metrics_log import read_metrics
+from fedpeft.report import write_report
+from fedpeft.server.round_recorder import PUBLIC_CLIENT_METRICS
 from fedpeft.simulation.federated import simulate
 
 pytestmark = pytest.mark.e2e
@@ -28,7 +30,7 @@ def test_private_run_stops_at_budget_and_ledgers_agree(write_words_csv, tiny_ber
         "model.name": tiny_bert_dir, "model.max_seq_length": 16, "data.train": train,
         "data.test": test, "data.partition": "iid", "simulation.num_clients": 3,
         "federation.num_rounds": 4, "training.local_steps": 2, "training.batch_size": 8,
-        "federation.fraction_evaluate": 0.0, "privacy.enabled": True,
+        "privacy.enabled": True,
         "privacy.noise_multiplier": sigma, "privacy.delta": delta,
         "privacy.target_epsilon": target, "privacy.clip_norm": 0.5,
         "secure_aggregation.enabled": masked,
@@ -66,3 +68,33 @@ def test_private_run_stops_at_budget_and_ledgers_agree(write_words_csv, tiny_ber
             assert received["updates_sha256"][name] == body["sealed_sha256"]
             assert body["clip_norm"] == 0.5
             assert body["form"] == ("sealed, masked" if masked else "sealed")
+
+    _no_per_institution_statistic(report.path, records, lines)
+
+
+WITHHELD = ("loss", "accuracy", "macro_f1", "num-examples", "dp-unclipped", "secagg-clipped")
+
+
+def _no_per_institution_statistic(run: Path, records: list[dict], ledger: list[dict]) -> None:
+    """Inventory of what a private run publishes about one institution: metrics.jsonl, the
+    coordinator's ledger and the report hold its name, hardware timings and update digests,
+    never its loss, validation metrics, example count or clipping facts."""
+    for record in records[1:]:
+        assert record["client_eval"] == {}  # no federated evaluation was asked for
+        assert record["failures"] == []  # ... nor refused
+        for client in record["clients"]:
+            for phase in ("train", "evaluate"):
+                assert set(client.get(phase, {})) <= PUBLIC_CLIENT_METRICS, client
+            assert "evaluate" not in client
+    for line in ledger:
+        if line["kind"] == "round":
+            assert set(line["body"]) <= {"round", "participants", "participants_verified",
+                                         "updates_sha256", "failures",
+                                         "secure_aggregation", "privacy", "global_sha256",
+                                         "server_eval"}
+            assert isinstance(line["body"]["participants"], list)
+    paths = write_report(run)
+    for path in (paths.markdown, paths.html):
+        text = path.read_text(encoding="utf-8")
+        for key in WITHHELD:
+            assert f"{key}:" not in text and f'"{key}"' not in text, (path.name, key)

@@ -131,7 +131,7 @@ def test_manifest_is_canonical() -> None:
         (lambda blob: blob[:20], "truncated"),
         (lambda blob: blob[:100], "truncated"),
         (lambda blob: _flip(blob, 0), "not a fedpeft envelope"),
-        (lambda blob: _flip(blob, 16), "unsupported version 0"),
+        (lambda blob: _flip(blob, 16), "unsupported version 3"),
         (lambda blob: blob[:17] + (2**31).to_bytes(4, "big") + blob[21:], "header too large"),
         (lambda blob: blob[:17] + (2**20).to_bytes(4, "big") + blob[21:], "truncated"),
         (lambda blob: blob[:21] + b"[" + blob[22:], "invalid header"),
@@ -341,7 +341,7 @@ def test_plaintext_must_match_the_signed_manifest() -> None:
     arrays = {"w": np.zeros((2, 3), np.float32)}
     lying = Manifest.of({"w": np.zeros((3, 2), np.float32)})
     box = seal(
-        AGGREGATOR.public_key(), safetensors.numpy.save(arrays), envelope._update_aad(CTX, lying)
+        AGGREGATOR.public_key(), safetensors.numpy.save(arrays), envelope._update_aad(CTX, lying, None)
     )
     blob = envelope._pack(
         envelope._Header(context=CTX, manifest=lying, signer="bank-a"), box.to_bytes(), BANK_A
@@ -350,7 +350,7 @@ def test_plaintext_must_match_the_signed_manifest() -> None:
         SecurityError, match=r"tensor 'w' shape mismatch: expected \(3, 2\), received \(2, 3\)"
     ):
         _open(blob)
-    garbage = seal(AGGREGATOR.public_key(), b"not safetensors", envelope._update_aad(CTX, lying))
+    garbage = seal(AGGREGATOR.public_key(), b"not safetensors", envelope._update_aad(CTX, lying, None))
     blob = envelope._pack(
         envelope._Header(context=CTX, manifest=lying, signer="bank-a"), garbage.to_bytes(), BANK_A
     )

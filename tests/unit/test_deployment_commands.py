@@ -396,7 +396,7 @@ def test_a_deployed_institution_writes_its_ledger_to_its_state_folder(
     state = tmp_path / "state"
     node = {"bundle": str(bank_a.root), "state-dir": str(state), "name": "bank-a"}
     context = Context(run_id=1, node_id=1, node_config=node, state=RecordDict(), run_config={})
-    keys = institution_keys(RunConfig(), context, "bank-a")
+    keys = institution_keys(RunConfig(), context, lambda: "bank-a")
     assert keys is not None and keys.state_dir == str(state)
     state.mkdir()
     record_sent(keys, {"round": 1})
@@ -404,5 +404,42 @@ def test_a_deployed_institution_writes_its_ledger_to_its_state_folder(
     assert {p.name: p.read_bytes() for p in bank_a.root.iterdir()} == before
     default = institution_keys(RunConfig(), Context(
         run_id=1, node_id=1, node_config={"bundle": str(bank_a.root)}, state=RecordDict(),
-        run_config={}), "bank-a")
+        run_config={}), lambda: "bank-a")
     assert default is not None and default.state_dir == str(bank_a.root.parent / "bank-a-state")
+
+
+def test_supernode_passes_a_valid_policy_and_refuses_a_bad_one_at_start(
+        bank_a: InstitutionBundle, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("require_privacy = true\nmin_noise_multiplier = 1.0\n")
+    argv = supernode_command(_node(bank_a, tmp_path, policy=policy)).argv
+    assert f'policy="{policy.resolve()}"' in _value(argv, "--node-config")
+    policy.write_text("min_noise_multipler = 1.0\n")  # misspelt: refused before connecting
+    with pytest.raises(ConfigError, match="policy.toml: min_noise_multipler: Extra inputs"):
+        supernode_command(_node(bank_a, tmp_path, policy=policy))
+    bundled = bank_a.root / "policy.toml"
+    bundled.write_text("max_epsilon = -1\n")
+    try:
+        with pytest.raises(ConfigError, match="policy.toml: max_epsilon: Input should be greater"):
+            supernode_command(_node(bank_a, tmp_path))
+    finally:
+        bundled.unlink()  # the bundle is shared by this module's tests
+
+
+def test_client_model_hash_prints_what_a_policy_pins(tmp_path: Path) -> None:
+    from fedpeft.common.errors import ModelError
+    from fedpeft.common.modeling.fingerprint import folder_sha256
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "weights.bin").write_bytes(b"\x00" * 10)
+    result = runner.invoke(app, ["client", "model-hash", str(model)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == folder_sha256(model)
+    (model / "weights.bin").write_bytes(b"\x01" * 10)  # one changed byte, another hash
+    assert runner.invoke(app, ["client", "model-hash", str(model)]).output.strip() != \
+        result.output.strip()
+    missing = runner.invoke(app, ["client", "model-hash", str(tmp_path / "none")])
+    assert isinstance(missing.exception, ModelError)  # `fedpeft` prints it and exits 2
+    assert "none: no such model folder" in str(missing.exception)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
@@ -227,11 +227,10 @@ def test_client_rounds_report_the_running_epsilon_and_ledger_it(
         ARRAYS,
         CONFIG,
         METRICS,
-        NUM_ROUNDS,
-        RUN_CONFIG,
         SERVER_ROUND,
         SIGNED_GLOBAL_STYPE,
     )
+    from fedpeft.common.wire.run_record import run_config_record
     from fedpeft.server.credentials import load_server_keys
     from fedpeft.simulation.credentials import ephemeral_credentials, with_credentials
 
@@ -260,19 +259,21 @@ def test_client_rounds_report_the_running_epsilon_and_ledger_it(
         for server_round in (1, 2):
             blob = sign_global(initial, global_context(federation_id, run, server_round - 1),
                                server.signing_key)
+            config, _ = run_config_record(to_wire(cfg), federation_id, run, 2, server.signing_key)
+            config[SERVER_ROUND] = server_round
             message = Message(RecordDict({
-                ARRAYS: envelope_record(blob, SIGNED_GLOBAL_STYPE),
-                CONFIG: ConfigRecord({RUN_CONFIG: to_wire(cfg), NUM_ROUNDS: 2,
-                                      SERVER_ROUND: server_round}),
+                ARRAYS: envelope_record(blob, SIGNED_GLOBAL_STYPE), CONFIG: config,
             }), dst_node_id=5, message_type="train")
             replies.append(train(message, context).content[METRICS])
         ledgers = list(folder.parent.rglob("ledger.jsonl"))  # bundles/ beside the federation
         lines = [json.loads(line) for path in ledgers for line in path.read_text().splitlines()]
 
-    train_rows = replies[0]["num-examples"]
+    from fedpeft.client.local_data import local_data
+    train_rows = len(local_data(cfg, context).train)
     rate = 4 / train_rows
     for server_round, metrics in enumerate(replies, start=1):
         assert "loss" not in metrics
+        assert metrics["num-examples"] == 1  # the count is withheld: its weight goes sealed
         assert metrics[DP_EXAMPLE_EPSILON] == pytest.approx(
             epsilon_for(0.8, rate, 3 * server_round, 1e-4))
     sent = [line["body"] for line in lines if line.get("kind") == "update-sent"]

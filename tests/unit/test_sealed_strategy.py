@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,12 +50,11 @@ from fedpeft.common.wire.names import (
     ARRAYS,
     CONFIG,
     INSTITUTION,
-    NUM_ROUNDS,
-    RUN_CONFIG,
     SEALED_UPDATE_STYPE,
     SERVER_ROUND,
     SIGNED_GLOBAL_STYPE,
 )
+from fedpeft.common.wire.run_record import run_config_record
 from fedpeft.server.credentials import ServerKeys, Signer
 from fedpeft.server.round_recorder import RoundRecorder
 from fedpeft.server.strategies import InstrumentedStrategy, SealedStrategy, build_strategy
@@ -114,7 +114,8 @@ def _sealed(node: int, values: list[float], examples: int, *, name: str | None =
     name = name or f"bank-{node}"
     ctx = update_context(FED, run_id, server_round, name)
     signing = key or INSTITUTION_KEYS.get(name) or generate_signing_key()
-    blob = seal_update(arrays or _weights(values), ctx, SERVER_ENC.public_key(), signing)
+    blob = seal_update(arrays or _weights(values), ctx, SERVER_ENC.public_key(), signing,
+                       weight=examples)
     record = envelope_record(blob_hook(blob), SEALED_UPDATE_STYPE)
     return make_message(_meta(node), _content(record, name, examples))
 
@@ -286,7 +287,9 @@ def test_client_refuses_tampered_or_unsigned_global_and_keeps_its_adapter(client
     initial = learner.get_state()
 
     def message(arrays: ArrayRecord) -> Message:
-        config = ConfigRecord({RUN_CONFIG: to_wire(cfg), NUM_ROUNDS: 2, SERVER_ROUND: 1})
+        config, _ = run_config_record(to_wire(cfg), keys.federation_id, RUN, 2,
+                                      keys.signing_key)
+        config[SERVER_ROUND] = 1
         return Message(RecordDict({ARRAYS: arrays, CONFIG: config}), dst_node_id=5,
                        message_type="train")
 
@@ -320,9 +323,10 @@ def test_client_refuses_tampered_or_unsigned_global_and_keeps_its_adapter(client
 
 
 def test_client_refuses_an_older_signed_global_of_the_same_run(client_setup) -> None:
-    """A relay replaying round 1's signed global (with its round number) after round 2's."""
+    """A relay replaying round 1's signed global (with its round number) after round 3's:
+    as a train request (a round already trained) and as an evaluation of an older version."""
     from fedpeft.client.learner_cache import learner_for
-    from fedpeft.client.rounds import train
+    from fedpeft.client.rounds import evaluate, train
 
     cfg, folder = client_setup
     keys = _server_keys(folder)
@@ -330,18 +334,88 @@ def test_client_refuses_an_older_signed_global_of_the_same_run(client_setup) -> 
                       state=RecordDict(), run_config={})
     initial = learner_for(cfg, None).get_state()
 
-    def message(server_round: int) -> Message:
-        version = server_round - 1
+    def message(server_round: int, kind: str = "train") -> Message:
+        version = server_round - 1 if kind == "train" else server_round
         blob = sign_global(initial, global_context(keys.federation_id, RUN, version),
                            keys.signing_key)
-        config = ConfigRecord({RUN_CONFIG: to_wire(cfg), NUM_ROUNDS: 3, SERVER_ROUND: server_round})
+        config, _ = run_config_record(to_wire(cfg), keys.federation_id, RUN, 3, keys.signing_key)
+        config[SERVER_ROUND] = server_round
         return Message(RecordDict({ARRAYS: envelope_record(blob, SIGNED_GLOBAL_STYPE),
-                                   CONFIG: config}), dst_node_id=5, message_type="train")
+                                   CONFIG: config}), dst_node_id=5, message_type=kind)
 
     train(message(1), context)
     train(message(3), context)
-    with pytest.raises(SecurityError, match="older than version 2.*replay"):
+    with pytest.raises(SecurityError, match="already trained round 3.*replay"):
         train(message(2), context)
+    with pytest.raises(SecurityError, match="older than version 2.*replay"):
+        evaluate(message(1, "evaluate"), context)
+
+
+# -- a relay rewriting what travels beside the envelope ------------------------------------
+class _Grid3:
+    def get_node_ids(self) -> list[int]:
+        return [1, 2, 3]
+
+
+def _rewritten(reply: Message, examples: int) -> Message:
+    """The reply with its `num-examples` metric rewritten, as a relay can do."""
+    content = RecordDict({key: record for key, record in reply.content.items()})
+    content["metrics"] = MetricRecord({**reply.content["metrics"], "num-examples": examples})
+    return make_message(reply.metadata, content)
+
+
+def test_rewriting_num_examples_does_not_change_the_aggregate(recorder: RoundRecorder) -> None:
+    """The attack of issue #9: with num-examples rewritten to [1, 0, 0] the aggregate used to
+    be institution 1's own adapter, published as the global. The sealed weights decide."""
+    honest = [_sealed(1, [1, 2], 2), _sealed(2, [4, 8], 3), _sealed(3, [7, 0], 5)]
+    strategy = _strategy(recorder)
+    list(strategy.configure_train(1, ArrayRecord({"w": Array(np.zeros(2, np.float32))}),
+                                  ConfigRecord({}), _Grid3()))  # type: ignore[arg-type]
+    arrays, metrics = strategy.aggregate_train(
+        1, [_rewritten(reply, n) for reply, n in zip(honest, (1, 0, 0))])
+    expected = (2 * np.array([1, 2]) + 3 * np.array([4, 8]) + 5 * np.array([7, 0])) / 10
+    np.testing.assert_allclose(arrays["w"].numpy(), expected, rtol=1e-6)
+    assert metrics["num-examples"] == 10
+
+
+WEIGHT_REFUSALS: dict[str, tuple[Callable[[], Message], str]] = {
+    "no sealed weight": (lambda: make_message(_meta(3), _content(envelope_record(seal_update(
+        _weights([9, 9]), update_context(FED, RUN, 1, "bank-3"), SERVER_ENC.public_key(),
+        INSTITUTION_KEYS["bank-3"]), SEALED_UPDATE_STYPE), "bank-3", 5)), "no sealed weight"),
+    "weight above the cap": (lambda: _sealed(3, [9, 9], 10_000_001),
+                             "exceeds security.max_update_weight=10000000"),
+    "weight rewritten in the header": (
+        lambda: _sealed(3, [9, 9], 5, blob_hook=lambda b: b.replace(b'"weight":5', b'"weight":9')),
+        "signature"),
+    "oversized blob": (lambda: _sealed(3, [9, 9], 5, blob_hook=lambda b: b + bytes(70_000)),
+                       "exceeds the .* bytes an update of the expected manifest can take"),
+}
+
+
+@pytest.mark.parametrize("case", list(WEIGHT_REFUSALS))
+def test_bad_weight_or_size_is_refused_before_it_counts(case: str,
+                                                       recorder: RoundRecorder) -> None:
+    make_bad, reason = WEIGHT_REFUSALS[case]
+    strategy = _strategy(recorder)
+    _start(strategy, [0.0, 0.0])
+    arrays, metrics = strategy.aggregate_train(1, [_sealed(1, [1, 2], 1), _sealed(2, [4, 8], 3),
+                                                   make_bad()])
+    np.testing.assert_allclose(arrays["w"].numpy(), [3.25, 6.5])
+    assert metrics["num-examples"] == 4
+    (failure,) = recorder.close(1, {}, server_eval_s=0.0)["failures"]
+    assert failure["node_id"] == 3
+    assert re.search(reason, failure["reason"]), failure["reason"]
+
+
+def test_oversized_blob_is_refused_before_it_is_hashed(recorder: RoundRecorder) -> None:
+    """A registered institution sending 70 kB too much: no digest of it is recorded, since
+    the size check comes before anything reads the bytes."""
+    strategy = _strategy(recorder)
+    _start(strategy, [0.0, 0.0])
+    strategy.aggregate_train(1, [_sealed(1, [1, 2], 1),
+                                 _sealed(2, [4, 8], 3, blob_hook=lambda b: b + bytes(70_000))])
+    record = recorder.close(1, {}, server_eval_s=0.0)
+    assert set(record["updates_sha256"]) == {"bank-1"}
 
 
 # -- participants: only verified signers ---------------------------------------------------------

@@ -255,6 +255,10 @@ def client_join(
     state_dir: Annotated[Path | None, typer.Option(
         "--state-dir", help="Writable folder for this institution's ledger (default: "
         "BUNDLE-state beside the bundle); the bundle itself may be read-only.")] = None,
+    policy: Annotated[Path | None, typer.Option(
+        "--policy", help="This institution's policy (TOML): allowed models, required sealing, "
+        "masking and DP floors; default: BUNDLE/policy.toml, else sealing required and no "
+        "remote code.")] = None,
     insecure: Insecure = False,
 ) -> None:
     """Run this institution's SuperNode in the foreground; training data stays here."""
@@ -262,8 +266,18 @@ def client_join(
     name = institution.manifest().name
     home = work_dir if work_dir is not None else Path.home() / ".fedpeft" / name
     settings = SuperNodeSettings(superlink, institution, data, home, port, insecure, max_wait,
-                                 lora_rank, state_dir)
+                                 lora_rank, state_dir, policy)
     _serve(supernode_command(settings), settings.flwr_home)
+
+
+@client_app.command("model-hash")
+def client_model_hash(
+    model: Annotated[str, typer.Argument(help="Model folder (or the name the run config uses).")],
+) -> None:
+    """Print the content hash of a model folder, for allowed_models.sha256 in a policy."""
+    from fedpeft.common.modeling.fingerprint import model_sha256
+
+    console.print(model_sha256(model))
 
 
 def run(

@@ -8,13 +8,15 @@ the run's temporary credentials folder (`security.credentials_dir`, the same mac
 writes into it. The federation id the client expects is its bundle's, never the one the server
 sends.
 
-The run config arrives unsigned, so it cannot be what turns sealing off for a deployed
-institution: a run with `security.seal_updates = false` is refused unless the institution's own
-node config says `allow-plaintext="true"`.
+An unsealed run carries no signed run record (`fedpeft.client.admission`), so its config
+cannot be what turns sealing off for a deployed institution: a run with
+`security.seal_updates = false` is refused unless the institution's own node config says
+`allow-plaintext="true"`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -70,8 +72,12 @@ def load_institution_keys(bundle_dir: str, state_dir: str) -> InstitutionKeys:
     )
 
 
-def institution_keys(cfg: RunConfig, context: Context, data_name: str) -> InstitutionKeys | None:
-    """This node's keys, or None when the run exchanges plaintext adapters (checked consent)."""
+def institution_keys(cfg: RunConfig, context: Context,
+                     data_name: Callable[[], str]) -> InstitutionKeys | None:
+    """This node's keys, or None when the run exchanges plaintext adapters (checked consent).
+
+    `data_name` is called only in a simulation, where the partition's name finds the bundle:
+    a deployed institution knows its keys before it reads any row."""
     node = context.node_config
     deployed = BUNDLE in node
     if not cfg.security.seal_updates:
@@ -86,7 +92,7 @@ def institution_keys(cfg: RunConfig, context: Context, data_name: str) -> Instit
         state_dir = node.get(STATE_DIR) or default_state_dir(bundle_dir)
         keys = load_institution_keys(str(bundle_dir), str(state_dir))
     elif PARTITION_ID in node and cfg.security.credentials_dir:
-        folder = simulated_bundle(Path(cfg.security.credentials_dir), data_name).root
+        folder = simulated_bundle(Path(cfg.security.credentials_dir), data_name()).root
         keys = load_institution_keys(str(folder), str(folder))
     else:
         raise ConfigError(

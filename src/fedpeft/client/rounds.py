@@ -17,6 +17,7 @@ import time
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.app.typing import MetricRecordValues
 
+from fedpeft.client.admission import admit
 from fedpeft.client.identity import institution_keys
 from fedpeft.client.learner_cache import learner_for
 from fedpeft.client.local_data import local_data
@@ -94,13 +95,17 @@ def _cpu_threads(cfg: RunConfig, context: Context) -> int | None:
 def _prepare(msg: Message, context: Context) -> RoundInput:
     """Config, local data and a learner holding the received global adapter.
 
-    A sealed run verifies the server's signature before anything is loaded: a refused global
-    raises SecurityError (Flower replies with an error) and the learner keeps its last state.
+    Nothing is obeyed before admission (`fedpeft.client.admission`: the server's signature
+    over the run config, the institution's policy, the request's round); a deployed
+    institution reads no row before it either. A sealed run then verifies the server's
+    signature of the global before it is loaded: a refusal raises SecurityError (Flower
+    replies with an error) and the learner keeps its last state.
     """
     config = msg.content.config_records[CONFIG]
     cfg = from_wire(values.text(config, RUN_CONFIG))
+    keys = institution_keys(cfg, context, lambda: local_data(cfg, context).name)
+    admit(msg, context, cfg, keys)
     data = local_data(cfg, context)
-    keys = institution_keys(cfg, context, data.name)
     server_round = values.integer(config, SERVER_ROUND)
     if keys is not None:
         state = open_global(msg, keys, server_round, context)
@@ -140,11 +145,13 @@ def train(msg: Message, context: Context) -> Message:
 def _trained(rnd: RoundInput, result: TrainResult, context: Context) -> Outgoing:
     """The trained adapter as the first stage receives it, with the round's own metrics."""
     privacy = rnd.cfg.privacy
-    metrics: dict[str, float] = {NUM_EXAMPLES: result.num_examples}
+    # With privacy on, the loss and the count are un-noised statistics of the rows: they stay
+    # here. The weight the aggregator uses travels sealed (or masked); 1 stands in for it.
+    metrics: dict[str, float] = (
+        {NUM_EXAMPLES: 1} if privacy.withholds_statistics
+        else {NUM_EXAMPLES: result.num_examples, "loss": result.loss})
     ledger: dict[str, object] = {}
-    if not privacy.example_level:
-        metrics["loss"] = result.loss
-    else:  # the training loss is a statistic of the rows DP-SGD protects; it stays here
+    if privacy.example_level:
         epsilon = _example_epsilon(context, privacy, result)
         metrics[DP_EXAMPLE_EPSILON] = epsilon
         ledger = {  # JSON has no infinity: null, as in metrics.jsonl
@@ -191,9 +198,15 @@ def _example_epsilon(context: Context, privacy: PrivacyConfig, result: TrainResu
 
 
 def evaluate(msg: Message, context: Context) -> Message:
-    """Evaluate the global adapter on the institution's local validation rows."""
+    """Evaluate the global adapter on the institution's local validation rows.
+
+    With privacy on the metrics would be un-noised statistics of those rows, so the
+    institution refuses (the server does not ask: `fedpeft.server.strategies.registry`)."""
     started = time.perf_counter()
     rnd = _prepare(msg, context)
+    if rnd.cfg.privacy.withholds_statistics:
+        raise SecurityError("the run has privacy on: this institution does not send its "
+                            "un-noised validation metrics")
     data = rnd.data
     if data.validation.empty:
         raise DataError(f"{data.name}: no local validation rows (data.validation_fraction is 0)")

@@ -9,6 +9,16 @@ The bundle is only read (it may be a read-only mount or a Kubernetes Secret); wh
 institution writes, its own ledger, goes to a separate state folder, which is created and
 proven writable here, before the SuperNode starts: a read-only state folder then stops
 `client join` with one line instead of failing every sealed reply of every round.
+
+The institution's policy (`--policy FILE`, else `policy.toml` in its bundle) is validated here,
+at start-up, so a mistyped field fails before the SuperNode connects rather than at the first
+run; its absolute path travels to the ClientApp in the node config.
+
+App pinning: Flower 1.39's `--trusted-entities` accepts only app bundles that carry
+verifications issued by the Flower platform (the SuperLink adds them when it fetches an app
+from the platform); a federation's own SuperLink has none to add, so with trusted entities set
+every run would be refused, and Flower offers no pin by bundle hash. fedpeft therefore does not
+pin the bundle: see docs/threat-model-run-config.md for what that leaves open.
 """
 
 from __future__ import annotations
@@ -20,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedpeft.common.audit import LEDGER_FILE
+from fedpeft.common.config.policy import POLICY_FILE, load_policy
 from fedpeft.common.errors import ConfigError, DataError
-from fedpeft.common.wire.names import BUNDLE, DATA_PATH, LORA_RANK, NODE_NAME, STATE_DIR
+from fedpeft.common.wire.names import BUNDLE, DATA_PATH, LORA_RANK, NODE_NAME, POLICY, STATE_DIR
 from fedpeft.deployment.federation_files import InstitutionBundle, default_state_dir
 from fedpeft.deployment.flower_exec import (
     FlowerCommand,
@@ -50,10 +61,13 @@ class SuperNodeSettings:
     """This institution's LoRA rank under heterogeneous ranks (node config `lora-rank`)."""
     state_dir: Path | None = None
     """Writable folder for the institution's ledger; None: `BUNDLE-state` beside the bundle."""
+    policy: Path | None = None
+    """The institution's policy file; None: the bundle's policy.toml, else the default."""
 
 
 def node_config(data_path: Path, name: str, bundle_root: Path | None = None,
-                lora_rank: int | None = None, state_dir: Path | None = None) -> str:
+                lora_rank: int | None = None, state_dir: Path | None = None,
+                policy: Path | None = None) -> str:
     """`--node-config` text: Flower parses `key="value"` pairs, with no escape for quotes.
 
     The bundle folder is how the ClientApp finds its signing key and the server's keys, the
@@ -63,6 +77,8 @@ def node_config(data_path: Path, name: str, bundle_root: Path | None = None,
         pairs.append((BUNDLE, str(bundle_root)))
     if state_dir is not None:
         pairs.append((STATE_DIR, str(state_dir)))
+    if policy is not None:
+        pairs.append((POLICY, str(policy)))
     for key, value in pairs:
         if '"' in value or "\n" in value:
             raise ConfigError(f"{key} {value!r}: must not contain double quotes or line breaks")
@@ -120,8 +136,22 @@ def supernode_command(settings: SuperNodeSettings) -> FlowerCommand:
             "--auth-supernode-private-key", str(bundle.node_auth_key),
         ]
     argv += ["--port", str(settings.port), "--node-config",
-             node_config(data_path, name, bundle.root, settings.lora_rank, state_dir)]
+             node_config(data_path, name, bundle.root, settings.lora_rank, state_dir,
+                         _checked_policy(settings))]
     if settings.max_wait_seconds is not None:
         argv += ["--max-wait-time", str(settings.max_wait_seconds)]
     return FlowerCommand(argv, secret_flags=frozenset({"--auth-supernode-private-key"}))
 
+
+
+def _checked_policy(settings: SuperNodeSettings) -> Path | None:
+    """The policy file to pass on (absolute), after validating it; the bundle's own
+    policy.toml is validated too, though the ClientApp finds it by itself."""
+    if settings.policy is not None:
+        path = settings.policy.expanduser().resolve()
+        load_policy(path)
+        return path
+    bundled = settings.bundle.root / POLICY_FILE
+    if bundled.is_file():
+        load_policy(bundled)
+    return None

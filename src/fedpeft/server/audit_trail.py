@@ -1,7 +1,8 @@
 """The coordinator's signed ledger of a run: what was configured, received, refused and produced.
 
 One record per event, each chained to the previous and signed with the server's signing key
-(`fedpeft.common.audit`): `run-start` (config hash, protection settings, initial adapter hash),
+(`fedpeft.common.audit`): `run-start` (config hash, the hash of the signed run record every
+institution verified, protection settings, initial adapter hash),
 one `round` per round (who took part: in a sealed run only the institutions whose signed
 update verified, not the names replies claim; the SHA-256 of every sealed update as it arrived,
 secure-aggregation and privacy facts, refusals, the resulting global adapter's hash, the test
@@ -26,6 +27,7 @@ from fedpeft.common.audit import (
 )
 from fedpeft.common.config import RunConfig
 from fedpeft.common.crypto import SigningPrivateKey, generate_signing_key
+from fedpeft.common.wire.run_record import RunRecord
 
 _ROUND_FIELDS = ("participants_verified", "updates_sha256", "failures", "secure_aggregation",
                  "privacy", "global_sha256",
@@ -51,10 +53,16 @@ class AuditTrail:
         self.ledger = Ledger.create(folder / LEDGER_FILE, signing_key or generate_signing_key(),
                                     owner=owner, role=COORDINATOR)
 
-    def start(self, cfg: RunConfig, run_id: int, initial: AdapterState) -> None:
+    def start(self, cfg: RunConfig, run_id: int, initial: AdapterState, run_record: RunRecord,
+              signed: bool) -> None:
+        """`run_record` is what every institution receives (signed when `signed`): its hash
+        ties this ledger to the exact config the institutions verified."""
         self.ledger.append("run-start", {
             "run_id": run_id,
             "config_sha256": canonical_sha256(cfg.model_dump(mode="json")),
+            "run_record_sha256": run_record.sha256(),
+            "run_record_signed": signed,
+            "sent_config_sha256": run_record.config_sha256,
             "strategy": cfg.strategy.name,
             "rounds_planned": cfg.federation.num_rounds,
             "sealed_updates": cfg.security.seal_updates,

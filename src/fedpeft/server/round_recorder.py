@@ -9,6 +9,11 @@ serialisation, scheduling, transport, aggregation).
 A reply names its institution in an unsigned record that anyone on the relay can write, so in a
 sealed run the round's `participants` are only the institutions whose update's signature
 verified (`accepted`, called by the sealing strategy), never the names replies claim.
+
+With privacy on (`withhold_client_metrics`), a per-institution entry keeps only what describes
+the institution's hardware and its own guarantee (PUBLIC_CLIENT_METRICS): no loss, validation
+metric, count or clipping fact of one institution reaches metrics.jsonl, the ledger or the
+report, even if an institution sent one.
 """
 
 from __future__ import annotations
@@ -22,9 +27,18 @@ from typing import Any
 from flwr.app import Message, MetricRecord, RecordDict
 
 from fedpeft.common.runs.metrics_log import MetricsLog
-from fedpeft.common.wire.names import COMPUTE_SECONDS, INSTITUTION, INSTITUTION_NAME
+from fedpeft.common.wire.names import (
+    COMPUTE_SECONDS,
+    DP_EXAMPLE_EPSILON,
+    INSTITUTION,
+    INSTITUTION_NAME,
+    SEAL_SECONDS,
+)
 
 logger = logging.getLogger(__name__)
+
+PUBLIC_CLIENT_METRICS = frozenset({COMPUTE_SECONDS, SEAL_SECONDS, DP_EXAMPLE_EPSILON})
+"""Per-institution metrics recorded when privacy is on."""
 
 
 def _content_bytes(content: RecordDict) -> int:
@@ -88,10 +102,13 @@ class RoundRecorder:
         on_round: Callable[[dict[str, Any]], None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
         signed_updates: bool = False,
+        withhold_client_metrics: bool = False,
     ) -> None:
         """`signed_updates`: updates are sealed and signed, so participants are the verified
-        signers; otherwise they are the names replies claim, and the record says so."""
+        signers; otherwise they are the names replies claim, and the record says so.
+        `withhold_client_metrics`: privacy is on (see the module docstring)."""
         self._signed_updates = signed_updates
+        self._withhold = withhold_client_metrics
         self._log = log
         self._slots = parallel_slots
         self._on_round = on_round
@@ -130,6 +147,8 @@ class RoundRecorder:
             name = (str(info[INSTITUTION_NAME]) if info and INSTITUTION_NAME in info
                     else f"node-{node}")
             entry = current.clients.setdefault(node, {"node_id": node, "name": name})
+            if self._withhold:
+                metrics = {k: v for k, v in metrics.items() if k in PUBLIC_CLIENT_METRICS}
             entry[phase] = metrics
 
     def refused(self, number: int, node_id: int, name: str, reason: str) -> None:

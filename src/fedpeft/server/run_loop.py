@@ -28,13 +28,14 @@ from fedpeft.common.adapter.state import (
 )
 from fedpeft.common.config import RunConfig, to_wire
 from fedpeft.common.config.plan import RoundPlanner, rounds_allowed
-from fedpeft.common.crypto import Manifest, SigningPrivateKey
+from fedpeft.common.crypto import Manifest, SigningPrivateKey, TensorSpec
+from fedpeft.common.lora.stacking_math import shapes_of, update_shapes
 from fedpeft.common.runs.folder import RunFolder
 from fedpeft.common.runs.metrics_log import MetricsLog
 from fedpeft.common.runs.plots import write_plots
 from fedpeft.common.training.learner import Learner
 from fedpeft.common.wire import secagg as secagg_wire
-from fedpeft.common.wire.names import NUM_ROUNDS, RUN_CONFIG
+from fedpeft.common.wire.run_record import run_config_record
 from fedpeft.server.audit_trail import AuditTrail
 from fedpeft.server.credentials import load_server_keys
 from fedpeft.server.evaluation import ServerEvaluator
@@ -81,6 +82,18 @@ def _any_rank(state: AdapterState) -> None:
     return None
 
 
+def _largest_stacking_update(max_rank: int) -> Callable[[AdapterState], Manifest]:
+    """Stacking: the biggest update an institution may send, factors of rank peft.r (the
+    largest any institution may train), for the size check before anything is opened."""
+    def manifest(state: AdapterState) -> Manifest:
+        shapes = update_shapes(shapes_of(state), max_rank)
+        return Manifest(tensors=tuple(
+            TensorSpec.model_validate({"name": key, "shape": shapes[key],
+                                       "dtype": state[key].dtype.name})
+            for key in sorted(state)))
+    return manifest
+
+
 @dataclass(frozen=True)
 class _Chain:
     strategy: Strategy
@@ -105,9 +118,11 @@ def _strategy(grid: Grid, cfg: RunConfig, recorder: RoundRecorder) -> _Chain:
     masked = cfg.secure_aggregation.enabled
     planner = RoundPlanner(cfg)  # one plan per round, shared by the layers that need it
     update_manifest: Callable[[AdapterState], Manifest | None] = Manifest.of
+    largest_update: Callable[[AdapterState], Manifest] | None = None
     if cfg.lora.mode == "stacking":
-        strategy = StackingStrategy(strategy)
+        strategy = StackingStrategy(strategy, cfg.peft.r, cfg.lora.max_stacked_rank)
         update_manifest = _any_rank  # checked by StackingStrategy instead
+        largest_update = _largest_stacking_update(cfg.peft.r)
     if cfg.privacy.enabled:
         strategy = PrivateStrategy(strategy, cfg, masked=masked, recorder=recorder,
                                    planner=planner)
@@ -122,7 +137,8 @@ def _strategy(grid: Grid, cfg: RunConfig, recorder: RoundRecorder) -> _Chain:
         )
         return _Chain(InstrumentedStrategy(strategy, recorder), security, None, federation_id)
     sealed = SealedStrategy(strategy, keys, run_id=grid.run.run_id, recorder=recorder,
-                            update_manifest=update_manifest)
+                            update_manifest=update_manifest, largest_update=largest_update,
+                            masked=masked, max_weight=cfg.security.max_update_weight)
     return _Chain(InstrumentedStrategy(sealed, recorder), {**security, **keys.fingerprints},
                   keys.signing_key, federation_id)
 
@@ -154,15 +170,18 @@ def run_federation(
             on_round(record)
 
     recorder = RoundRecorder(log, parallel_slots, _on_round,
-                             signed_updates=cfg.security.seal_updates)
+                             signed_updates=cfg.security.seal_updates,
+                             withhold_client_metrics=cfg.privacy.withholds_statistics)
     chain = _strategy(grid, cfg, recorder)
     logger.info("strategy layers: %r", chain.strategy)
     initial_state = learner.get_state()
+    round_config, run_record = run_config_record(to_wire(cfg), chain.federation_id,
+                                                 grid.run.run_id, rounds, chain.signing_key)
     if cfg.audit.ledger:
         trail = AuditTrail(folder.path, chain.federation_id, chain.signing_key)
-        trail.start(cfg, grid.run.run_id, initial_state)
+        trail.start(cfg, grid.run.run_id, initial_state, run_record,
+                    signed=chain.signing_key is not None)
     evaluator = ServerEvaluator(learner, test, recorder, folder.best_dir, cfg.model.task)
-    round_config = ConfigRecord({RUN_CONFIG: to_wire(cfg), NUM_ROUNDS: rounds})
     result = chain.strategy.start(
         grid=grid,
         initial_arrays=to_array_record(initial_state),

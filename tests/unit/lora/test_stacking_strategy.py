@@ -57,7 +57,7 @@ def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_updates_of_different_ranks_are_stacked_onto_the_global(
         caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="fedpeft.server.strategies.stacking"):
-        strategy = StackingStrategy(build_strategy(load_config()))
+        strategy = StackingStrategy(build_strategy(load_config()), max_update_rank=8, max_stacked_rank=512)
     assert "sees each institution's own adapter" in caplog.records[0].getMessage()
     initial = _state(2, 0)
     messages = list(strategy.configure_train(1, to_array_record(initial), ConfigRecord({}),
@@ -85,8 +85,42 @@ def test_updates_of_different_ranks_are_stacked_onto_the_global(
 
 
 def test_no_usable_update_leaves_the_global_to_the_caller() -> None:
-    strategy = StackingStrategy(build_strategy(load_config()))
+    strategy = StackingStrategy(build_strategy(load_config()), max_update_rank=8, max_stacked_rank=512)
     list(strategy.configure_train(1, to_array_record(_state(2, 0)), ConfigRecord({}),
                                   _Grid()))  # type: ignore[arg-type]
     failed = make_message(_meta(3), error=Error(code=0, reason="out of memory"))
     assert strategy.aggregate_train(1, [failed]) == (None, None)
+
+
+def test_an_update_above_peft_r_is_skipped() -> None:
+    """An institution sending rank-9 factors when the federation's rank is 8."""
+    strategy = StackingStrategy(build_strategy(load_config()), max_update_rank=8,
+                                max_stacked_rank=512)
+    initial = _state(2, 0)
+    list(strategy.configure_train(1, to_array_record(initial), ConfigRecord({}),
+                                  _Grid()))  # type: ignore[arg-type]
+    arrays, _ = strategy.aggregate_train(1, [_reply(1, _state(1, 1), 1, 0.5),
+                                             _reply(2, _state(9, 2), 9, 0.5)])
+    expected = stack(initial, [(_state(1, 1), 1.0)])
+    new = from_array_record(arrays)
+    np.testing.assert_allclose(dense_delta(new[A], new[B]), dense_delta(expected[A], expected[B]),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_a_round_that_would_pass_the_stacked_rank_cap_stops_the_run() -> None:
+    from fedpeft.common.errors import RunError
+
+    strategy = StackingStrategy(build_strategy(load_config()), max_update_rank=8,
+                                max_stacked_rank=4)
+    list(strategy.configure_train(1, to_array_record(_state(2, 0)), ConfigRecord({}),
+                                  _Grid()))  # type: ignore[arg-type]
+    with pytest.raises(RunError, match="rank to 5, above lora.max_stacked_rank=4"):
+        strategy.aggregate_train(1, [_reply(1, _state(1, 1), 1, 0.5),
+                                     _reply(2, _state(2, 2), 3, 0.5)])
+
+
+def test_a_stacked_rank_cap_below_peft_r_is_refused_with_the_config() -> None:
+    from fedpeft.common.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lora.max_stacked_rank=4 is below peft.r=8"):
+        load_config(overrides={"lora.mode": "stacking", "lora.max_stacked_rank": 4})

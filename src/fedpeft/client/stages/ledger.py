@@ -4,8 +4,8 @@ Kept in the institution's writable state folder (`client join --state-dir`, the 
 may be read-only), signed with its own key, so the institution, not the coordinator, holds the
 record: one `update-sent` entry per update, with the SHA-256 of the exact
 sealed bytes that left (which the coordinator's ledger quotes as received), the form they took
-and the privacy settings applied before they left. `fedpeft audit verify STATE/ledger.jsonl`
-checks it.
+and the privacy settings applied before they left, and one `run-refused` entry per request it
+refused (`fedpeft.client.admission`). `fedpeft audit verify STATE/ledger.jsonl` checks it.
 """
 
 from __future__ import annotations
@@ -18,15 +18,23 @@ from fedpeft.client.stages.base import ClientStage, Outgoing, RoundInput
 from fedpeft.common.audit import INSTITUTION, LEDGER_FILE, Ledger
 from fedpeft.common.wire.names import DP_CLIP_NORM, DP_NOISE_STD
 
+UPDATE_SENT = "update-sent"
+RUN_REFUSED = "run-refused"
 
-def record_sent(keys: InstitutionKeys, body: dict[str, Any]) -> None:
-    """Append one `update-sent` record (the ledger is created on the first update)."""
+
+def record_event(keys: InstitutionKeys, kind: str, body: dict[str, Any]) -> None:
+    """Append one record of `kind` (the ledger is created on the first record)."""
     path = Path(keys.state_dir) / LEDGER_FILE
     if path.exists():
         ledger = Ledger.open(path, keys.signing_key)
     else:
         ledger = Ledger.create(path, keys.signing_key, owner=keys.name, role=INSTITUTION)
-    ledger.append("update-sent", body)
+    ledger.append(kind, body)
+
+
+def record_sent(keys: InstitutionKeys, body: dict[str, Any]) -> None:
+    """Append one `update-sent` record."""
+    record_event(keys, UPDATE_SENT, body)
 
 
 class Recording(ClientStage):

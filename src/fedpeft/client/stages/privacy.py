@@ -40,6 +40,8 @@ class Privacy(ClientStage):
             return out.but(delta=delta, weight=1)
         received = rnd.received
         state = {key: (received[key] + delta[key]).astype(received[key].dtype) for key in delta}
+        if rnd.cfg.privacy.clipping != "adaptive":  # the bit is a statistic: only when needed
+            return out.but(state=state, delta=delta, weight=1)
         return out.but(state=state, delta=delta, weight=1,
                        metrics={**out.metrics, DP_UNCLIPPED: 0.0 if clipped.clipped else 1.0})
 

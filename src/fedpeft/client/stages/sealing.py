@@ -1,8 +1,10 @@
 """The sealing stage: verify the global on the way in, seal and sign the update on the way out.
 
 The envelope is sealed to the aggregator (X25519 + HKDF + AES-256-GCM) and signed with the
-institution's key (`fedpeft.common.crypto.envelope`); the global adapter must carry the
-server's signature over its run and version before anything is loaded.
+institution's key (`fedpeft.common.crypto.envelope`), with the update's FedAvg weight in the
+signed header and the associated data (a masked update's weight travels masked instead); the
+global adapter must carry the server's signature over its run and version before anything is
+loaded.
 """
 
 from __future__ import annotations
@@ -55,10 +57,10 @@ def open_global(msg: Message, keys: InstitutionKeys, server_round: int,
 
 
 def seal_state(state: AdapterState, msg: Message, keys: InstitutionKeys,
-               server_round: int) -> ArrayRecord:
-    """This institution's update, sealed to the aggregator and signed, as an ArrayRecord."""
+               server_round: int, weight: int | None) -> ArrayRecord:
+    """This institution's update with its weight, sealed to the aggregator and signed."""
     ctx = update_context(keys.federation_id, msg.metadata.run_id, server_round, keys.name)
-    blob = seal_update(state, ctx, keys.server_encryption_key, keys.signing_key)
+    blob = seal_update(state, ctx, keys.server_encryption_key, keys.signing_key, weight)
     return envelope_record(blob, SEALED_UPDATE_STYPE)
 
 
@@ -77,8 +79,14 @@ class Sealing(ClientStage):
 
     def apply(self, out: Outgoing, rnd: RoundInput) -> Outgoing:
         started = time.perf_counter()
-        arrays = seal_state(out.state, rnd.msg, self.keys, rnd.server_round)
+        masked = out.ledger.get("form") == "masked"
+        cap = rnd.cfg.security.max_update_weight
+        if not masked and not 0 < out.weight <= cap:
+            raise SecurityError(f"this update's weight {out.weight} is outside (0, "
+                                f"security.max_update_weight={cap}]: the aggregator would refuse it")
+        weight = None if masked else int(out.weight)
+        arrays = seal_state(out.state, rnd.msg, self.keys, rnd.server_round, weight)
         metrics = {**out.metrics, SEAL_SECONDS: time.perf_counter() - started}
-        form = "sealed, masked" if out.ledger.get("form") == "masked" else "sealed"
+        form = "sealed, masked" if masked else "sealed"
         return out.but(arrays=arrays, metrics=metrics,
                        ledger={**out.ledger, "form": form, "sealed_sha256": sealed_sha256(arrays)})

@@ -24,6 +24,11 @@ class LoraAggregationConfig(StrictModel):
 
     mode: LoraMode = Field("fedavg", description="fedavg | ffa | stacking.")
     frozen_a_seed: int = Field(0, ge=0, description="ffa: seed of the shared frozen A matrices.")
+    max_stacked_rank: int = Field(
+        512, ge=1,
+        description="stacking: the largest LoRA rank the stacked global may reach; a round "
+        "that would pass it stops the run (each update's rank is capped by peft.r).",
+    )
     ranks: list[int] | None = Field(
         None,
         description="Heterogeneous ranks (ffa or stacking): in a simulation institution i uses "

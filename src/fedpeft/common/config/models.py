@@ -261,6 +261,11 @@ class SecurityConfig(StrictModel):
         description="The coordinator's federation folder on the aggregator's host (absolute). "
         "A simulation creates a temporary one for the run; `fedpeft run` passes its --dir.",
     )
+    max_update_weight: int = Field(
+        10_000_000, ge=1,
+        description="Largest FedAvg weight (example count) one sealed update may carry; the "
+        "aggregator refuses a larger one, so no institution can outweigh the rest at will.",
+    )
 
 
 class RunConfig(StrictModel):
@@ -390,6 +395,11 @@ class RunConfig(StrictModel):
             raise ValueError(
                 "lora.mode='stacking' sends each institution's adapter as it is; differential "
                 "privacy needs averaged updates (use lora.mode='ffa')"
+            )
+        if lora.mode == "stacking" and lora.max_stacked_rank < self.peft.r:
+            raise ValueError(
+                f"lora.max_stacked_rank={lora.max_stacked_rank} is below peft.r={self.peft.r}: "
+                "the first stacked round would pass it"
             )
         if lora.ranks is not None:
             if lora.mode == "fedavg":

@@ -30,7 +30,9 @@ class PrivacyConfig(StrictModel):
     taken in the run (RDP accountant of the Poisson-subsampled Gaussian, sampling rate =
     expected batch / its training rows, which are treated as public), and reports it as the
     reply metric `dp-example-epsilon` and in its own ledger. Its validation rows are not
-    covered (their metrics are reported in the clear), nor is the number of rows.
+    covered, so with either guarantee on an institution does not evaluate for the server
+    (`withholds_statistics`); the number of rows is treated as public by the accountant, but
+    travels only sealed.
 
     The two are accounted separately and neither epsilon includes the other: they bound
     different things (a row vs. a whole institution) and neither is derived from the other.
@@ -77,6 +79,13 @@ class PrivacyConfig(StrictModel):
         description="The delta of the example-level epsilon; None: privacy.delta. It should "
         "be well below 1 / (an institution's training rows).",
     )
+
+    @property
+    def withholds_statistics(self) -> bool:
+        """With either guarantee on, no un-noised per-institution statistic leaves an
+        institution: no training loss, no validation metrics, no example count in the clear
+        (the FedAvg weight travels sealed or masked; 1 stands in for it in the metrics)."""
+        return self.enabled or self.example_level
 
     @property
     def effective_example_delta(self) -> float:

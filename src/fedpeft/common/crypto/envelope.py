@@ -9,7 +9,8 @@ Layout of a blob (all lengths big-endian):
     MAGIC (16) | FORMAT_VERSION (1) | header length (4) | header | payload | signature (64)
 
 The header is canonical JSON of the context (federation, run, round, node, direction), the
-tensor manifest and the signer's name. The payload is a sealed box of the safetensors bytes
+tensor manifest, the signer's name and, for an update, its FedAvg weight (the example count,
+or 1 under differential privacy; none for a masked update, whose weight travels masked). The payload is a sealed box of the safetensors bytes
 (update) or the safetensors bytes themselves (global). The Ed25519 signature is over
 SIGNATURE_CONTEXT || SHA-256(every byte before the signature): the context string keeps it
 from being mistaken for a signature over anything else, and hashing first lets a 50 MB blob
@@ -17,9 +18,12 @@ be signed in one streaming pass without copying it (pure Ed25519 reads its input
 SHA-512 and would need the bytes contiguous), at the price of relying on SHA-256's
 collision resistance, as Ed25519ph does on SHA-512's.
 
-The sealed box's associated data repeats the context and the manifest's hash: a ciphertext
-lifted into another header (another round, run or institution) fails authentication even
-when that header carries a valid signature, e.g. one re-signed by the institution itself.
+The sealed box's associated data repeats the context, the manifest's hash and the weight: a
+ciphertext lifted into another header (another round, run, institution or weight) fails
+authentication even when that header carries a valid signature, e.g. one re-signed by the
+institution itself. A relay that rewrites the weight breaks the signature; one that rewrites
+the `num-examples` metric beside the envelope changes nothing, since the aggregator weighs by
+the sealed weight.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from fedpeft.common.crypto.signing import SIGNATURE_SIZE, sign, verify
 from fedpeft.common.errors import SecurityError
 
 MAGIC = b"fedpeft/envelope"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAX_HEADER_SIZE = 16 * 2**20
 """Far above the manifest of any adapter, far below what would let a blob exhaust memory."""
 SIGNATURE_CONTEXT = b"fedpeft/envelope/v1/sha256\x00"
@@ -190,6 +194,16 @@ class _Header(BaseModel):
     context: UpdateContext
     manifest: Manifest
     signer: Name
+    weight: int | None = Field(None, ge=1)
+
+
+@dataclass(frozen=True)
+class OpenedUpdate:
+    """An update's tensors and the weight its institution signed and sealed with them."""
+
+    arrays: dict[str, np.ndarray]
+    weight: int | None
+    """None for a masked update (its weight travels inside the masked vector)."""
 
 
 @dataclass(frozen=True)
@@ -205,14 +219,18 @@ def seal_update(
     ctx: UpdateContext,
     recipient_enc_pub: EncryptionPublicKey,
     sender_sign_priv: SigningPrivateKey,
+    weight: int | None = None,
 ) -> bytes:
-    """Seal an institution's adapter update to the aggregator and sign it as `ctx.node`."""
+    """Seal an institution's adapter update to the aggregator and sign it as `ctx.node`,
+    with its FedAvg `weight` in the signed header and the associated data."""
     _require_direction(ctx, "update")
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int)
+                               or weight < 1):
+        raise ValueError(f"weight must be a positive int or None, got {weight!r}")
     manifest = Manifest.of(arrays)
-    box = seal(recipient_enc_pub, _encode_tensors(arrays), _update_aad(ctx, manifest))
-    return _pack(
-        _Header(context=ctx, manifest=manifest, signer=ctx.node), box.to_bytes(), sender_sign_priv
-    )
+    box = seal(recipient_enc_pub, _encode_tensors(arrays), _update_aad(ctx, manifest, weight))
+    header = _Header(context=ctx, manifest=manifest, signer=ctx.node, weight=weight)
+    return _pack(header, box.to_bytes(), sender_sign_priv)
 
 
 def open_update(
@@ -222,7 +240,20 @@ def open_update(
     signers: Mapping[str, SigningPublicKey],
     expected_manifest: Manifest | None = None,
 ) -> dict[str, np.ndarray]:
-    """The tensors of an institution's update, or SecurityError saying which check refused it.
+    """The tensors of an institution's update (`open_weighted_update` without the weight)."""
+    return open_weighted_update(blob, expected, recipient_enc_priv, signers,
+                                expected_manifest).arrays
+
+
+def open_weighted_update(
+    blob: bytes,
+    expected: UpdateContext,
+    recipient_enc_priv: EncryptionPrivateKey,
+    signers: Mapping[str, SigningPublicKey],
+    expected_manifest: Manifest | None = None,
+) -> OpenedUpdate:
+    """An institution's update and its sealed weight, or SecurityError saying which check
+    refused it.
 
     Checks run cheapest and least trusting first, so an anonymous blob costs one signature
     check at most: parse, known signer, signature, signer speaks for its own node, context,
@@ -246,9 +277,9 @@ def open_update(
         if expected_manifest is not None:
             expected_manifest.check(header.manifest)
         plaintext = open_sealed(
-            recipient_enc_priv, box, _update_aad(header.context, header.manifest)
+            recipient_enc_priv, box, _update_aad(header.context, header.manifest, header.weight)
         )
-        return _decode_tensors(plaintext, header.manifest)
+        return OpenedUpdate(_decode_tensors(plaintext, header.manifest), header.weight)
 
 
 def sign_global(
@@ -319,10 +350,23 @@ def _refusing(what: str) -> Iterator[None]:
         raise SecurityError(f"{what} refused: {err}") from None
 
 
-def _update_aad(ctx: UpdateContext, manifest: Manifest) -> bytes:
-    return _canonical_json(
-        {"context": ctx.model_dump(mode="json"), "manifest_sha256": manifest.sha256()}
-    )
+def _update_aad(ctx: UpdateContext, manifest: Manifest, weight: int | None) -> bytes:
+    return _canonical_json({"context": ctx.model_dump(mode="json"),
+                            "manifest_sha256": manifest.sha256(), "weight": weight})
+
+
+_BLOB_SLACK = 64 * 1024
+"""Room for the envelope's prefix, context, signer, sealed-box overhead, signature and the
+safetensors header beyond twice the manifest's JSON: far more than they take, far less than
+what would matter to the aggregator's memory."""
+
+
+def max_update_size(manifest: Manifest) -> int:
+    """The largest blob an honest update of `manifest` can be: a bound the aggregator checks
+    before it hashes, copies or decrypts anything, so an oversized blob costs it nothing."""
+    data = sum(int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
+               for spec in manifest.tensors)
+    return data + 2 * len(manifest.to_json()) + _BLOB_SLACK
 
 
 def _canonical_json(value: Any) -> bytes:

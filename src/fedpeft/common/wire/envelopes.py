@@ -36,11 +36,12 @@ def envelope_record(blob: bytes, stype: str) -> ArrayRecord:
     )
 
 
-def envelope_of(record: object, stype: str) -> bytes:
+def envelope_of(record: object, stype: str, max_size: int | None = None) -> bytes:
     """The envelope inside `record`, or SecurityError when it holds anything else.
 
     A plaintext adapter where an envelope is expected is refused like a forged one: accepting
-    it would let whoever controls the transport switch sealing off.
+    it would let whoever controls the transport switch sealing off. An envelope longer than
+    `max_size` is refused before its bytes are touched.
     """
     if not isinstance(record, ArrayRecord):
         raise SecurityError(f"expected an ArrayRecord, got {type(record).__name__}")
@@ -54,6 +55,9 @@ def envelope_of(record: object, stype: str) -> bytes:
     if array.stype != stype:
         raise SecurityError(f"expected an envelope of type {stype!r}, got {array.stype!r}")
     data = array.data
+    if max_size is not None and len(data) > max_size:
+        raise SecurityError(f"envelope of {len(data)} bytes exceeds the {max_size} bytes an "
+                            "update of the expected manifest can take")
     return data if isinstance(data, bytes) else bytes(data)
 
 

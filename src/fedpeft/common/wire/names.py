@@ -14,6 +14,9 @@ INSTITUTION = "institution"
 
 # keys inside the server's config record
 RUN_CONFIG = "fedpeft-config"
+RUN_CONFIG_SIGNATURE = "fedpeft-config-signature"
+"""The server's signature of the run record binding RUN_CONFIG to its federation, run and
+rounds (`fedpeft.common.wire.run_record`); absent only in unsealed runs."""
 NUM_ROUNDS = "num-rounds"
 SERVER_ROUND = "server-round"  # added by Flower's strategies
 PROXIMAL_MU = "proximal-mu"  # added by Flower's FedProx
@@ -53,6 +56,9 @@ BUNDLE = "bundle"
 STATE_DIR = "state-dir"
 """Absolute path of the institution's writable state folder (its own ledger); the bundle may be
 read-only. Default: `BUNDLE-state` beside the bundle."""
+POLICY = "policy"
+"""Absolute path of the institution's policy file (`fedpeft.common.config.policy`); without it,
+the bundle's `policy.toml` when there is one, else the default policy."""
 ALLOW_PLAINTEXT = "allow-plaintext"
 """`true` lets a deployed institution honour a run with security.seal_updates = false."""
 

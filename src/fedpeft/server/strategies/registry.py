@@ -28,8 +28,10 @@ from fedpeft.server.strategies.reply_metrics import aggregate_client_metrics
 
 def _sampling(cfg: RunConfig) -> dict[str, Any]:
     fed = cfg.federation
-    # Without local validation rows there is nothing for institutions to evaluate on.
-    fraction_evaluate = fed.fraction_evaluate if cfg.data.validation_fraction > 0 else 0.0
+    # Without local validation rows there is nothing for institutions to evaluate on; with
+    # privacy on, institutions do not send their un-noised validation metrics (and refuse).
+    evaluates = cfg.data.validation_fraction > 0 and not cfg.privacy.withholds_statistics
+    fraction_evaluate = fed.fraction_evaluate if evaluates else 0.0
     return {
         "fraction_train": fed.fraction_train,
         "fraction_evaluate": fraction_evaluate,

@@ -12,10 +12,15 @@ Composed around a Flower strategy the way Flower's DP wrappers are (and wrapped 
   reason, recorded as a "sealing" failure, and the round goes on with the others.
 
 Checks per update, cheapest first: the reply names an institution the registry knows and has
-not revoked, sent from the node it registered as (when known); one envelope of the update type;
-then `open_update`: signature, context (federation, run, this round, this institution, so no
-replay from another round or run), manifest equal to the global's (names, shapes, dtypes),
-decryption. At most one update per institution per round: later ones are refused.
+not revoked, sent from the node it registered as (when known); one envelope of the update type,
+no longer than an update of the expected manifest can be (checked before the blob is hashed,
+copied or decrypted); then `open_weighted_update`: signature, context (federation, run, this
+round, this institution, so no replay from another round or run), manifest equal to the
+global's (names, shapes, dtypes), decryption; then the sealed weight: present (absent for a
+masked update), 0 < weight <= security.max_update_weight. The inner strategy weighs by that
+sealed weight: the `num-examples` metric beside the envelope is replaced, so a relay that
+rewrites it changes nothing. At most one update per institution per round: later ones are
+refused.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedpeft.common.adapter.state import AdapterState, from_array_record, to_array_record
-from fedpeft.common.crypto import Manifest, open_update, sign_global
+from fedpeft.common.crypto import Manifest, max_update_size, open_weighted_update, sign_global
 from fedpeft.common.errors import RunError, SecurityError
 from fedpeft.common.wire.envelopes import (
     envelope_of,
@@ -44,6 +49,8 @@ from fedpeft.common.wire.envelopes import (
 from fedpeft.common.wire.names import (
     INSTITUTION,
     INSTITUTION_NAME,
+    METRICS,
+    NUM_EXAMPLES,
     SEALED_UPDATE_STYPE,
     SIGNED_GLOBAL_STYPE,
 )
@@ -59,14 +66,22 @@ class SealedStrategy(StrategyWrapper):
 
     def __init__(self, inner: Strategy, keys: ServerKeys, run_id: int,
                  recorder: RoundRecorder | None = None,
-                 update_manifest: Callable[[AdapterState], Manifest | None] = Manifest.of) -> None:
+                 update_manifest: Callable[[AdapterState], Manifest | None] = Manifest.of,
+                 largest_update: Callable[[AdapterState], Manifest] | None = None,
+                 masked: bool = False, max_weight: int = 10_000_000) -> None:
         """`update_manifest` maps the global to what an update must declare: the same tensors
         by default, a masked vector under secure aggregation, None when shapes vary by
         institution (stacking: the decrypted tensors are still checked against the signed
-        manifest)."""
+        manifest, and `largest_update` gives the biggest one allowed, for the size check).
+        `masked` updates carry no sealed weight (it travels masked); others must carry one
+        in [1, `max_weight`]."""
         super().__init__(inner)
         self._update_manifest = update_manifest
+        self._largest_update = largest_update
+        self.masked = masked
+        self.max_weight = max_weight
         self._expected: Manifest | None = None
+        self._max_size: int | None = None
         self.keys = keys
         self.run_id = run_id
         self.recorder = recorder
@@ -84,6 +99,8 @@ class SealedStrategy(StrategyWrapper):
         self._global_keys = list(state)
         self._manifest = Manifest.of(state)
         self._expected = self._update_manifest(state)
+        largest = self._expected if self._largest_update is None else self._largest_update(state)
+        self._max_size = max_update_size(largest) if largest is not None else None
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         return self._signed_messages(server_round, messages)
 
@@ -134,7 +151,7 @@ class SealedStrategy(StrategyWrapper):
             node = reply.metadata.src_node_id
             name = _claimed_name(reply)
             try:
-                state = self._open(server_round, reply, name, signers)
+                state, weight = self._open(server_round, reply, name, signers)
                 if name in accepted:
                     raise SecurityError(
                         f"duplicate update from institution {name!r} in round {server_round} "
@@ -151,6 +168,9 @@ class SealedStrategy(StrategyWrapper):
                 key: to_array_record(state) if isinstance(record, ArrayRecord) else record
                 for key, record in reply.content.items()
             })
+            if weight is not None:
+                content[METRICS] = MetricRecord({**content.metric_records.get(METRICS, {}),
+                                                 NUM_EXAMPLES: weight})
             passed.append(make_message(reply.metadata, content))
         self._spent(server_round, started)
         if not accepted:
@@ -173,7 +193,7 @@ class SealedStrategy(StrategyWrapper):
                                 for key, array in state.items()})
 
     def _open(self, server_round: int, reply: Message, name: str,
-              signers: Mapping[str, Signer]) -> AdapterState:
+              signers: Mapping[str, Signer]) -> tuple[AdapterState, int | None]:
         if not name:
             raise SecurityError("reply names no institution")
         signer = signers.get(name)
@@ -189,12 +209,14 @@ class SealedStrategy(StrategyWrapper):
         records = list(reply.content.array_records.values())
         if len(records) != 1:
             raise SecurityError(f"expected one ArrayRecord, found {len(records)}")
-        blob = envelope_of(records[0], SEALED_UPDATE_STYPE)
+        blob = envelope_of(records[0], SEALED_UPDATE_STYPE, self._max_size)
         if self.recorder is not None:
             self.recorder.update_received(server_round, name, hashlib.sha256(blob).hexdigest())
         ctx = update_context(self.keys.federation_id, self.run_id, server_round, name)
-        state = open_update(blob, ctx, self.keys.encryption_key, {name: signer.public_key},
-                            self._expected)
+        opened = open_weighted_update(blob, ctx, self.keys.encryption_key,
+                                      {name: signer.public_key}, self._expected)
+        state, weight = opened.arrays, opened.weight
+        self._check_weight(weight)
         # The envelope holds tensors in name order; keep the global's order for the inner
         # strategy (aggregation is by name, but the final adapter is saved in this order).
         bad = [key for key, array in state.items()
@@ -202,8 +224,19 @@ class SealedStrategy(StrategyWrapper):
         if bad:
             raise SecurityError(f"tensor {bad[0]!r} holds NaN or infinite values")
         if set(state) == set(self._global_keys):
-            return {key: state[key] for key in self._global_keys}
-        return state
+            return {key: state[key] for key in self._global_keys}, weight
+        return state, weight
+
+    def _check_weight(self, weight: int | None) -> None:
+        if self.masked:
+            if weight is not None:
+                raise SecurityError("a masked update must not carry its weight in the clear")
+            return
+        if weight is None:
+            raise SecurityError("update carries no sealed weight")
+        if weight > self.max_weight:
+            raise SecurityError(f"sealed weight {weight} exceeds "
+                                f"security.max_update_weight={self.max_weight}")
 
     def _refuse(self, server_round: int, node: int, name: str, reason: str) -> None:
         logger.warning("round %d: refused the update of node %d (institution %s): %s",
