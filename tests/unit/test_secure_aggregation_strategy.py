@@ -95,11 +95,13 @@ class _Grid:
             return client_stages.handle_setup(msg, context)
         if kind == wire.SHARE:
             return client_stages.handle_share(msg, context)
+        if kind == wire.CONFIRM:
+            return client_stages.handle_confirm(msg, context)
         if kind == wire.UNMASK:
             return client_stages.handle_unmask(msg, context)
         values, weight = self.updates[context.node_id]
         expected = wire.round_context(wire.UNSEALED_FEDERATION, RUN, int(msg.content["config"]["server-round"]))
-        packed, _ = client_stages.mask_update(msg, context, expected, values, weight)
+        packed, _ = client_stages.mask_update(msg, context, expected, values, weight, None)
         return Message(RecordDict({
             ARRAYS: ArrayRecord({wire.MASKED_ARRAY: Array(packed)}),
             METRICS: MetricRecord({"loss": 1.0}),
