@@ -126,6 +126,9 @@ def handle_setup(msg: Message, context: Context) -> Message:
     """Stage 1: fresh key pairs for this round; the public halves go back, signed."""
     with _logged("setup"):
         params, sid = _params(msg)
+        record = context.state.config_records.get(wire.STATE)
+        if record is not None and record.get(_CONTEXT) == params.context:
+            raise SecurityError("this node refuses a second key exchange for the same round")
         who = bundle_identity(msg, context)
         if who is None:
             logger.warning("secure aggregation without an identity (unsealed run): the keys "

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from fedpeft.common.crypto.secagg.nodes import node_id_bytes
 from fedpeft.common.crypto.secagg.params import AdvertisedKeys, SecAggParams
-from fedpeft.common.crypto.signing import SIGNATURE_SIZE, sign, verify
+from fedpeft.common.crypto.signing import sign, verify
 from fedpeft.common.crypto.keys import SigningPrivateKey, SigningPublicKey
 from fedpeft.common.errors import SecurityError
 
@@ -79,14 +79,14 @@ def sign_keys(identity: Identity, params: SecAggParams, node_id: int,
 def verify_keys(identity: Identity, params: SecAggParams, node_id: int,
                 advert: SignedKeys) -> SigningPublicKey:
     """The signing key of the neighbour behind `advert`, or SecurityError naming why not."""
+    if not advert.name or not advert.signature:
+        raise SecurityError(f"node {node_id} advertised unsigned keys")
     public = identity.roster.get(advert.name)
     if public is None:
         raise SecurityError(
             f"node {node_id} advertised keys as {advert.name!r}, an institution that is not in "
             "this institution's roster"
         )
-    if len(advert.signature) != SIGNATURE_SIZE:
-        raise SecurityError(f"node {node_id} ({advert.name}) advertised unsigned keys")
     try:
         verify(public, advert.signature, advert_message(params, node_id, advert.name, advert.keys))
     except SecurityError:

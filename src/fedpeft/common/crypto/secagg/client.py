@@ -428,11 +428,11 @@ class SecAggClient:
                 raise TypeError(f"expected SignedKeys, got {type(advert).__name__}")
         if self._identity is None:
             return {}
-        check_roster_names(neighbours, self._identity.name)
         signers: dict[int, bytes] = {}
         for node, advert in sorted(neighbours.items()):
             public = verify_keys(self._identity, self._params, node, advert)
             signers[node] = public.public_bytes_raw()
+        check_roster_names(neighbours, self._identity.name)
         return signers
 
     def _checked_ids(self, nodes: Collection[int], what: str) -> set[int]:
