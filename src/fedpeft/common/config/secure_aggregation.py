@@ -12,8 +12,8 @@ NOISE_TAIL_SIGMAS = 6.0
 """How many noise standard deviations the clip range must hold above the update bound.
 
 A Gaussian exceeds 6 std with probability 2e-9, so a 75,000-value update has one of its values
-clipped about once in 7,000 rounds, by a fraction of a std: the delivered noise variance is
-the accounted one to within 1e-8 (measured in tests/unit/test_secure_aggregation_strategy.py).
+clipped about once in 7,000 rounds, by a fraction of a std (the delivered variance is measured
+in tests/unit/test_secure_aggregation_strategy.py).
 """
 
 

@@ -39,7 +39,7 @@ that exchange unsealed updates) the server is only assumed honest-but-curious.
 
 Dropout rule: with degree k and `secure_aggregation.max_dropouts` = d, the threshold is
 t = k + 1 - d (`SecureAggregationConfig.threshold`). Institutions missing at stage 1 or 2 are
-simply out of the round. An institution that completed stage 2 but sent no masked vector is
+out of the round and count as dropouts. An institution that completed stage 2 but sent no masked vector is
 "dropped": its update is excluded and its pairwise masks are removed with its rebuilt mask key.
 An institution that sent its masked vector is a survivor and its update is in the result even
 if it vanishes before stage 4. The round completes as long as every survivor's seed and every
