@@ -92,3 +92,13 @@ def test_parameters_a_malicious_server_could_exploit_are_refused(
 def test_the_digest_signed_into_advertisements_covers_every_parameter(
         change: dict[str, object]) -> None:
     assert SecAggParams.from_record({**PARAMS.to_record(), **change}).digest() != PARAMS.digest()
+
+
+def test_advertised_keys_round_trip_and_length_checks() -> None:
+    keys = AdvertisedKeys(bytes(range(32)), bytes(range(32, 64)))
+    assert AdvertisedKeys.from_bytes(keys.to_bytes()) == keys
+    for bad in (b"", keys.to_bytes()[:-1], keys.to_bytes() + b"\x00"):
+        with pytest.raises(SecurityError):
+            AdvertisedKeys.from_bytes(bad)
+    with pytest.raises(SecurityError, match="mask_public"):
+        AdvertisedKeys(bytes(32), bytes(31))
