@@ -3,10 +3,12 @@
 Secure aggregation against a malicious coordinator needs each institution to authenticate its
 neighbours' advertised keys, and an institution knows only the server's keys from enrolment.
 So the coordinator's enrolment commands write `peers.json` (every active institution's name
-and Ed25519 public key, the same as the registry) into each bundle folder of the federation
-folder, and rewrite it whenever an institution is added or revoked. The institution reads it
-from its own bundle only (`fedpeft.client.peers`). An institution enrolled before another
-must fetch the refreshed `peers.json` (public data) before it can be that one's neighbour.
+and Ed25519 public key, the same as the registry) into each institution's reply folder
+(`FED/institutions/NAME/`), and rewrite it whenever an institution is added or revoked;
+`fedpeft institution complete` copies it into the bundle. The institution reads it from its own
+bundle only (`fedpeft.client.peers`). An institution whose bundle was completed before another
+was added must copy the refreshed `peers.json` (public data) from its reply folder into its
+bundle before it can be that one's neighbour.
 """
 
 from __future__ import annotations
@@ -41,12 +43,12 @@ def current_roster(folder: FederationFolder) -> Roster:
 
 
 def write_rosters(folder: FederationFolder) -> Roster:
-    """Write the current roster into every institution bundle inside `folder`."""
+    """Write the current roster into every institution's reply folder inside `folder`."""
     roster = current_roster(folder)
     text = json.dumps(roster.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
     for name in roster.institutions:
-        bundle = folder.bundle(name)
-        if bundle.root.is_dir():
-            write_file_atomically(bundle.root / PEERS_FILE, text.encode("utf-8"),
+        reply = folder.reply(name)
+        if reply.root.is_dir():
+            write_file_atomically(reply.root / PEERS_FILE, text.encode("utf-8"),
                                   mode=PUBLIC_FILE_MODE, overwrite=True)
     return roster

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,8 +45,9 @@ from fedpeft.common.crypto.secagg.agreement import (
 from fedpeft.common.crypto.secagg.graph import neighbour_graph
 from fedpeft.common.errors import SecurityError
 from fedpeft.common.wire import secagg as wire
-from fedpeft.common.wire.names import BUNDLE, CONFIG, RUN_CONFIG
-from fedpeft.deployment.enrolment import add_institution, init_federation
+from fedpeft.common.wire.names import BUNDLE, CONFIG, RUN_CONFIG, STATE_DIR
+from fedpeft.deployment.federation_files import simulated_bundle
+from fedpeft.simulation.credentials import ephemeral_credentials
 
 RUN, ROUND, COUNT, SIZE = 11, 3, 5, 1000
 _ids = itertools.count(1)
@@ -60,13 +61,11 @@ def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A federation folder with COUNT enrolled institutions (bundles with their rosters)."""
-    root = tmp_path_factory.mktemp("secagg-attack") / "federation"
-    manifest = init_federation(root, ["127.0.0.1"])
-    for sid in range(1, COUNT + 1):
-        add_institution(root, f"hospital-{sid}")
-    return root, manifest.federation_id
+def federation() -> Iterator[tuple[Path, str]]:
+    """COUNT enrolled institutions, each with its own keys and a completed bundle (with the
+    roster), as a simulation makes them; yields (federation folder, federation id)."""
+    with ephemeral_credentials([f"hospital-{sid}" for sid in range(1, COUNT + 1)]) as made:
+        yield made
 
 
 @dataclass
@@ -109,7 +108,8 @@ def _institutions(federation: tuple[Path, str] | None) -> Institutions:
         root, federation_id = federation
         cfg = load_config(overrides={"secure_aggregation.enabled": True,
                                      "security.federation_id": federation_id})
-        config = {sid: {BUNDLE: str(root / "institutions" / f"hospital-{sid}")}
+        config = {sid: {BUNDLE: str(simulated_bundle(root, f"hospital-{sid}").root),
+                        STATE_DIR: str(root.parent / "state" / f"hospital-{sid}")}
                   for sid in range(1, COUNT + 1)}
     contexts = {sid: Context(RUN, sid, config[sid], RecordDict(), {}) for sid in config}
     rng = np.random.default_rng(7)
