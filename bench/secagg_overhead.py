@@ -4,10 +4,17 @@ Runs `fedpeft.common.crypto.secagg` directly (no Flower, no training) for N inst
 an adapter of V values, with the `[secure_aggregation]` defaults of `SecureAggregationConfig`
 (degree, threshold, clip range, quantization and ring bits), and measures:
 
-- per client, the median time of each of its stages: advertise, share_keys, receive_shares,
-  mask (fixed-point encoding plus 1 + k ChaCha20 masks), unmask;
-- on the server, receive_keys, route_shares, receive_masked (sums the vectors), the unmask
-  requests and unmask (rebuilds the secrets, removes the masks, decodes the mean);
+- per client, the median time of each of its stages: advertise (signs its keys), share_keys
+  (recomputes the graph, verifies k signed advertisements), receive_shares, mask (fixed-point
+  encoding plus 1 + k ChaCha20 masks), confirm (signs the survivor list), unmask (verifies its
+  holders' k signatures over it);
+- on the server, receive_keys, route_shares, receive_masked (sums the vectors),
+  receive_confirmations (the consistency check), the unmask requests and unmask (rebuilds the
+  secrets, removes the masks, decodes the mean);
+- the added checks against a malicious server on their own (the malicious-server table):
+  per client, Ed25519 signing of its keys and its survivor list, verifying k advertisements and
+  k confirmations, recomputing the graph; their bytes (name and signature per advertisement,
+  the survivor list, one signature sent and k received in the consistency exchange);
 - the protocol payload bytes one client sends and receives (public keys, AES-GCM share
   bundles, the masked vector packed as the wire packs it, unmasking shares, 8 B per node id;
   Flower's message framing and the parameters record are not counted), against plain
@@ -52,13 +59,23 @@ from typing import Any, TypeVar
 import numpy as np
 
 from fedpeft.common.config import SecureAggregationConfig
+from fedpeft.common.crypto import generate_signing_key
 from fedpeft.common.crypto.secagg import (
+    Identity,
     SecAggClient,
     SecAggParams,
     SecAggServer,
     quantization_bound,
 )
+from fedpeft.common.crypto.secagg.authentication import (
+    sign_keys,
+    sign_survivors,
+    verify_keys,
+    verify_survivors,
+)
+from fedpeft.common.crypto.secagg.graph import neighbour_graph
 from fedpeft.common.crypto.secagg.shamir import SHARE_SIZE
+from fedpeft.common.crypto.signing import SIGNATURE_SIZE
 from fedpeft.common.wire import secagg as wire
 
 HERE = Path(__file__).resolve().parent
@@ -67,8 +84,9 @@ MINILM_VALUES = 74_883
 73,728 LoRA values, plus the 3-label head 3x384 + 3 = 1,155 (299,532 B)."""
 NODE_ID_BYTES = 8
 PUBLIC_KEYS_BYTES = 64
-CLIENT_STAGES = ("advertise", "share_keys", "receive_shares", "mask", "unmask")
-SERVER_STAGES = ("receive_keys", "route_shares", "receive_masked", "unmask_requests", "unmask")
+CLIENT_STAGES = ("advertise", "share_keys", "receive_shares", "mask", "confirm", "unmask")
+SERVER_STAGES = ("receive_keys", "route_shares", "receive_masked", "receive_confirmations",
+                 "unmask_requests", "unmask")
 T = TypeVar("T")
 
 
@@ -92,6 +110,10 @@ def size_label(values: int) -> str:
     return f"{values / 1e6:.1f}M" if values >= 1_000_000 else f"{values:,}"
 
 
+def name_of(node: int) -> str:
+    return f"institution-{node:03d}"
+
+
 def update_of(node: int, values: int) -> np.ndarray:
     """A deterministic adapter update: small float32 deltas, far inside the clip range."""
     rng = np.random.default_rng(node)
@@ -109,23 +131,27 @@ class Round:
         self.values, self.n = values, n
         self.ids = list(range(1, n + 1))
         self.degree, self.threshold = sa.degree(n), sa.threshold(n)
+        self.graph_seed = bytes(range(32))
         self.params = SecAggParams(
             ring_bits=sa.ring_bits, quantization_bits=sa.quantization_bits,
             clip_range=sa.clip_range, threshold=self.threshold,
-            context=wire.round_context("secagg-overhead", 1, n),
+            context=wire.round_context("secagg-overhead", 1, n), participants=n,
+            degree=self.degree, max_dropouts=sa.max_dropouts, graph_seed=self.graph_seed,
         )
-        self.graph_seed = bytes(range(32))
         self.server, graph_s = clock(lambda: self.new_server())
         self.server_s: dict[str, float] = {"graph": graph_s}
         self.client_s: dict[str, dict[int, float]] = {stage: {} for stage in CLIENT_STAGES}
-        self.clients = {i: SecAggClient(i, self.params) for i in self.ids}
+        signing = {i: generate_signing_key() for i in self.ids}
+        roster = {name_of(i): key.public_key() for i, key in signing.items()}
+        self.identities = {i: Identity(name_of(i), signing[i], roster) for i in self.ids}
+        self.clients = {i: SecAggClient(i, self.params, self.identities[i]) for i in self.ids}
         self.keys: dict[int, Any] = {}
         self.sent: dict[int, dict[int, bytes]] = {}
         self.inboxes: dict[int, dict[int, bytes]] = {}
         self.neighbour_keys: dict[int, dict[int, Any]] = {}
 
     def new_server(self) -> SecAggServer:
-        return SecAggServer(self.params, self.ids, self.degree, self.graph_seed)
+        return SecAggServer(self.params)
 
     def key_and_share_exchange(self) -> None:
         for i, client in self.clients.items():
@@ -157,38 +183,55 @@ class Round:
         stage-4 traffic)."""
         times: dict[str, float] = {}
         (survivors, _), times["receive_masked"] = clock(lambda: server.receive_masked(vectors))
+        signatures: dict[int, bytes] = {}
+        confirm_times: dict[int, float] = {}
+        for i in survivors:
+            signatures[i], confirm_times[i] = clock(lambda: clients[i].confirm_survivors(survivors))
+        forwarded, times["receive_confirmations"] = clock(
+            lambda: server.receive_confirmations(signatures))
         started = time.perf_counter()
-        requests = {i: server.unmask_request(i) for i in survivors}
+        _requests = {i: server.unmask_request(i) for i in survivors}
         times["unmask_requests"] = time.perf_counter() - started
         shares: dict[int, dict[int, bytes]] = {}
         client_times: dict[int, float] = {}
         traffic: dict[int, dict] = {}
         for i in survivors:
-            alive, gone = requests[i]
-            shares[i], client_times[i] = clock(lambda: clients[i].unmask(alive, gone))
+            shares[i], client_times[i] = clock(lambda: clients[i].unmask(forwarded[i]))
             traffic[i] = {
-                "request_received": NODE_ID_BYTES * (len(alive) + len(gone)),
+                "confirm_request": NODE_ID_BYTES * len(survivors),
+                "confirmation_sent": len(signatures[i]),
+                "confirmations_received": sum(len(sig) + NODE_ID_BYTES
+                                              for sig in forwarded[i].values()),
                 "shares_sent": sum(len(s) + NODE_ID_BYTES for s in shares[i].values()),
             }
         result, times["unmask"] = clock(lambda: server.unmask(shares))
-        return result, times, client_times, traffic
+        return result, times, {"confirm": confirm_times, "unmask": client_times}, traffic
 
     def traffic(self, node: int, stage4: dict | None) -> dict[str, Any]:
         """Payload bytes `node` sends and receives in this round's protocol."""
         if stage4 is None:  # client-side-only run: a survivor with no dropped neighbour
-            stage4 = {"request_received": NODE_ID_BYTES * (self.degree + 1),
+            stage4 = {"confirm_request": NODE_ID_BYTES * self.n,
+                      "confirmation_sent": SIGNATURE_SIZE,
+                      "confirmations_received": (SIGNATURE_SIZE + NODE_ID_BYTES) * self.degree,
                       "shares_sent": (SHARE_SIZE + NODE_ID_BYTES) * (self.degree + 1),
                       "analytic": True}
+        own = self.keys[node]
+        neighbours = self.neighbour_keys[node].values()
         sent = {
             "public_keys": PUBLIC_KEYS_BYTES,
+            "key_signature": len(own.name.encode()) + len(own.signature),
             "share_bundles": sum(len(c) + NODE_ID_BYTES for c in self.sent[node].values()),
             "masked_vector": wire.masked_manifest_size(self.values, self.params.ring_bits),
+            "confirmation": stage4["confirmation_sent"],
             "unmask_shares": stage4["shares_sent"],
         }
         received = {
-            "neighbour_keys": (PUBLIC_KEYS_BYTES + NODE_ID_BYTES) * len(self.neighbour_keys[node]),
+            "neighbour_keys": (PUBLIC_KEYS_BYTES + NODE_ID_BYTES) * len(neighbours),
+            "neighbour_key_signatures": sum(len(a.name.encode()) + len(a.signature)
+                                            for a in neighbours),
             "share_bundles": sum(len(c) + NODE_ID_BYTES for c in self.inboxes[node].values()),
-            "unmask_request": stage4["request_received"],
+            "survivor_list": stage4["confirm_request"],
+            "confirmations": stage4["confirmations_received"],
         }
         return {"sent": sent, "received": received, "sent_total": sum(sent.values()),
                 "received_total": sum(received.values()),
@@ -222,6 +265,8 @@ def row(rnd: Round, case: str, mode: str, client_s: dict[str, dict[int, float]],
         "upload_ratio": traffic["sent_total"] / fedavg,
         "round_ratio": secagg_round / (2 * fedavg),
         "check": check,
+        "checks": None,
+        "server_total_s": None,
     }
 
 
@@ -242,6 +287,10 @@ def merge(repeats: list[dict[str, Any]]) -> dict[str, Any]:
                        for s, t in out["server_samples_s"].items()}
     if out["check"] is not None:
         out["check"] = max((r["check"] for r in repeats), key=lambda c: c["max_abs_error"])
+    if out["checks"] is not None:
+        out["checks"] = {k: statistics.median(r["checks"][k] for r in repeats)
+                         for k in out["checks"]}
+    out["server_total_s"] = server_total(out)
     if out["server_extrapolated"] is not None:
         out["server_extrapolated"] = dict(out["server_extrapolated"])
         out["server_extrapolated"]["all_clients_mask_cpu_s"] = (
@@ -280,10 +329,11 @@ def run_full(rnd: Round, dropout: bool) -> list[dict[str, Any]]:
     weights = {i: weight_of(i) for i in rnd.ids}
     plain = total / sum(weights.values())
     result, times, unmask_s, stage4 = rnd.unmask(rnd.server, vectors, rnd.clients)
-    client_s = {**rnd.client_s, "unmask": unmask_s}
+    client_s = {**rnd.client_s, **unmask_s}
     traffic = median_traffic([rnd.traffic(i, stage4[i]) for i in rnd.ids])
     rows = [row(rnd, "all survive", "full", client_s, {**rnd.server_s, **times}, traffic,
                 check_of(result, plain, rnd.params), None)]
+    rows[0]["checks"] = checks_cost(rnd, 5)
     del result, plain
     if dropout:
         assert dropped is not None and dropped_part is not None
@@ -292,12 +342,12 @@ def run_full(rnd: Round, dropout: bool) -> list[dict[str, Any]]:
         _, server_s["receive_keys"] = clock(lambda: server.receive_keys(rnd.keys))
         _, server_s["route_shares"] = clock(lambda: server.route_shares(rnd.sent))
         survivors = {i: v for i, v in vectors.items() if i != dropped}
-        restored = {i: SecAggClient.from_bytes(states[i]) for i in survivors}
+        restored = {i: SecAggClient.from_bytes(states[i], rnd.identities[i]) for i in survivors}
         total -= dropped_part
         plain = total / (sum(weights.values()) - weights[dropped])
         del dropped_part
         result, times, unmask_s, stage4 = rnd.unmask(server, survivors, restored)
-        client_s = {**{s: {} for s in CLIENT_STAGES}, "unmask": unmask_s}
+        client_s = {**{s: {} for s in CLIENT_STAGES}, **unmask_s}
         traffic = median_traffic([rnd.traffic(i, stage4[i]) for i in survivors])
         check = check_of(result, plain, rnd.params)
         check["dropped_node"] = dropped
@@ -315,6 +365,7 @@ def run_sampled(rnd: Round, sample: int, reference: dict[str, Any] | None) -> di
         del vector
     traffic = median_traffic([rnd.traffic(i, None) for i in rnd.ids])
     server_s: dict[str, float | None] = {**rnd.server_s, "receive_masked": None,
+                                         "receive_confirmations": None,
                                          "unmask_requests": None, "unmask": None}
     extrapolated = None
     if reference is not None:
@@ -326,9 +377,11 @@ def run_sampled(rnd: Round, sample: int, reference: dict[str, Any] | None) -> di
             "unmask": reference["server_s"]["unmask"] * scale,
             "all_clients_mask_cpu_s": None,  # median x N, filled in by `merge`
         }
-    return row(rnd, "all survive", f"client-side only: mask timed on {len(rnd.client_s['mask'])}"
-               f" of {rnd.n} clients per repeat", rnd.client_s, server_s, traffic, None,
-               extrapolated)
+    out = row(rnd, "all survive", f"client-side only: mask timed on {len(rnd.client_s['mask'])}"
+              f" of {rnd.n} clients per repeat", rnd.client_s, server_s, traffic, None,
+              extrapolated)
+    out["checks"] = checks_cost(rnd, 5)
+    return out
 
 
 def fmt_s(seconds: float | None, estimate: bool = False) -> str:
@@ -348,7 +401,8 @@ def fmt_b(count: float) -> str:
 
 def print_tables(rows: list[dict[str, Any]]) -> None:
     head = ("size", "N", "k", "t", "case", "advertise", "share_keys", "recv_shares", "mask",
-            "unmask", "S recv_keys", "S route", "S recv_masked", "S unmask", "max err/bound")
+            "confirm", "unmask", "S recv_keys", "S route", "S recv_masked", "S confirm",
+            "S unmask", "S total", "max err/bound")
     lines = [head]
     for r in rows:
         c, s, x = r["client_median_s"], r["server_s"], r["server_extrapolated"] or {}
@@ -360,7 +414,9 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
             fmt_s(s["receive_keys"]), fmt_s(s["route_shares"]),
             fmt_s(s["receive_masked"]) if s["receive_masked"] is not None
             else fmt_s(x.get("receive_masked"), True),
+            fmt_s(s["receive_confirmations"]),
             fmt_s(s["unmask"]) if s["unmask"] is not None else fmt_s(x.get("unmask"), True),
+            fmt_s(server_total(r)),
             f"{check['max_abs_error'] / check['quantization_bound']:.3f} ok" if check else "n/a",
         ))
     print("Time per round. Client columns: median over the clients timed, pooled over the "
@@ -379,6 +435,32 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
           " Flower framing not counted). Round ratio: (sent + received + global download) / "
           "(FedAvg upload + global download).")
     _print(lines)
+    head3 = ("size", "N", "k", "sign keys", "verify k keys", "graph", "sign list",
+             "verify k lists", "client total", "S confirm", "bytes sent", "bytes recv",
+             "of the round")
+    lines = [head3]
+    for r in rows:
+        if r["case"] != "all survive" or r["checks"] is None:
+            continue
+        c, b = r["checks"], r["bytes_per_client"]
+        added_sent = b["sent"]["key_signature"] + b["sent"]["confirmation"]
+        added_recv = (b["received"]["neighbour_key_signatures"]
+                      + b["received"]["survivor_list"] + b["received"]["confirmations"])
+        round_bytes = b["sent_total"] + b["received_total"] + r["fedavg_upload_bytes"]
+        lines.append((r["size"], str(r["institutions"]), str(r["degree"]),
+                      fmt_s(c["sign_keys"]), fmt_s(c["verify_keys"]), fmt_s(c["graph"]),
+                      fmt_s(c["sign_survivors"]), fmt_s(c["verify_survivors"]),
+                      fmt_s(c["total"]), fmt_s(r["server_s"]["receive_confirmations"]),
+                      fmt_b(added_sent), fmt_b(added_recv),
+                      f"{(added_sent + added_recv) / round_bytes:.4%}"))
+    print("\nAdded against a malicious server, per client per round (median over the clients "
+          "timed): Ed25519 signatures of the advertised keys and of the survivor list, their "
+          "verification for k neighbours, the graph recomputed from the public seed; bytes: "
+          "name + signature per advertisement, the survivor list (8 B per id), one "
+          "confirmation sent and k received. 'of the round' = those bytes / the client's whole "
+          "round (sent + received + global download). The consistency check also adds one "
+          "message exchange per round (a Flower round trip).")
+    _print(lines)
     for r in rows:
         if r["server_extrapolated"]:
             x = r["server_extrapolated"]
@@ -389,6 +471,39 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
         if r["bytes_per_client"]["stage4_analytic"]:
             print(f"{r['size']}, N={r['institutions']}: stage-4 bytes are analytic (k+1 shares "
                   f"of {SHARE_SIZE} B), stage 4 was not run.")
+
+
+def server_total(r: dict[str, Any]) -> float | None:
+    """The server's protocol time in the round (graph and every stage), or None if a stage
+    was not run."""
+    times = [r["server_s"].get(stage) for stage in ("graph", *SERVER_STAGES)]
+    return None if any(t is None for t in times) else sum(times)  # type: ignore[arg-type]
+
+
+def checks_cost(rnd: Round, sample: int) -> dict[str, float]:
+    """Median per-client time of the checks added against a malicious server, each timed on
+    its own with the protocol's functions (on `sample` clients after the round)."""
+    times: dict[str, list[float]] = {k: [] for k in ("sign_keys", "verify_keys", "graph",
+                                                      "sign_survivors", "verify_survivors")}
+    survivors = rnd.ids
+    step = max(1, rnd.n // sample)
+    for i in rnd.ids[::step][:sample]:
+        who, neighbours = rnd.identities[i], rnd.neighbour_keys[i]
+        _, t = clock(lambda: sign_keys(who, rnd.params, i, rnd.keys[i].keys))
+        times["sign_keys"].append(t)
+        _, t = clock(lambda: [verify_keys(who, rnd.params, v, a) for v, a in neighbours.items()])
+        times["verify_keys"].append(t)
+        _, t = clock(lambda: neighbour_graph(range(1, rnd.n + 1), rnd.degree, rnd.graph_seed))
+        times["graph"].append(t)
+        signed = {v: sign_survivors(rnd.identities[v], rnd.params, survivors) for v in neighbours}
+        _, t = clock(lambda: sign_survivors(who, rnd.params, survivors))
+        times["sign_survivors"].append(t)
+        _, t = clock(lambda: [verify_survivors(who.roster[name_of(v)], rnd.params, survivors,
+                                               sig, v) for v, sig in signed.items()])
+        times["verify_survivors"].append(t)
+    out = {k: statistics.median(v) for k, v in times.items()}
+    out["total"] = sum(out.values())
+    return out
 
 
 def _print(lines: list[tuple[str, ...]]) -> None:

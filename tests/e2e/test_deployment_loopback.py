@@ -191,6 +191,7 @@ def test_federation_over_tls_with_node_auth(tmp_path: Path, tiny_bert_dir: str) 
         _cli(env, "institution", "init", name, "--dir", str(sites / name))
         _cli(env, "federation", "add-institution", name, "--dir", str(fed),
              "--request", str(sites / name / "enrolment-request.json"))
+    for name in (*INSTITUTIONS, "rogue", "no-ca"):  # each roster (peers.json) names them all
         _cli(env, "institution", "complete", "--bundle", str(sites / name),
              "--from", str(fed / "institutions" / name))
     bundles = [sites / name for name in INSTITUTIONS]

@@ -103,7 +103,8 @@ def test_the_coordinator_never_holds_an_institution_private_key(
     assert private_files == COORDINATOR_PRIVATE_FILES
     reply_files = {p.name for p in fed.reply("bank-a").root.iterdir()}
     assert reply_files == {"institution.json", "ca.pem", "server-signing.pub",
-                           "server-encryption.pub", "signing.pub", "supernode-auth.pub"}
+                           "server-encryption.pub", "signing.pub", "supernode-auth.pub",
+                           "peers.json"}  # public keys only: the secure-aggregation roster
     # what the aggregator checks updates with is the key the institution made
     registry = json.loads(fed.registry_path.read_text())["institutions"]["bank-a"]
     signing = load_signing_public_key(bundle.signing_pub)

@@ -30,16 +30,28 @@ from flwr.app.message.message import make_message
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedpeft.client.stages import masking as client_stages
-from fedpeft.common.config import load_config
+from fedpeft.client.stages.base import Outgoing, RoundInput
+from fedpeft.client.stages.chain import chain
+from fedpeft.common.adapter.state import to_array_record
+from fedpeft.common.config import from_wire, load_config, to_wire
+from fedpeft.common.config.secure_aggregation import NOISE_TAIL_SIGMAS
 from fedpeft.common.crypto.secagg import quantization_bound
 from fedpeft.common.errors import ConfigError
-from fedpeft.common.privacy import distributed_noise_std
+from fedpeft.common.privacy import clip_update, distributed_noise_std
 from fedpeft.common.runs.metrics_log import MetricsLog, read_metrics
 from fedpeft.common.wire import secagg as wire
-from fedpeft.common.wire.names import ARRAYS, METRICS, NUM_EXAMPLES
+from fedpeft.common.wire.names import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    NUM_EXAMPLES,
+    NUM_ROUNDS,
+    RUN_CONFIG,
+)
 from fedpeft.server.round_recorder import RoundRecorder
 from fedpeft.server.strategies import (
     InstrumentedStrategy,
+    PrivateStrategy,
     SecureAggregationStrategy,
     build_strategy,
 )
@@ -99,12 +111,14 @@ class _Grid:
             return client_stages.handle_setup(msg, context)
         if kind == wire.SHARE:
             return client_stages.handle_share(msg, context)
+        if kind == wire.CONFIRM:
+            return client_stages.handle_confirm(msg, context)
         if kind == wire.UNMASK:
             return client_stages.handle_unmask(msg, context)
         values, weight = self.updates[context.node_id]
         expected = wire.round_context(wire.UNSEALED_FEDERATION, RUN,
                                       int(msg.content["config"]["server-round"]))
-        packed, _ = client_stages.mask_update(msg, context, expected, values, weight)
+        packed, _ = client_stages.mask_update(msg, context, expected, values, weight, None)
         return Message(RecordDict({
             ARRAYS: ArrayRecord({wire.MASKED_ARRAY: Array(packed)}),
             METRICS: MetricRecord({"loss": 1.0}),
@@ -226,3 +240,95 @@ def test_distributed_noise_sums_to_the_target_scale_under_masking(tmp_path: Path
     total = arrays["w"].numpy().astype(np.float64) * n  # equal weights: the sum of the shares
     assert total.std() == pytest.approx(sigma * clip * np.sqrt(n / (n - max_dropouts)), rel=0.02)
     assert total.std() >= sigma * clip
+
+
+def test_dropouts_at_different_stages_count_together(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                                     ) -> None:
+    """One institution misses the key exchange, another its masked update: every secret still
+    has enough holders, but two of five are missing from a sum whose DP noise was sized for
+    one missing at most: the round is aborted and the global kept."""
+    strategy, recorder, updates, current = _setup(tmp_path, 5, 100, max_dropouts=1)
+    nodes = list(updates)
+    grid = _Grid(updates, vanish={wire.SETUP: {nodes[0]}, "train": {nodes[1]}})
+    arrays, metrics = _round(strategy, grid, current)
+    assert arrays is None and metrics is None
+    record = recorder.close(1, {"accuracy": 0.5}, 0.0)
+    aborted = [f for f in record["failures"] if f["node_id"] is None]
+    assert "2 of 5 institutions dropped out after the masked inputs; more than " \
+           "secure_aggregation.max_dropouts=1 allows" in aborted[0]["reason"]
+    assert any("round 1 aborted, global adapter unchanged" in r.getMessage()
+               for r in caplog.records)
+
+
+class _StagesGrid(_Grid):
+    """Trains by running the institution's real protection chain (privacy -> masking) on a
+    known round change `delta`, as `fedpeft.client.rounds.train` does after local training."""
+
+    def __init__(self, deltas: dict[int, np.ndarray], current: np.ndarray,
+                 vanish: dict[str, set[int]] | None = None) -> None:
+        super().__init__({node: (delta, 1) for node, delta in deltas.items()}, vanish)
+        self.current = current
+
+    def _handle(self, msg: Message, context: Context) -> Message:
+        if msg.metadata.message_type != "train":
+            return super()._handle(msg, context)
+        config = msg.content[CONFIG]
+        cfg = from_wire(str(config[RUN_CONFIG]))
+        received = {"w": self.current}
+        rnd = RoundInput(msg, context, cfg, config, data=None, learner=None,  # type: ignore[arg-type]
+                         received=received, keys=None, server_round=int(config["server-round"]))
+        delta = self.updates[context.node_id][0]
+        out = Outgoing(state={"w": self.current + delta}, delta={"w": delta}, weight=10,
+                       metrics={NUM_EXAMPLES: 10})
+        stages = chain(rnd)
+        assert [stage.name for stage in stages] == ["privacy", "masking"]
+        for stage in stages:
+            out = stage.apply(out, rnd)
+        return Message(RecordDict({ARRAYS: to_array_record(out.state),
+                                   METRICS: MetricRecord(out.metrics)}), reply_to=msg)
+
+
+@pytest.mark.parametrize("dropped", [0, 1])
+def test_delivered_noise_variance_through_the_real_stages_is_at_least_the_accounted(
+        tmp_path: Path, dropped: int) -> None:
+    """The issue's setting (noise multiplier 8.09, 5 institutions, one dropout allowed), with
+    the clip range the config now demands. Each institution's change is far above the clip
+    norm; the privacy stage clips it and adds its noise share, the masking stage encodes and
+    masks it. The noise in the unmasked sum must have at least the variance the accountant
+    charges, sigma^2 C^2 per value, also when an institution drops out after the key exchange."""
+    sigma, clip, n, size = 8.09, 0.5, 5, 74_883
+    needed = clip + NOISE_TAIL_SIGMAS * sigma * clip / np.sqrt(n - 1)
+    cfg = load_config(overrides={
+        "secure_aggregation.enabled": True, "secure_aggregation.max_dropouts": 1,
+        "secure_aggregation.clip_range": float(np.ceil(needed)), "security.seal_updates": False,
+        "privacy.enabled": True, "privacy.noise_multiplier": sigma, "privacy.clip_norm": clip,
+        "federation.min_train_clients": n, "federation.min_available_clients": n,
+    })
+    with pytest.raises(ConfigError, match=r"clip_range=4 cannot hold an update clipped to 0.5 "
+                                          r"plus a noise share .* at least 12.63"):
+        load_config(overrides={"secure_aggregation.enabled": True, "privacy.enabled": True,
+                               "privacy.noise_multiplier": sigma, "privacy.clip_norm": clip,
+                               "federation.min_train_clients": n,
+                               "federation.min_available_clients": n})
+    recorder = RoundRecorder(MetricsLog(tmp_path / "metrics.jsonl"), parallel_slots=2)
+    strategy = SecureAggregationStrategy(
+        PrivateStrategy(build_strategy(cfg), cfg, masked=True, recorder=recorder),
+        cfg, wire.UNSEALED_FEDERATION, RUN, recorder)
+    rng = np.random.default_rng(3)
+    deltas = {100 + i: rng.normal(0, 1, size) for i in range(n)}  # norms ~270 >> clip
+    current = np.zeros(size, dtype=np.float32)
+    vanish = {"train": {100}} if dropped else {}
+    grid = _StagesGrid(deltas, current, vanish)
+    arrays = ArrayRecord({"w": Array(current)})
+    config = ConfigRecord({RUN_CONFIG: to_wire(cfg), NUM_ROUNDS: 1})
+    messages = list(strategy.configure_train(1, arrays, config, grid))  # type: ignore[arg-type]
+    result, _ = strategy.aggregate_train(1, grid.send_and_receive(messages))
+    assert result is not None
+    survivors = [node for node in deltas if node not in vanish.get("train", set())]
+    clipped = sum(clip_update({"w": deltas[node]}, clip).delta["w"] for node in survivors)
+    noise = result["w"].numpy().astype(np.float64) * len(survivors) - clipped
+    accounted = (sigma * clip) ** 2
+    tolerance = 5 * np.sqrt(2 / size)  # five standard errors of a sample variance
+    assert noise.var() >= accounted * (1 - tolerance)
+    # and it is what n - dropped shares of sigma^2 C^2 / (n - 1) add up to
+    assert noise.var() == pytest.approx(accounted * len(survivors) / (n - 1), rel=tolerance)

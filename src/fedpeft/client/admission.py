@@ -30,9 +30,9 @@ from pathlib import Path
 
 from flwr.app import ConfigRecord, Context, Message, MessageType
 
-from fedpeft.client.identity import InstitutionKeys
+from fedpeft.client.identity import InstitutionKeys, institution_keys
 from fedpeft.client.stages.ledger import RUN_REFUSED, record_event
-from fedpeft.common.config import RunConfig
+from fedpeft.common.config import RunConfig, from_wire
 from fedpeft.common.config.policy import (
     POLICY_FILE,
     InstitutionPolicy,
@@ -93,6 +93,34 @@ def admit(msg: Message, context: Context, cfg: RunConfig, keys: InstitutionKeys 
     except SecurityError as err:
         _refused(msg, keys, str(err))
         raise
+
+
+def admit_config(msg: Message, context: Context) -> tuple[RunConfig, InstitutionKeys | None]:
+    """The run config and this node's keys for a secure-aggregation message, admitted as far
+    as such a message can be (checks 1 and 2: it carries no round of its own to check).
+
+    Its run config decides whether the institution signs its keys and checks its neighbours'
+    (an unsealed run has no identity), so it is held to the same signature as a train one.
+    """
+    config = msg.content.config_records.get(CONFIG)
+    if config is None or RUN_CONFIG not in config:
+        raise SecurityError("secure aggregation message without the run config: refused")
+    cfg = from_wire(str(config[RUN_CONFIG]))
+    keys = institution_keys(cfg, context, lambda: _partition_name(cfg, context))
+    try:
+        _verified_rounds(msg, config, keys)
+        check_run(institution_policy(context, keys), cfg,
+                  lambda name: _model_sha256(context, name))
+    except SecurityError as err:
+        _refused(msg, keys, str(err))
+        raise
+    return cfg, keys
+
+
+def _partition_name(cfg: RunConfig, context: Context) -> str:
+    from fedpeft.client.local_data import local_data  # pandas: a simulated node only
+
+    return local_data(cfg, context).name
 
 
 def _verified_rounds(msg: Message, config: ConfigRecord, keys: InstitutionKeys | None) -> int:

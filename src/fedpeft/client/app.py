@@ -46,6 +46,12 @@ def secagg_share(msg: Message, context: Context) -> Message:
     return secure_aggregation.handle_share(msg, context)
 
 
+@app.train(secagg_wire.ACTIONS[secagg_wire.CONFIRM])
+def secagg_confirm(msg: Message, context: Context) -> Message:
+    """Secure aggregation, consistency check (signs the survivor list)."""
+    return secure_aggregation.handle_confirm(msg, context)
+
+
 @app.train(secagg_wire.ACTIONS[secagg_wire.UNMASK])
 def secagg_unmask(msg: Message, context: Context) -> Message:
     """Secure aggregation, stage 4."""

@@ -22,7 +22,8 @@ from fedpeft.client.identity import institution_keys
 from fedpeft.client.learner_cache import learner_for
 from fedpeft.client.local_data import local_data
 from fedpeft.client.ranks import institution_rank
-from fedpeft.client.stages import ClientStage, Outgoing, RoundInput, chain
+from fedpeft.client.stages.base import ClientStage, Outgoing, RoundInput
+from fedpeft.client.stages.chain import chain
 from fedpeft.client.stages.sealing import open_global
 from fedpeft.common.adapter.state import from_array_record, to_array_record
 from fedpeft.common.config import PrivacyConfig, RunConfig, from_wire

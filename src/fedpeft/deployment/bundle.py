@@ -39,6 +39,7 @@ from fedpeft.deployment.federation_files import (
     utc_now,
     write_record,
 )
+from fedpeft.deployment.roster import PEERS_FILE
 
 
 def init_bundle(root: Path, name: str) -> EnrolmentRequest:
@@ -77,6 +78,10 @@ def complete_bundle(root: Path, reply_dir: Path) -> BundleManifest:
                            (reply.server_encryption_pub, bundle.server_encryption_pub)):
         write_file_atomically(target, source.read_bytes(), mode=PUBLIC_FILE_MODE,
                               overwrite=target.exists())
+    peers = reply.root / PEERS_FILE  # the secure-aggregation roster (`fedpeft.deployment.roster`)
+    if peers.is_file():
+        write_file_atomically(bundle.root / PEERS_FILE, peers.read_bytes(),
+                              mode=PUBLIC_FILE_MODE, overwrite=True)
     write_record(bundle.manifest_path, manifest, overwrite=False)
     return manifest
 

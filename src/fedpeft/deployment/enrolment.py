@@ -49,6 +49,7 @@ from fedpeft.deployment.federation_files import (
     utc_now,
     write_record,
 )
+from fedpeft.deployment.roster import write_rosters
 
 LOOPBACK_SANS = ("127.0.0.1", "localhost")
 """Always in the server certificate: the SuperLink's own app processes and the coordinator's
@@ -178,6 +179,7 @@ def add_institution(root: Path, name: str, request_path: Path) -> InstitutionRec
         )
         registry.institutions[name] = record
         write_record(folder.registry_path, registry, overwrite=True)
+    write_rosters(folder)  # every bundle here now names the new institution as a peer
     return record
 
 
@@ -225,6 +227,7 @@ def revoke_institution(root: Path, name: str) -> InstitutionRecord:
     revoked = record.model_copy(update={"status": "revoked", "revoked_at": utc_now()})
     registry.institutions[name] = revoked
     write_record(folder.registry_path, registry, overwrite=True)
+    write_rosters(folder)
     return revoked
 
 

@@ -44,7 +44,9 @@ def ephemeral_credentials(institutions: list[str]) -> Iterator[tuple[Path, str]]
             bundle = simulated_bundle(folder, name).root
             init_bundle(bundle, name)
             add_institution(folder, name, InstitutionBundle(bundle).request_path)
-            complete_bundle(bundle, FederationFolder(folder).reply(name).root)
+        for name in names:  # after every enrolment, so each bundle's roster names them all
+            complete_bundle(simulated_bundle(folder, name).root,
+                            FederationFolder(folder).reply(name).root)
         yield folder, manifest.federation_id
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

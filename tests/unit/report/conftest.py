@@ -70,7 +70,7 @@ def make_run(tmp_path: Path, server_key: SigningPrivateKey) -> Callable[..., Pat
         cfg = RunConfig.model_validate({
             "federation": {"num_rounds": 3},
             "privacy": {"enabled": dp, "noise_multiplier": 1.1, "target_epsilon": 5.0},
-            "secure_aggregation": {"enabled": secagg, "clip_range": 4.0,
+            "secure_aggregation": {"enabled": secagg, "clip_range": 8.0,
                                    "quantization_bits": 24},
             "security": {"seal_updates": sealed},
         })

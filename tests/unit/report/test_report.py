@@ -43,7 +43,7 @@ def test_the_report_files_and_what_the_markdown_states(make_run) -> None:
         assert f"| {epsilon:.3f} |" in dp
     assert "epsilon = 1.953, delta = 1e-05" in dp
     assert f"| 2 | bank-c | sealing | {refusal} |" in _section(md, "Refusals and failures")
-    assert "2.38e-07 (= 4 / (2^24 - 1))" in dp  # quantisation bound from config.toml
+    assert "4.77e-07 (= 8 / (2^24 - 1))" in dp  # quantisation bound from config.toml
     assert "Simulation on one machine: no network" in dp and "TLS: on" not in dp
 
     ledger = _section(md, "Audit ledger")

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from fedpeft.common.config.secure_aggregation import SecureAggregationConfig
+from fedpeft.common.crypto import generate_signing_key
 from fedpeft.common.crypto.secagg import (
     AggregateResult,
+    Identity,
     SecAggClient,
     SecAggParams,
     SecAggServer,
@@ -23,13 +25,29 @@ from fedpeft.common.crypto.secagg import (
 from fedpeft.common.errors import RoundAborted, SecurityError
 
 CONTEXT = b"test-federation|run-1|round-3"
-GRAPH_SEED = b"graph-seed"
+GRAPH_SEED = bytes(range(32))
 FLOAT_SLACK = 1e-12
 _NONE: frozenset[int] = frozenset()
 
 
+def make_params(count: int, max_dropouts: int, *, ring_bits: int = 64, bits: int = 24,
+                threshold: int | None = None) -> SecAggParams:
+    config = SecureAggregationConfig.model_validate({"enabled": True, "max_dropouts": max_dropouts})
+    return SecAggParams(ring_bits, bits, config.clip_range,
+                        config.threshold(count) if threshold is None else threshold, CONTEXT,
+                        count, config.degree(count), max_dropouts, GRAPH_SEED)
+
+
+def identities(count: int) -> dict[int, Identity]:
+    """One enrolled institution per protocol id 1..count, each knowing all the others."""
+    keys = {node: generate_signing_key() for node in range(1, count + 1)}
+    roster = {f"inst-{node}": key.public_key() for node, key in keys.items()}
+    return {node: Identity(f"inst-{node}", key, roster) for node, key in keys.items()}
+
+
 class Federation:
-    """One round's server and clients, with seeded client randomness (reproducible vectors).
+    """One round's server and clients (ids 1..count, each with its signing identity unless
+    `signed` is False), with seeded client randomness (reproducible vectors).
 
     With `persist`, every client is rebuilt from `to_bytes()` before each of its steps, as the
     ClientApp does between Flower messages.
@@ -45,17 +63,16 @@ class Federation:
         bits: int = 24,
         max_weight: int = 500,
         persist: bool = False,
+        signed: bool = True,
     ) -> None:
-        config = SecureAggregationConfig.model_validate(
-            {"enabled": True, "max_dropouts": max_dropouts}
-        )
-        rng = random.Random(count * 1000 + size)
-        self.ids = [rng.getrandbits(64) | 1 for _ in range(count)]
-        self.params = SecAggParams(ring_bits, bits, config.clip_range, config.threshold(count),
-                                   CONTEXT)
-        self.server = SecAggServer(self.params, self.ids, config.degree(count), GRAPH_SEED)
+        self.ids = list(range(1, count + 1))
+        self.params = make_params(count, max_dropouts, ring_bits=ring_bits, bits=bits)
+        self.server = SecAggServer(self.params)
         self._rngs = {node: random.Random(node) for node in self.ids}
-        self.clients = {node: SecAggClient(node, self.params, randbytes=self._rngs[node].randbytes)
+        self.identities: dict[int, Identity | None] = (
+            dict(identities(count)) if signed else dict.fromkeys(self.ids))
+        self.clients = {node: SecAggClient(node, self.params, self.identities[node],
+                                           randbytes=self._rngs[node].randbytes)
                         for node in self.ids}
         self._persist = persist
         values = np.random.default_rng(count + size)
@@ -66,7 +83,8 @@ class Federation:
     def client(self, node: int) -> SecAggClient:
         if self._persist:
             self.clients[node] = SecAggClient.from_bytes(
-                self.clients[node].to_bytes(), randbytes=self._rngs[node].randbytes
+                self.clients[node].to_bytes(), self.identities[node],
+                randbytes=self._rngs[node].randbytes
             )
         return self.clients[node]
 
@@ -88,9 +106,17 @@ class Federation:
                         for n in nodes}
         return self.server.receive_masked(self.vectors)
 
+    def confirm(self, survivors: list[int], silent: Collection[int] = _NONE
+                ) -> dict[int, dict[int, bytes]]:
+        """The consistency check: each answering survivor signs the list; returns what the
+        server forwards to each."""
+        signatures = {n: self.client(n).confirm_survivors(survivors) for n in survivors
+                      if n not in silent}
+        return self.server.receive_confirmations(signatures)
+
     def unmask(self, survivors: list[int], silent: Collection[int] = _NONE) -> AggregateResult:
-        shares = {n: self.client(n).unmask(*self.server.unmask_request(n)) for n in survivors
-                  if n not in silent}
+        forwarded = self.confirm(survivors, silent)
+        shares = {n: self.client(n).unmask(signatures) for n, signatures in forwarded.items()}
         return self.server.unmask(shares)
 
     def run(
@@ -139,10 +165,10 @@ def test_two_institutions_without_dropout_tolerance() -> None:
     federation.assert_mean_of(federation.run(), federation.ids)
 
 
-def test_a_single_institution_cannot_meet_the_threshold() -> None:
-    params = SecAggParams(64, 24, 4.0, 2, CONTEXT)
-    with pytest.raises(ValueError, match="threshold 2 exceeds the 1 share holders"):
-        SecAggServer(params, [7], 0, GRAPH_SEED)
+def test_unsigned_rounds_still_sum_correctly() -> None:
+    """Without identities (an unsealed run) the arithmetic is the same, nothing is checked."""
+    federation = Federation(5, 1, signed=False)
+    federation.assert_mean_of(federation.run(no_vector=[2]), [1, 3, 4, 5])
 
 
 def test_small_ring_round() -> None:
@@ -184,13 +210,23 @@ def test_dropouts_after_masking_are_included_in_the_sum(
 
 
 TOO_FEW = r"of node \d+ .*: 3 of 4 shares available; .* secure_aggregation\.max_dropouts allows"
+TOO_MANY = r"2 of 5 institutions dropped out .*; more than secure_aggregation\.max_dropouts=1"
 
 
 def test_too_many_dropouts_before_masking_abort_the_round() -> None:
     federation = Federation(5, 1)
     federation.exchange()
-    with pytest.raises(RoundAborted, match=TOO_FEW):
+    with pytest.raises(RoundAborted, match=TOO_MANY):
         federation.mask(federation.ids[2:])
+
+
+def test_dropouts_are_counted_in_total_not_per_node() -> None:
+    """One institution misses the key exchange and another sends no vector: each node still
+    has enough share holders, but two of five are missing from the sum, more than allowed."""
+    federation = Federation(5, 1)
+    sharers = federation.exchange(missing_keys=[1])
+    with pytest.raises(RoundAborted, match=TOO_MANY + " allows"):
+        federation.mask([n for n in sharers if n != 2])
 
 
 def test_too_many_dropouts_after_masking_abort_the_round() -> None:
@@ -213,7 +249,7 @@ def test_one_dropout_on_each_side_of_masking_exceeds_a_limit_of_one() -> None:
 def test_too_many_dropouts_during_the_key_exchange_abort_the_round(stage: str) -> None:
     federation = Federation(5, 1)
     gone = federation.ids[:2]
-    with pytest.raises(RoundAborted, match=TOO_FEW):
+    with pytest.raises(RoundAborted, match=TOO_MANY):
         if stage == "keys":
             federation.exchange(missing_keys=gone)
         else:
@@ -252,26 +288,34 @@ def test_restored_state_still_refuses_a_second_unmask() -> None:
     federation = Federation(3, 1)
     federation.exchange()
     survivors, _ = federation.mask(federation.ids)
+    forwarded = federation.confirm(survivors)
     node = survivors[0]
-    request = federation.server.unmask_request(node)
-    federation.clients[node].unmask(*request)
-    restored = SecAggClient.from_bytes(federation.clients[node].to_bytes())
+    federation.clients[node].unmask(forwarded[node])
+    restored = SecAggClient.from_bytes(federation.clients[node].to_bytes(),
+                                       federation.identities[node])
     with pytest.raises(SecurityError, match="refuses unmask"):
-        restored.unmask(*request)
+        restored.unmask(forwarded[node])
+
+
+def test_a_signed_round_cannot_continue_without_the_identity() -> None:
+    federation = Federation(3, 1)
+    federation.exchange()
+    with pytest.raises(SecurityError, match="started with the institution's identity"):
+        SecAggClient.from_bytes(federation.clients[1].to_bytes(), None)
 
 
 @pytest.mark.parametrize("state", [b"", b"{}", b"not json", b'{"version": 2}'])
 def test_malformed_client_state_is_refused(state: bytes) -> None:
     with pytest.raises(SecurityError, match="malformed secure-aggregation client state"):
-        SecAggClient.from_bytes(state)
+        SecAggClient.from_bytes(state, None)
 
 
 def test_client_state_with_secrets_missing_for_its_stage_is_refused() -> None:
-    client = SecAggClient(5, SecAggParams(64, 24, 4.0, 2, CONTEXT))
+    client = SecAggClient(2, make_params(3, 1), None)
     client.advertise()
     state = client.to_bytes().replace(b'"stage": "advertised"', b'"stage": "received"')
     with pytest.raises(SecurityError, match="malformed"):
-        SecAggClient.from_bytes(state)
+        SecAggClient.from_bytes(state, None)
 
 
 @pytest.fixture
@@ -283,37 +327,41 @@ def masked() -> Federation:
     return federation
 
 
-def test_client_unmask_refuses_to_release_both_secrets_of_a_node(masked: Federation) -> None:
-    node = masked.ids[0]
-    survivors, _ = masked.server.unmask_request(node)
-    other = next(n for n in survivors if n != node)
-    client = masked.clients[node]
-    with pytest.raises(SecurityError, match="both as survivors and as dropped"):
-        client.unmask(survivors, [other])
+def test_client_signs_one_survivor_list_and_releases_one_secret_per_node(
+        masked: Federation) -> None:
+    client = masked.clients[1]
     with pytest.raises(SecurityError, match="missing from the survivors"):
-        client.unmask([n for n in survivors if n != node], [node])
-    client.unmask(survivors, [])
+        client.confirm_survivors([2, 3, 4, 5])
+    with pytest.raises(SecurityError, match="malformed survivor list"):
+        client.confirm_survivors([1, 2, 3, 4, 99])
+    forwarded = masked.confirm(masked.ids)
+    with pytest.raises(SecurityError, match="refuses confirm_survivors"):
+        client.confirm_survivors([1, 2, 3, 4])
+    released = client.unmask(forwarded[1])
+    assert set(released) == {1, 2, 3, 4, 5}  # self-mask seed shares only: nobody dropped
     with pytest.raises(SecurityError, match="refuses unmask"):
-        client.unmask(survivors, [])
+        client.unmask(forwarded[1])
 
 
-def test_client_unmask_refuses_strangers_and_too_few_survivors(masked: Federation) -> None:
-    node = masked.ids[0]
-    survivors, _ = masked.server.unmask_request(node)
-    client = masked.clients[node]
-    with pytest.raises(SecurityError, match="did not exchange shares"):
-        client.unmask(survivors[:-1], [12345])
-    with pytest.raises(SecurityError, match="fewer than the threshold 4"):
-        client.unmask([node, *[n for n in survivors if n != node][:2]], [])
+def test_client_refuses_more_dropouts_than_allowed_in_total(masked: Federation) -> None:
+    with pytest.raises(SecurityError, match=r"2 of 5 institutions dropped out, more than "
+                                            r"max_dropouts=1"):
+        masked.clients[1].confirm_survivors([1, 2, 3])
+
+
+def test_client_unmask_needs_threshold_confirmations(masked: Federation) -> None:
+    forwarded = masked.confirm(masked.ids)
+    with pytest.raises(SecurityError, match="only 3 of its share holders confirmed"):
+        masked.clients[1].unmask({peer: sig for peer, sig in forwarded[1].items() if peer > 3})
 
 
 def test_client_refuses_steps_out_of_order(masked: Federation) -> None:
     client = masked.clients[masked.ids[0]]
     with pytest.raises(SecurityError, match="refuses mask"):
         client.mask(np.zeros(100), 1)
-    fresh = SecAggClient(99, masked.params)
+    fresh = SecAggClient(2, masked.params, None)
     with pytest.raises(SecurityError, match="refuses unmask"):
-        fresh.unmask([99], [])
+        fresh.unmask({})
 
 
 def test_mask_refuses_bad_weights() -> None:
@@ -351,8 +399,13 @@ def test_tampered_or_misattributed_share_ciphertext_is_refused() -> None:
     client.receive_shares(inbox)
 
 
+def test_protocol_ids_outside_the_round_are_refused() -> None:
+    with pytest.raises(SecurityError, match="not one of the round's 5 participants"):
+        SecAggClient(6, make_params(5, 1), None)
+
+
 def test_share_keys_refuses_repeated_keys_and_too_few_holders() -> None:
-    federation = Federation(5, 1)
+    federation = Federation(5, 1, signed=False)  # the key checks hold without identities too
     advertised = {n: federation.clients[n].advertise() for n in federation.ids}
     forwarded = federation.server.receive_keys(advertised)
     node = federation.ids[0]
@@ -363,9 +416,9 @@ def test_share_keys_refuses_repeated_keys_and_too_few_holders() -> None:
         client.share_keys({**neighbours, first: advertised[node]})
     with pytest.raises(SecurityError, match="already used by node"):
         client.share_keys({**neighbours, first: neighbours[second]})
-    with pytest.raises(SecurityError, match="invalid neighbour"):
+    with pytest.raises(SecurityError, match=r"neighbours \[1\] that are not its neighbours"):
         client.share_keys({**neighbours, node: neighbours[first]})
-    with pytest.raises(SecurityError, match="fewer share holders than the threshold 4"):
+    with pytest.raises(SecurityError, match="too few neighbours"):
         client.share_keys({first: neighbours[first]})
     assert set(client.share_keys(neighbours)) == set(neighbours)
 
@@ -403,8 +456,8 @@ def test_server_refuses_a_rebuilt_key_that_does_not_match_the_advertised_one() -
     federation = Federation(5, 1)
     federation.exchange()
     survivors, dropped = federation.mask(federation.ids[1:])
-    shares = {n: federation.clients[n].unmask(*federation.server.unmask_request(n))
-              for n in survivors}
+    forwarded = federation.confirm(survivors)
+    shares = {n: federation.clients[n].unmask(forwarded[n]) for n in survivors}
     forged = split(bytes(range(32)), federation.params.threshold, survivors)
     for node in survivors:
         shares[node][dropped[0]] = forged[node]
@@ -413,7 +466,8 @@ def test_server_refuses_a_rebuilt_key_that_does_not_match_the_advertised_one() -
 
 
 def test_server_refuses_shares_it_did_not_ask_for(masked: Federation) -> None:
-    shares = {n: masked.clients[n].unmask(*masked.server.unmask_request(n)) for n in masked.ids}
+    forwarded = masked.confirm(masked.ids)
+    shares = {n: masked.clients[n].unmask(forwarded[n]) for n in masked.ids}
     responder = masked.ids[0]
     shares[responder] = {**shares[responder], 424242: b"\x00" * 66}
     with pytest.raises(SecurityError, match=f"node {responder} released a share"):

@@ -32,6 +32,11 @@ class Privacy(ClientStage):
                 "bound: refusing to send an unclipped update"
             )
         assert out.delta is not None
+        if self.masked and DP_NOISE_STD not in rnd.config:
+            raise SecurityError(
+                "the run asks for differential privacy under secure aggregation but this train "
+                "message has no noise share: refusing to send an update without noise"
+            )
         clipped = clip_update(out.delta, float(rnd.config[DP_CLIP_NORM]))  # type: ignore[arg-type]
         delta = clipped.delta
         if DP_NOISE_STD in rnd.config:

@@ -7,6 +7,7 @@ the field. `extra="forbid"` everywhere: a misspelt key is an error, not a silent
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +18,10 @@ from fedpeft.common.config.audit import AuditConfig
 from fedpeft.common.config.base import StrictModel
 from fedpeft.common.config.lora import LoraAggregationConfig
 from fedpeft.common.config.privacy import PrivacyConfig
-from fedpeft.common.config.secure_aggregation import SecureAggregationConfig
+from fedpeft.common.config.secure_aggregation import (
+    SecureAggregationConfig,
+    noise_headroom_problem,
+)
 from fedpeft.common.config.tracking import TrackingConfig
 from fedpeft.common.errors import ConfigError
 
@@ -380,6 +384,8 @@ class RunConfig(StrictModel):
                 "privacy.clipping='adaptive' needs the count of institutions whose update fitted "
                 "under the bound, which secure aggregation hides; use privacy.clipping='fixed'"
             )
+        if self.privacy.enabled and self.secure_aggregation.enabled:
+            self._check_noise_fits()
         if lora.mode == "stacking" and self.strategy.name not in {"fedavg", "fedprox"}:
             raise ValueError(
                 f"lora.mode='stacking' grows the adapter's rank every round; strategy.name="
@@ -414,6 +420,24 @@ class RunConfig(StrictModel):
                     f"lora.ranks: rank {too_big[0]} exceeds peft.r={self.peft.r}, the "
                     "federation's maximum"
                 )
+
+    def _check_noise_fits(self) -> None:
+        """The distributed noise share of the smallest round this config allows must fit in the
+        clip range: sigma C / sqrt(m) (`fedpeft.common.privacy.distributed_noise_std`) with m
+        the round's institutions less the tolerated dropouts, the round at least
+        federation.min_train_clients and at least 2 * max_dropouts + 1 institutions (fewer
+        cannot keep the threshold above half of the share holders)."""
+        privacy, masking = self.privacy, self.secure_aggregation
+        smallest = max(self.federation.min_train_clients, 2 * masking.max_dropouts + 1)
+        std = privacy.noise_multiplier * privacy.clip_norm / math.sqrt(
+            max(1, smallest - masking.max_dropouts))
+        problem = noise_headroom_problem(masking.clip_range, privacy.clip_norm, std)
+        if problem:
+            raise ValueError(
+                f"{problem} (privacy.noise_multiplier={privacy.noise_multiplier:g}, "
+                f"privacy.clip_norm={privacy.clip_norm:g}, rounds of {smallest} institutions "
+                f"with secure_aggregation.max_dropouts={masking.max_dropouts})"
+            )
 
     def fit_to_clients(self, num_clients: int) -> RunConfig:
         """Lower the minimum-client settings to what a federation of `num_clients` can meet.

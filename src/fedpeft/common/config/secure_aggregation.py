@@ -9,6 +9,33 @@ from pydantic import Field, model_validator
 from fedpeft.common.config.base import StrictModel
 from fedpeft.common.ring import headroom_problem
 
+NOISE_TAIL_SIGMAS = 6.0
+"""How many noise standard deviations the clip range must hold above the update bound.
+
+A Gaussian exceeds 6 std with probability 2e-9, so a 75,000-value update has one of its values
+clipped about once in 7,000 rounds, by a fraction of a std (the delivered variance is measured
+in tests/unit/test_secure_aggregation_strategy.py).
+"""
+
+
+def noise_headroom_problem(clip_range: float, clip_norm: float, noise_std: float) -> str | None:
+    """Why `clip_range` cannot carry a clipped update plus its DP noise share, or None.
+
+    Encoding clips each value to +/- clip_range after the institution added its noise share;
+    a clipped share is no longer Gaussian and the sum carries less noise than the accountant
+    charged for. Each value of an update clipped to L2 norm clip_norm lies within +/- clip_norm,
+    so clip_range must reach clip_norm + NOISE_TAIL_SIGMAS * noise_std.
+    """
+    needed = clip_norm + NOISE_TAIL_SIGMAS * noise_std
+    if clip_range >= needed:
+        return None
+    return (
+        f"secure_aggregation.clip_range={clip_range:g} cannot hold an update clipped to "
+        f"{clip_norm:g} plus a noise share of std {noise_std:.4g} ({NOISE_TAIL_SIGMAS:g} std): "
+        f"encoding would truncate the DP noise; set secure_aggregation.clip_range to at least "
+        f"{needed:.4g}"
+    )
+
 
 def default_neighbours(participants: int) -> int:
     """SecAgg+'s logarithmic degree: every other institution up to 5, then ~2 log2(n), even."""

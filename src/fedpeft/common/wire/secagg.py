@@ -1,16 +1,18 @@
 """How the secure-aggregation stages travel inside Flower messages; shared by server and client.
 
-A round under secure aggregation is four exchanges of Flower's Message API, all of category
+A round under secure aggregation is five exchanges of Flower's Message API, all of category
 "train" so every institution's ClientApp routes them (`train.<action>`):
 
 1. `secagg_setup`: the parameters and the institution's protocol id; it answers with two fresh
-   X25519 public keys.
-2. `secagg_share`: its neighbours' public keys; it answers with one AES-GCM ciphertext of
-   Shamir shares per neighbour (only the neighbour can read it).
+   X25519 public keys, its name and its signature over them.
+2. `secagg_share`: its neighbours' signed public keys; it answers with one AES-GCM ciphertext
+   of Shamir shares per neighbour (only the neighbour can read it).
 3. the ordinary `train` message, plus the ciphertexts addressed to it; it answers with its
    masked update instead of its adapter.
-4. `secagg_unmask`: who sent a masked update and who dropped out; it answers with the shares
-   the server needs to remove the masks of the sum, and nothing more.
+4. `secagg_confirm`: the list of institutions whose masked update was summed; it answers with
+   its signature over that list (the consistency check).
+5. `secagg_unmask`: its share holders' signatures over the same list; it answers with the
+   shares the server needs to remove the masks of the sum, and nothing more.
 
 Institutions are numbered 1..n within a round (`secagg-id`): Shamir x-coordinates must be small
 non-zero field elements, and Flower's 64-bit node ids do not fit a signed config integer.
@@ -24,7 +26,7 @@ import numpy as np
 from flwr.app import ConfigRecord
 from flwr.app.typing import ConfigRecordValues
 
-from fedpeft.common.crypto.secagg import AdvertisedKeys
+from fedpeft.common.crypto.secagg import AdvertisedKeys, SignedKeys
 from fedpeft.common.errors import SecurityError
 
 RECORD = "secagg"
@@ -32,8 +34,10 @@ RECORD = "secagg"
 
 SETUP = "train.secagg_setup"
 SHARE = "train.secagg_share"
+CONFIRM = "train.secagg_confirm"
 UNMASK = "train.secagg_unmask"
-ACTIONS = {SETUP: "secagg_setup", SHARE: "secagg_share", UNMASK: "secagg_unmask"}
+ACTIONS = {SETUP: "secagg_setup", SHARE: "secagg_share", CONFIRM: "secagg_confirm",
+           UNMASK: "secagg_unmask"}
 
 MASKED_ARRAY = "secagg-masked"
 """The one array of a masked update: the masked ring vector (values, then the example count),
@@ -43,9 +47,11 @@ ID = "secagg-id"
 IDS = "ids"
 CIPHER_KEYS = "cipher-keys"
 MASK_KEYS = "mask-keys"
+NAMES = "names"
+SIGNATURES = "signatures"
 PAYLOADS = "payloads"
 SURVIVORS = "survivors"
-DROPPED = "dropped"
+SIGNATURE = "signature"
 CLIPPED = "secagg-clipped"
 """Reply metric: how many update values fell outside secure_aggregation.clip_range."""
 
@@ -67,27 +73,40 @@ def non_empty(values: Mapping[str, ConfigRecordValues]) -> dict[str, ConfigRecor
     return {key: value for key, value in values.items() if value != []}
 
 
-def keys_record(keys: Mapping[int, AdvertisedKeys]) -> dict[str, ConfigRecordValues]:
-    """Public keys by protocol id, as parallel lists a ConfigRecord can hold."""
+def keys_record(keys: Mapping[int, SignedKeys]) -> dict[str, ConfigRecordValues]:
+    """Signed public keys by protocol id, as parallel lists a ConfigRecord can hold.
+
+    Names and signatures are left out when any is empty (institutions without an identity):
+    Flower cannot size an empty string, and a reader then sees every key as unsigned.
+    """
     ids = sorted(keys)
-    return non_empty({
+    record: dict[str, ConfigRecordValues] = {
         IDS: ids,
-        CIPHER_KEYS: [keys[i].cipher_public for i in ids],
-        MASK_KEYS: [keys[i].mask_public for i in ids],
-    })
+        CIPHER_KEYS: [keys[i].keys.cipher_public for i in ids],
+        MASK_KEYS: [keys[i].keys.mask_public for i in ids],
+    }
+    if all(keys[i].name and keys[i].signature for i in ids):
+        record.update({NAMES: [keys[i].name for i in ids],
+                       SIGNATURES: [keys[i].signature for i in ids]})
+    return non_empty(record)
 
 
-def read_keys(record: ConfigRecord) -> dict[int, AdvertisedKeys]:
+def read_keys(record: ConfigRecord) -> dict[int, SignedKeys]:
     """The inverse of `keys_record`; SecurityError when the lists do not line up."""
     ids = read_ids(record, IDS)
     cipher = _bytes_list(record, CIPHER_KEYS, len(ids))
     mask = _bytes_list(record, MASK_KEYS, len(ids))
-    return {i: AdvertisedKeys(cipher_public=c, mask_public=m) for i, c, m in zip(ids, cipher, mask)}
+    unsigned = NAMES not in record and SIGNATURES not in record
+    names = [""] * len(ids) if unsigned else _str_list(record, NAMES, len(ids))
+    signatures = [b""] * len(ids) if unsigned else _bytes_list(record, SIGNATURES, len(ids))
+    return {i: SignedKeys(AdvertisedKeys(cipher_public=c, mask_public=m), name, signature)
+            for i, c, m, name, signature in zip(ids, cipher, mask, names, signatures)}
 
 
 def payloads_record(payloads: Mapping[int, bytes]) -> dict[str, ConfigRecordValues]:
-    """Opaque byte strings by protocol id (share ciphertexts or shares)."""
-    ids = sorted(payloads)
+    """Opaque byte strings by protocol id (share ciphertexts, shares or signatures); empty
+    ones (the signatures of institutions without an identity) are left out."""
+    ids = sorted(i for i, payload in payloads.items() if payload)
     return non_empty({IDS: ids, PAYLOADS: [payloads[i] for i in ids]})
 
 
@@ -169,6 +188,27 @@ def read_ids(record: ConfigRecord, key: str) -> list[int]:
     if len(set(value)) != len(value):
         raise SecurityError(f"secure aggregation record: {key!r} repeats an id")
     return [v for v in value if isinstance(v, int)]
+
+
+def signature_record(signature: bytes) -> dict[str, ConfigRecordValues]:
+    """A confirmation; nothing for an institution without an identity (an empty signature)."""
+    return {SIGNATURE: signature} if signature else {}
+
+
+def read_signature(record: ConfigRecord) -> bytes:
+    """The inverse of `signature_record`."""
+    value = record.get(SIGNATURE, b"")
+    if not isinstance(value, bytes):
+        raise SecurityError(f"secure aggregation record: {SIGNATURE!r} must be bytes")
+    return value
+
+
+def _str_list(record: ConfigRecord, key: str, length: int) -> list[str]:
+    value = record.get(key, [])
+    if (not isinstance(value, list) or len(value) != length
+            or not all(isinstance(v, str) for v in value)):
+        raise SecurityError(f"secure aggregation record: {key!r} must be {length} strings")
+    return list(value)
 
 
 def _bytes_list(record: ConfigRecord, key: str, length: int) -> list[bytes]:

@@ -6,10 +6,12 @@ synthetic reply holding the unmasked weighted mean and the summed example count,
 FedProx, FedAdam, FedYogi and FedAvgM apply their own server step to it unchanged.
 
 The extra protocol stages (`fedpeft.common.wire.secagg`) run on the same Flower `Grid` inside
-`configure_train` (key exchange) and `aggregate_train` (unmasking). Institutions that do not
-answer a stage drop out of the round; up to `secure_aggregation.max_dropouts` of them after the
-key exchange are tolerated. Beyond that the round is aborted: the global adapter stays as it
-was, the failure is recorded, and the next round starts afresh.
+`configure_train` (key exchange) and `aggregate_train` (consistency check, unmasking). Each
+stage message carries the run config, from which the institution locates its bundle (its
+signing key and roster). Institutions that do not answer a stage drop out of the round; up to
+`secure_aggregation.max_dropouts` of the invited institutions in total are tolerated. Beyond
+that the round is aborted: the global adapter stays as it was, the failure is recorded, and the
+next round starts afresh. (The institutions refuse such a round themselves, too.)
 """
 
 from __future__ import annotations
@@ -27,16 +29,29 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedpeft.common.adapter.state import AdapterState, from_array_record
-from fedpeft.common.config import RunConfig
+from fedpeft.common.config import RunConfig, to_wire
 from fedpeft.common.config.plan import RoundPlanner
-from fedpeft.common.crypto.secagg import AdvertisedKeys, SecAggParams, SecAggServer
+from fedpeft.common.crypto.secagg import SecAggParams, SecAggServer, SignedKeys
+from fedpeft.common.crypto.secagg.params import GRAPH_SEED_SIZE
 from fedpeft.common.errors import RoundAborted, SecurityError
 from fedpeft.common.wire import secagg as wire
-from fedpeft.common.wire.names import ARRAYS, NON_AVERAGED_METRICS, NUM_EXAMPLES
+from fedpeft.common.wire.names import (
+    ARRAYS,
+    CONFIG,
+    NON_AVERAGED_METRICS,
+    NUM_EXAMPLES,
+    NUM_ROUNDS,
+    RUN_CONFIG,
+    RUN_CONFIG_SIGNATURE,
+)
 from fedpeft.server.round_recorder import RoundRecorder
 from fedpeft.server.strategies.wrapper import StrategyWrapper
 
 logger = logging.getLogger(__name__)
+
+_SIGNED_RUN_CONFIG = (RUN_CONFIG, NUM_ROUNDS, RUN_CONFIG_SIGNATURE)
+"""What a stage message carries of the train config: the run config as the server signed it
+(`fedpeft.common.wire.run_record`), which the institution checks before it uses it."""
 
 
 @dataclass
@@ -66,6 +81,7 @@ class SecureAggregationStrategy(StrategyWrapper):
         self.recorder = recorder
         self._grid: Grid | None = None
         self._round: _RoundState | None = None
+        self._run_config = ConfigRecord()
 
     def settings(self) -> str:
         sa = self.cfg.secure_aggregation
@@ -80,6 +96,8 @@ class SecureAggregationStrategy(StrategyWrapper):
     ) -> Iterable[Message]:
         self._grid = grid
         self._round = None
+        self._run_config = ConfigRecord({key: config[key] for key in _SIGNED_RUN_CONFIG
+                                         if key in config})
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         if not messages:
             return messages
@@ -93,10 +111,12 @@ class SecureAggregationStrategy(StrategyWrapper):
             ring_bits=sa.ring_bits, quantization_bits=sa.quantization_bits,
             clip_range=sa.clip_range, threshold=threshold,
             context=wire.round_context(self.federation_id, self.run_id, server_round),
+            participants=len(node_ids), degree=degree, max_dropouts=sa.max_dropouts,
+            graph_seed=os.urandom(GRAPH_SEED_SIZE),
         )
         ids = list(range(1, len(node_ids) + 1))
         state = _RoundState(
-            server=SecAggServer(params, ids, degree, graph_seed=os.urandom(32)),
+            server=SecAggServer(params),
             params=params,
             node_of=dict(zip(ids, node_ids)),
             current=from_array_record(arrays),
@@ -130,7 +150,7 @@ class SecureAggregationStrategy(StrategyWrapper):
                        params: SecAggParams) -> dict[int, dict[int, bytes]]:
         setup = {sid: ConfigRecord({**params.to_record(), wire.ID: sid}) for sid in state.node_of}
         replies = self._stage(server_round, state, wire.SETUP, setup)
-        keys: dict[int, AdvertisedKeys] = {}
+        keys: dict[int, SignedKeys] = {}
         for sid, record in replies.items():
             try:
                 advertised = wire.read_keys(record)
@@ -154,9 +174,12 @@ class SecureAggregationStrategy(StrategyWrapper):
                inputs: Mapping[int, ConfigRecord]) -> dict[int, ConfigRecord]:
         """One request/reply exchange with the institutions in `inputs`; silent ones drop out."""
         assert self._grid is not None
+        run_config = self._run_config
+        if RUN_CONFIG not in run_config:  # driven without a run loop: nothing was signed
+            run_config = ConfigRecord({RUN_CONFIG: to_wire(self.cfg)})
         messages = [
-            Message(RecordDict({wire.RECORD: record}), dst_node_id=state.node_of[sid],
-                    message_type=message_type)
+            Message(RecordDict({wire.RECORD: record, CONFIG: run_config}),
+                    dst_node_id=state.node_of[sid], message_type=message_type)
             for sid, record in inputs.items()
         ]
         state.bytes_sent += sum(record.count_bytes() for record in inputs.values())
@@ -208,12 +231,22 @@ class SecureAggregationStrategy(StrategyWrapper):
             template = template or reply
         try:
             survivors, _ = state.server.receive_masked(vectors)
-            unmask = {}
-            for sid in survivors:
-                alive, gone = state.server.unmask_request(sid)
-                unmask[sid] = ConfigRecord(wire.non_empty({
-                    **state.params.to_record(), wire.ID: sid,
-                    wire.SURVIVORS: alive, wire.DROPPED: gone}))
+            confirm = {sid: ConfigRecord({**state.params.to_record(), wire.ID: sid,
+                                          wire.SURVIVORS: survivors})
+                       for sid in survivors}
+            state.seconds += time.perf_counter() - started
+            answers = self._stage(server_round, state, wire.CONFIRM, confirm)
+            started = time.perf_counter()
+            signatures = {}
+            for sid, record in answers.items():
+                try:
+                    signatures[sid] = wire.read_signature(record)
+                except SecurityError as err:
+                    self._refuse(server_round, state, sid, f"confirmation refused: {err}")
+            forwarded = state.server.receive_confirmations(signatures)
+            unmask = {sid: ConfigRecord({**state.params.to_record(), wire.ID: sid,
+                                         **wire.payloads_record(held)})
+                      for sid, held in forwarded.items()}
             state.seconds += time.perf_counter() - started
             answers = self._stage(server_round, state, wire.UNMASK, unmask)
             started = time.perf_counter()

@@ -2,16 +2,25 @@
 
 The ClientApp creates a `SecAggClient` when the round's first secure-aggregation message
 arrives and calls one method per server message, in order: `advertise`, `share_keys`,
-`receive_shares`, `mask`, `unmask`. Each may be called once; a request out of order is the
-server's mistake or an attack and raises SecurityError. Asking twice for a masked vector
-would be the worst of these: the difference of two vectors masked with the same seeds is the
-difference of the plaintexts.
+`receive_shares`, `mask`, `confirm_survivors`, `unmask`. Each may be called once; a request
+out of order is the server's mistake or an attack and raises SecurityError. Asking twice for a
+masked vector would be the worst of these: the difference of two vectors masked with the same
+seeds is the difference of the plaintexts.
+
+Against a malicious server (Bell et al. 2020): with an `Identity`, the advertised keys are
+signed and every neighbour's are verified against this institution's own roster before any
+share leaves (`authentication`); the neighbours must be this node's neighbours in the graph
+the public graph seed fixes, with no more missing than max_dropouts; the survivor list is
+signed once, checked against max_dropouts in total, and shares are released only after
+`threshold` share holders signed the same list. Without an identity (a run that exchanges
+unsealed updates, where the institution consented to plaintext) none of that can be checked:
+the protocol then only holds against an honest-but-curious server.
 
 Between messages the ClientApp keeps `to_bytes()` in Flower's `Context.state`, which never
 leaves the institution's node. That state holds private material: the two private keys and
 the self-mask seed until the vector is masked, and the shares of the neighbours' secrets
 until they are released. Secrets are dropped from the state as soon as they are no longer
-needed.
+needed. The identity (its signing key) is never part of it.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedpeft.common.crypto.seal import RandBytes, _random
 from fedpeft.common.crypto.secagg import shamir
@@ -37,7 +47,17 @@ from fedpeft.common.crypto.secagg.agreement import (
     public_key_bytes,
     share_key,
 )
+from fedpeft.common.crypto.secagg.authentication import (
+    Identity,
+    SignedKeys,
+    check_roster_names,
+    sign_keys,
+    sign_survivors,
+    verify_keys,
+    verify_survivors,
+)
 from fedpeft.common.crypto.secagg.encoding import encode
+from fedpeft.common.crypto.secagg.graph import neighbour_graph
 from fedpeft.common.crypto.secagg.nodes import is_node_id
 from fedpeft.common.crypto.secagg.params import AdvertisedKeys, SecAggParams
 from fedpeft.common.crypto.secagg.prg import MASK_SEED_SIZE, MAX_RING_BITS, expand_mask
@@ -46,7 +66,7 @@ from fedpeft.common.ring import max_round_weight
 
 _log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 _BUNDLE_SIZE = 2 * shamir.SHARE_SIZE
 """A share bundle: the share of the self-mask seed, then the share of the mask private key."""
 
@@ -57,13 +77,14 @@ class _Stage(str, Enum):
     SHARED = "shared"
     RECEIVED = "received"
     MASKED = "masked"
+    CONFIRMED = "confirmed"
     DONE = "done"
 
 
 # Which secrets the state holds at each stage; `from_bytes` refuses any other combination.
 _HAS_KEYS = {_Stage.ADVERTISED, _Stage.SHARED, _Stage.RECEIVED}
 _HAS_SEED = {_Stage.SHARED, _Stage.RECEIVED}
-_HAS_SHARES = {_Stage.SHARED, _Stage.RECEIVED, _Stage.MASKED}
+_HAS_SHARES = {_Stage.SHARED, _Stage.RECEIVED, _Stage.MASKED, _Stage.CONFIRMED}
 
 
 @dataclass(frozen=True)
@@ -83,16 +104,22 @@ class SecAggClient:
     """The state and steps of one institution (`node_id`) in one round."""
 
     def __init__(
-        self, node_id: int, params: SecAggParams, *, randbytes: RandBytes = os.urandom
+        self, node_id: int, params: SecAggParams, identity: Identity | None, *,
+        randbytes: RandBytes = os.urandom,
     ) -> None:
-        """`randbytes` supplies the private keys, the self-mask seed and the nonces; tests
-        pass a seeded source to reproduce a round."""
-        if not is_node_id(node_id):
-            raise ValueError(f"{node_id!r} is not a node id (an int in [1, 2**64))")
+        """`identity` signs and verifies (None: unauthenticated, see the module docstring);
+        `randbytes` supplies the private keys, the self-mask seed and the nonces; tests pass a
+        seeded source to reproduce a round."""
         if not isinstance(params, SecAggParams):
             raise TypeError(f"expected SecAggParams, got {type(params).__name__}")
+        if not is_node_id(node_id) or node_id > params.participants:
+            raise SecurityError(
+                f"protocol id {node_id!r} is not one of the round's {params.participants} "
+                "participants"
+            )
         self._node_id = node_id
         self._params = params
+        self._identity = identity
         self._randbytes = randbytes
         self._stage = _Stage.NEW
         self._cipher_key: bytes | None = None
@@ -101,6 +128,9 @@ class SecAggClient:
         self._neighbours: dict[int, AdvertisedKeys] = {}
         # Shares this node holds, by owner (itself included): (seed share, mask-key share).
         self._held: dict[int, tuple[bytes, bytes]] = {}
+        # Neighbours' enrolled signing keys (raw), verified at share_keys.
+        self._signers: dict[int, bytes] = {}
+        self._survivors: tuple[int, ...] = ()
 
     @property
     def node_id(self) -> int:
@@ -110,21 +140,28 @@ class SecAggClient:
     def params(self) -> SecAggParams:
         return self._params
 
-    def advertise(self) -> AdvertisedKeys:
-        """Stage 1: fresh key pairs for this round; the public halves go to the server."""
+    def advertise(self) -> SignedKeys:
+        """Stage 1: fresh key pairs for this round; the public halves, signed, go to the
+        server (unsigned, with an empty name, without an identity)."""
         self._require_stage(_Stage.NEW, "advertise")
         cipher_key = generate_private_key(self._randbytes)
         mask_key = generate_private_key(self._randbytes)
         self._cipher_key = private_key_bytes(cipher_key)
         self._mask_key = private_key_bytes(mask_key)
         self._stage = _Stage.ADVERTISED
-        return AdvertisedKeys(public_key_bytes(cipher_key), public_key_bytes(mask_key))
+        keys = AdvertisedKeys(public_key_bytes(cipher_key), public_key_bytes(mask_key))
+        if self._identity is None:
+            return SignedKeys(keys, "", b"")
+        return sign_keys(self._identity, self._params, self._node_id, keys)
 
-    def share_keys(self, neighbours: Mapping[int, AdvertisedKeys]) -> dict[int, bytes]:
-        """Stage 2: split the self-mask seed and the mask private key among the neighbours
-        and this node; return each neighbour's share bundle, encrypted to it."""
+    def share_keys(self, neighbours: Mapping[int, SignedKeys]) -> dict[int, bytes]:
+        """Stage 2: check the neighbours (graph, count, signatures), then split the self-mask
+        seed and the mask private key among them and this node; return each neighbour's share
+        bundle, encrypted to it."""
         self._require_stage(_Stage.ADVERTISED, "share_keys")
-        peers = self._checked_neighbours(neighbours)
+        self._check_graph(neighbours)
+        signers = self._verified_signers(neighbours)
+        peers = self._checked_neighbours({node: ad.keys for node, ad in neighbours.items()})
         threshold = self._params.threshold
         if len(peers) + 1 < threshold:
             raise SecurityError(
@@ -145,6 +182,7 @@ class SecAggClient:
                 key, bundle, context, self._node_id, peer, randbytes=self._randbytes
             )
         self._neighbours = peers
+        self._signers = signers
         self._self_seed = seed
         self._held = {self._node_id: (seed_shares[self._node_id], key_shares[self._node_id])}
         self._stage = _Stage.SHARED
@@ -211,39 +249,71 @@ class SecAggClient:
                       self._params.clip_range)
         return MaskedInput(vector, clipped)
 
-    def unmask(self, survivors: Collection[int], dropped: Collection[int]) -> dict[int, bytes]:
-        """Stage 4: the share of the self-mask seed of each survivor this node holds one of
-        (itself included), and the share of the mask private key of each dropped node.
+    def confirm_survivors(self, survivors: Collection[int]) -> bytes:
+        """Consistency check, part 1: accept the survivor list (the institutions whose masked
+        vector the server says it summed) and sign it; an institution signs one list per round.
 
-        `survivors` may list every surviving node or only this node's neighbours; `dropped`
-        must name only neighbours that completed stage 2 with this node. The refusals keep
-        the server from ever holding both secrets of one node: with the seed and the mask
-        key it could unmask that node's vector alone.
+        More missing institutions than max_dropouts in total are refused: the distributed DP
+        noise is sized for that many, and fewer survivors would carry less of it.
         """
-        self._require_stage(_Stage.MASKED, "unmask")
-        alive, gone = set(survivors), set(dropped)
-        both = alive & gone
-        if both:
-            raise SecurityError(f"nodes {sorted(both)} listed both as survivors and as dropped")
+        self._require_stage(_Stage.MASKED, "confirm_survivors")
+        alive = self._checked_ids(survivors, "survivor list")
         if self._node_id not in alive:
             raise SecurityError(f"node {self._node_id} is missing from the survivors it is sent")
-        strangers = gone - self._held.keys()
-        if strangers:
+        params = self._params
+        missing = params.participants - len(alive)
+        if missing > params.max_dropouts:
             raise SecurityError(
-                f"asked for the mask keys of nodes {sorted(strangers, key=str)} that did not "
-                f"exchange shares with node {self._node_id}"
+                f"node {self._node_id} refuses to unmask: {missing} of {params.participants} "
+                f"institutions dropped out, more than max_dropouts={params.max_dropouts}"
             )
+        self._survivors = tuple(sorted(alive))
+        self._stage = _Stage.CONFIRMED
+        if self._identity is None:
+            return b""
+        return sign_survivors(self._identity, params, self._survivors)
+
+    def unmask(self, signatures: Mapping[int, bytes]) -> dict[int, bytes]:
+        """Consistency check, part 2, and stage 4: with `threshold` share holders' signatures
+        over the list this node signed (`signatures` by neighbour), the share of the self-mask
+        seed of each survivor it holds one of (itself included), and the share of the mask
+        private key of each neighbour that exchanged shares but is not a survivor.
+
+        Both come from the one signed list, so no owner's two secrets are ever released; the
+        signatures make that list the one every honest holder was told.
+        """
+        self._require_stage(_Stage.CONFIRMED, "unmask")
+        alive = set(self._survivors)
         holders = sorted(alive & self._held.keys())
-        if len(holders) < self._params.threshold:
+        threshold = self._params.threshold
+        if len(holders) < threshold:
             raise SecurityError(
                 f"only {len(holders)} survivors exchanged shares with node {self._node_id}, "
-                f"fewer than the threshold {self._params.threshold}"
+                f"fewer than the threshold {threshold}"
             )
+        if self._identity is not None:
+            self._check_confirmations(holders, signatures)
+        gone = sorted(self._held.keys() - alive)
         released = {owner: self._held[owner][0] for owner in holders}
-        released.update({owner: self._held[owner][1] for owner in sorted(gone)})
+        released.update({owner: self._held[owner][1] for owner in gone})
         self._held = {}
+        self._survivors = ()
         self._stage = _Stage.DONE
         return released
+
+    def _check_confirmations(self, holders: list[int], signatures: Mapping[int, bytes]) -> None:
+        confirmed = 1  # this node signed its own list
+        for peer in holders:
+            if peer == self._node_id or peer not in signatures:
+                continue
+            public = Ed25519PublicKey.from_public_bytes(self._signers[peer])
+            verify_survivors(public, self._params, self._survivors, signatures[peer], peer)
+            confirmed += 1
+        if confirmed < self._params.threshold:
+            raise SecurityError(
+                f"node {self._node_id} refuses to unmask: only {confirmed} of its share holders "
+                f"confirmed the survivor list, fewer than the threshold {self._params.threshold}"
+            )
 
     def to_bytes(self) -> bytes:
         """The whole state between stages, private keys included: keep it on this node."""
@@ -262,11 +332,15 @@ class SecAggClient:
                            self._neighbours.items()},
             "held": {str(node): [seed.hex(), key.hex()] for node, (seed, key) in
                      self._held.items()},
+            "authenticated": self._identity is not None,
+            "signers": {str(node): key.hex() for node, key in self._signers.items()},
+            "survivors": list(self._survivors),
         }
         return json.dumps(state, sort_keys=True).encode()
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, randbytes: RandBytes = os.urandom) -> SecAggClient:
+    def from_bytes(cls, data: bytes, identity: Identity | None, *,
+                   randbytes: RandBytes = os.urandom) -> SecAggClient:
         """Restore `to_bytes` output; SecurityError if it is not a consistent client state."""
         try:
             state = json.loads(data)
@@ -274,7 +348,9 @@ class SecAggClient:
                 raise ValueError("unsupported version")
             record = dict(state["params"])
             record["context"] = bytes.fromhex(record["context"])
-            client = cls(state["node_id"], SecAggParams.from_record(record), randbytes=randbytes)
+            record["graph_seed"] = bytes.fromhex(record["graph_seed"])
+            client = cls(state["node_id"], SecAggParams.from_record(record), identity,
+                         randbytes=randbytes)
             client._stage = _Stage(state["stage"])
             client._cipher_key = _unhex(state["cipher_key"])
             client._mask_key = _unhex(state["mask_key"])
@@ -287,8 +363,18 @@ class SecAggClient:
                 int(node): (bytes.fromhex(seed), bytes.fromhex(key))
                 for node, (seed, key) in state["held"].items()
             }
+            client._signers = {int(node): bytes.fromhex(key)
+                               for node, key in state["signers"].items()}
+            client._survivors = tuple(int(node) for node in state["survivors"])
+            authenticated = state["authenticated"]
         except (ValueError, TypeError, KeyError, AttributeError, SecurityError):
             raise SecurityError("malformed secure-aggregation client state") from None
+        if authenticated is not (identity is not None):
+            raise SecurityError(
+                "secure aggregation: this round started "
+                f"{'with' if authenticated else 'without'} the institution's identity and "
+                "cannot continue otherwise"
+            )
         client._check_consistent()
         return client
 
@@ -301,6 +387,9 @@ class SecAggClient:
             or has_keys != (self._stage in _HAS_KEYS)
             or (self._self_seed is not None) != (self._stage in _HAS_SEED)
             or bool(self._held) != (self._stage in _HAS_SHARES)
+            or bool(self._survivors) != (self._stage is _Stage.CONFIRMED)
+            or (self._identity is not None and self._stage in _HAS_SHARES
+                and self._signers.keys() != self._neighbours.keys())
         ):
             raise SecurityError("malformed secure-aggregation client state")
 
@@ -310,6 +399,48 @@ class SecAggClient:
                 f"node {self._node_id} refuses {step}: expected at stage '{stage.value}', "
                 f"the round is at stage '{self._stage.value}'"
             )
+
+    def _check_graph(self, neighbours: Mapping[int, object]) -> None:
+        """The neighbours must be this node's in the graph the round's public seed fixes, and
+        at most max_dropouts of those may be missing: a server that picks who shares with whom,
+        or leaves an institution with a handful of holders, is refused."""
+        params = self._params
+        graph = neighbour_graph(range(1, params.participants + 1), params.degree,
+                                params.graph_seed)
+        expected = set(graph[self._node_id])
+        strangers = set(neighbours) - expected
+        if strangers:
+            raise SecurityError(
+                f"node {self._node_id} was given neighbours {sorted(strangers, key=str)} that "
+                "are not its neighbours in the round's graph"
+            )
+        missing = len(expected) - len(neighbours)
+        if missing > params.max_dropouts:
+            raise SecurityError(
+                f"node {self._node_id} was given {len(neighbours)} of its {len(expected)} "
+                f"neighbours: too few neighbours (max_dropouts={params.max_dropouts})"
+            )
+
+    def _verified_signers(self, neighbours: Mapping[int, SignedKeys]) -> dict[int, bytes]:
+        """Each neighbour's enrolled signing key (raw), after checking its signed keys."""
+        for advert in neighbours.values():
+            if not isinstance(advert, SignedKeys):
+                raise TypeError(f"expected SignedKeys, got {type(advert).__name__}")
+        if self._identity is None:
+            return {}
+        signers: dict[int, bytes] = {}
+        for node, advert in sorted(neighbours.items()):
+            public = verify_keys(self._identity, self._params, node, advert)
+            signers[node] = public.public_bytes_raw()
+        check_roster_names(neighbours, self._identity.name)
+        return signers
+
+    def _checked_ids(self, nodes: Collection[int], what: str) -> set[int]:
+        ids = list(nodes)
+        if len(set(ids)) != len(ids) or not all(
+                is_node_id(node) and node <= self._params.participants for node in ids):
+            raise SecurityError(f"node {self._node_id} was sent a malformed {what}")
+        return set(ids)
 
     def _checked_neighbours(
         self, neighbours: Mapping[int, AdvertisedKeys]

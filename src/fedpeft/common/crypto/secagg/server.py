@@ -13,16 +13,20 @@ Which stage sets what:
 - U2 (`route_shares`): nodes that sent share bundles; they and only they mask with each other.
 - U3 (`receive_masked`): nodes of U2 that sent a masked vector: the survivors, whose updates
   are in the result even if they vanish before stage 4. U2 - U3 are the dropped nodes.
+- U4 (`receive_confirmations`): survivors that signed the survivor list (the consistency
+  check); each is sent its share holders' signatures so it can check they were told the same.
 - stage 4 (`unmask`): any `threshold` holders per secret suffice; the rest may be gone.
 
-At every stage the server aborts the round (RoundAborted) as soon as some secret it will need
-has fewer than `threshold` live holders, rather than waiting for the last stage to fail.
+At every stage the server aborts the round (RoundAborted) as soon as more than max_dropouts of
+the invited institutions are missing in total (the distributed DP noise is sized for that
+many), or some secret it will need has fewer than `threshold` live holders, rather than
+waiting for the last stage to fail. The honest clients refuse the same conditions themselves.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -36,6 +40,7 @@ from fedpeft.common.crypto.secagg.agreement import (
     mask_seed,
     public_key_bytes,
 )
+from fedpeft.common.crypto.secagg.authentication import SignedKeys
 from fedpeft.common.crypto.secagg.encoding import decode_mean
 from fedpeft.common.crypto.secagg.graph import neighbour_graph
 from fedpeft.common.crypto.secagg.params import AdvertisedKeys, SecAggParams
@@ -51,8 +56,9 @@ class _Stage(Enum):
     KEYS = 1
     SHARES = 2
     MASKED = 3
-    UNMASK = 4
-    DONE = 5
+    CONFIRM = 4
+    UNMASK = 5
+    DONE = 6
 
 
 @dataclass(frozen=True)
@@ -69,22 +75,17 @@ class AggregateResult:
 class SecAggServer:
     """The aggregator's state for one round; call the stages in order, each once."""
 
-    def __init__(
-        self, params: SecAggParams, node_ids: Sequence[int], degree: int, graph_seed: bytes
-    ) -> None:
-        """`graph_seed` is public: fresh per round, it decides who shares with whom."""
+    def __init__(self, params: SecAggParams) -> None:
+        """The round's institutions are the protocol ids 1..params.participants; the public
+        `params.graph_seed`, fresh per round, decides who shares with whom."""
         if not isinstance(params, SecAggParams):
             raise TypeError(f"expected SecAggParams, got {type(params).__name__}")
         self._params = params
-        self._graph = neighbour_graph(node_ids, degree, graph_seed)
-        holders = min(len(neighbours) for neighbours in self._graph.values()) + 1
-        if holders < params.threshold:
-            raise ValueError(
-                f"threshold {params.threshold} exceeds the {holders} share holders "
-                f"(neighbours + 1) of a {len(self._graph)}-node graph of degree {degree}"
-            )
+        self._graph = neighbour_graph(range(1, params.participants + 1), params.degree,
+                                      params.graph_seed)
         self._stage = _Stage.KEYS
         self._keys: dict[int, AdvertisedKeys] = {}
+        self._confirmed: frozenset[int] = frozenset()
         self._sharers: frozenset[int] = frozenset()
         self._survivors: tuple[int, ...] = ()
         self._dropped: tuple[int, ...] = ()
@@ -100,28 +101,30 @@ class SecAggServer:
         return self._params
 
     def receive_keys(
-        self, keys: Mapping[int, AdvertisedKeys]
-    ) -> dict[int, dict[int, AdvertisedKeys]]:
-        """Stage 1 -> 2: for each node that advertised, its advertising neighbours' keys."""
+        self, keys: Mapping[int, SignedKeys]
+    ) -> dict[int, dict[int, SignedKeys]]:
+        """Stage 1 -> 2: for each node that advertised, its advertising neighbours' signed
+        keys (the neighbours verify the signatures; the server has no roster to)."""
         self._require_stage(_Stage.KEYS, "receive_keys")
         owners: dict[bytes, int] = {}
         for node, advertised in sorted(keys.items()):
             self._require_member(node, self._graph, "advertised keys")
-            if not isinstance(advertised, AdvertisedKeys):
-                raise TypeError(f"expected AdvertisedKeys, got {type(advertised).__name__}")
-            for public in (advertised.cipher_public, advertised.mask_public):
+            if not isinstance(advertised, SignedKeys):
+                raise TypeError(f"expected SignedKeys, got {type(advertised).__name__}")
+            for public in (advertised.keys.cipher_public, advertised.keys.mask_public):
                 if public in owners:
                     raise SecurityError(
                         f"node {node} advertised a public key already used by node "
                         f"{owners[public]}"
                     )
                 owners[public] = node
-        self._keys = dict(keys)
+        self._keys = {node: advertised.keys for node, advertised in keys.items()}
+        self._check_total(self._keys, "after the key exchange")
         self._check_holders(self._keys.keys(), self._keys.keys(), "after the key exchange")
         self._stage = _Stage.SHARES
         return {
-            node: {peer: self._keys[peer] for peer in self._graph[node] if peer in self._keys}
-            for node in sorted(self._keys)
+            node: {peer: keys[peer] for peer in self._graph[node] if peer in keys}
+            for node in sorted(keys)
         }
 
     def route_shares(self, sent: Mapping[int, Mapping[int, bytes]]) -> dict[int, dict[int, bytes]]:
@@ -145,6 +148,7 @@ class SecAggServer:
                 if not isinstance(ciphertext, bytes):
                     raise SecurityError(f"node {source} sent a share bundle that is not bytes")
         self._sharers = frozenset(sent)
+        self._check_total(self._sharers, "after the share exchange")
         self._check_holders(self._sharers, self._sharers, "after the share exchange")
         self._stage = _Stage.MASKED
         inboxes: dict[int, dict[int, bytes]] = {node: {} for node in sorted(self._sharers)}
@@ -177,24 +181,49 @@ class SecAggServer:
         survivors = frozenset(vectors)
         self._survivors = tuple(sorted(survivors))
         self._dropped = tuple(sorted(self._sharers - survivors))
+        self._check_total(survivors, "after the masked inputs")
         self._check_holders(self._sharers, survivors, "after the masked inputs")
         total = np.zeros(length or 0, dtype=np.uint64)
         for node in self._survivors:
             np.add(total, vectors[node], out=total)
         self._total = total
-        self._stage = _Stage.UNMASK
+        self._stage = _Stage.CONFIRM
         _log.info(
             "secure aggregation: %d survivors, %d dropped out after the share exchange %s",
             len(self._survivors), len(self._dropped), list(self._dropped),
         )
         return list(self._survivors), list(self._dropped)
 
+    @property
+    def survivors(self) -> tuple[int, ...]:
+        """U3: the list every survivor is sent, and signs, in the consistency check."""
+        return self._survivors
+
+    def receive_confirmations(
+        self, signatures: Mapping[int, bytes]
+    ) -> dict[int, dict[int, bytes]]:
+        """Consistency check: `signatures` (survivor -> its signature over U3) -> for each
+        signer, its share holders' signatures, which it checks before releasing anything."""
+        self._require_stage(_Stage.CONFIRM, "receive_confirmations")
+        for node, signature in signatures.items():
+            self._require_member(node, self._survivors, "a signed survivor list")
+            if not isinstance(signature, bytes):
+                raise SecurityError(f"node {node} sent a survivor signature that is not bytes")
+        self._confirmed = frozenset(signatures)
+        self._check_holders(self._sharers, self._confirmed, "after the consistency check")
+        self._stage = _Stage.UNMASK
+        return {
+            node: {peer: signatures[peer] for peer in self._graph[node] if peer in signatures}
+            for node in sorted(self._confirmed)
+        }
+
     def unmask_request(self, node_id: int) -> tuple[list[int], list[int]]:
-        """The (survivors, dropped) lists to send survivor `node_id` in stage 4: the nodes it
-        exchanged shares with (and itself), split by whether their vector arrived."""
+        """Which shares survivor `node_id` releases in stage 4: the self-mask seeds of the
+        survivors it exchanged shares with (and its own), and the mask keys of the ones that
+        dropped, as it computes them itself from the signed survivor list."""
         if self._stage is not _Stage.UNMASK:
-            raise RuntimeError("unmask_request is only valid after receive_masked")
-        self._require_member(node_id, self._survivors, "an unmask request")
+            raise RuntimeError("unmask_request is only valid after receive_confirmations")
+        self._require_member(node_id, self._confirmed, "an unmask request")
         partners = {peer for peer in self._graph[node_id] if peer in self._sharers}
         alive = sorted(partners.intersection(self._survivors) | {node_id})
         return alive, sorted(partners.intersection(self._dropped))
@@ -289,6 +318,16 @@ class SecAggServer:
             )
         return key
 
+    def _check_total(self, alive: Collection[int], when: str) -> None:
+        """RoundAborted when more than max_dropouts invited institutions are missing."""
+        params = self._params
+        missing = params.participants - len(alive)
+        if missing > params.max_dropouts:
+            raise RoundAborted(
+                f"secure aggregation: {missing} of {params.participants} institutions dropped "
+                f"out {when}; more than {MAX_DROPOUTS_SETTING}={params.max_dropouts} allows"
+            )
+
     def _check_holders(self, owners: Collection[int], alive: Collection[int], when: str) -> None:
         """RoundAborted unless every node of `owners` keeps `threshold` live share holders
         (its neighbours in `alive`, and itself if alive)."""
@@ -298,10 +337,10 @@ class SecAggServer:
         for owner in sorted(owners):
             holders = sum(peer in alive for peer in self._graph[owner]) + (owner in alive)
             if holders < threshold:
-                if owner not in alive:
-                    what = "mask key"
+                if self._stage not in (_Stage.MASKED, _Stage.CONFIRM):
+                    what = "secrets"
                 else:
-                    what = "self-mask seed" if self._stage is _Stage.MASKED else "secrets"
+                    what = "self-mask seed" if owner in self._survivors else "mask key"
                 raise RoundAborted(_too_few(owner, what, holders, threshold, when))
 
     def _require_stage(self, stage: _Stage, step: str) -> None:
