@@ -200,3 +200,23 @@ def test_empty_and_missing_ledgers(tmp_path: Path) -> None:
         False, 0, "ledger is empty (no genesis record)")
     with pytest.raises(ConfigError, match="ledger not found"):
         verify_ledger(tmp_path / "missing.jsonl")
+
+
+def test_a_record_spliced_from_another_ledger_of_the_same_key_is_caught(
+    tmp_path: Path, ledger_path: Path, key: SigningPrivateKey
+) -> None:
+    """Same key, same position, valid signature: only the previous-record hash tells that
+    record 3 was taken from another ledger (e.g. another run of the same federation)."""
+    other = tmp_path / "other.jsonl"
+    _write_ledger(other, key, bodies=[("run-start", {"config_sha256": "cd" * 32}),
+                                      ("round", {"round": 1, "institutions": ["bank-z"]}),
+                                      ("round", {"round": 2, "institutions": ["bank-z"]})])
+    lines, foreign = _read(ledger_path), _read(other)
+    lines[3] = foreign[3]
+    _write(ledger_path, lines)
+
+    report = verify_ledger(ledger_path, key.public_key())
+
+    assert (report.ok, report.first_bad, report.records) == (False, 3, 3)
+    assert report.reason.startswith("record 3 (line 4): ")
+    assert "previous-record hash" in report.reason
