@@ -312,3 +312,44 @@ def test_client_refuses_an_older_signed_global_of_the_same_run(client_setup) -> 
     train(message(3), context)
     with pytest.raises(SecurityError, match="older than version 2.*replay"):
         train(message(2), context)
+
+
+# -- revocation: from the registry file to the strategy ------------------------------------
+def test_an_institution_revoked_in_the_registry_is_refused_from_the_next_round(
+        tmp_path: Path, recorder: RoundRecorder) -> None:
+    """`fedpeft federation revoke` edits the registry file between rounds; the running
+    strategy re-reads it each round, so the revoked institution's next update is refused."""
+    from fedpeft.client.identity import load_institution_keys
+    from fedpeft.common.config import SecurityConfig
+    from fedpeft.deployment.enrolment import add_institution, init_federation, revoke_institution
+    from fedpeft.server.credentials import load_server_keys
+
+    root = tmp_path / "federation"
+    init_federation(root, ["127.0.0.1"])
+    for name in ("bank-a", "bank-b"):
+        add_institution(root, name)
+    keys = load_server_keys(SecurityConfig(credentials_dir=str(root)))
+    strategy = InstrumentedStrategy(
+        SealedStrategy(build_strategy(load_config()), keys, RUN, recorder), recorder)
+
+    def update(node: int, name: str, values: list[float], server_round: int) -> Message:
+        bundle = load_institution_keys(str(root / "institutions" / name))
+        ctx = update_context(keys.federation_id, RUN, server_round, name)
+        blob = seal_update(_weights(values), ctx, bundle.server_encryption_key,
+                           bundle.signing_key)
+        return make_message(_meta(node), _content(envelope_record(blob, SEALED_UPDATE_STYPE),
+                                                  name, 1))
+
+    _start(strategy, [0.0, 0.0])
+    arrays, _ = strategy.aggregate_train(1, [update(1, "bank-a", [1, 1], 1),
+                                             update(2, "bank-b", [3, 3], 1)])
+    np.testing.assert_allclose(arrays["w"].numpy(), [2, 2])  # both accepted
+
+    revoke_institution(root, "bank-b")
+    _start(strategy, [2.0, 2.0], server_round=2)
+    arrays, _ = strategy.aggregate_train(2, [update(1, "bank-a", [1, 1], 2),
+                                             update(2, "bank-b", [9, 9], 2)])
+    np.testing.assert_allclose(arrays["w"].numpy(), [1, 1])  # bank-b's update left out
+    failures = recorder.close(2, {}, 0.0)["failures"]
+    assert [(f["node_id"], f["phase"]) for f in failures] == [(2, "sealing")]
+    assert "revoked" in failures[0]["reason"] and "bank-b" in failures[0]["reason"]
