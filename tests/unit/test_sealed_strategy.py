@@ -275,14 +275,16 @@ def test_client_refuses_tampered_or_unsigned_global_and_keeps_its_adapter(client
     tampered = signed(other)
     blob = envelope_of(tampered, SIGNED_GLOBAL_STYPE)
     bad_globals = {
-        "tampered": envelope_record(_tamper(blob), SIGNED_GLOBAL_STYPE),
-        "unsigned": ArrayRecord({key: Array(value) for key, value in other.items()}),
-        "old round": signed(other, version=3),
-        "forged": envelope_record(sign_global(other, global_context(keys.federation_id, RUN, 0),
-                                              generate_signing_key()), SIGNED_GLOBAL_STYPE),
+        "tampered": (envelope_record(_tamper(blob), SIGNED_GLOBAL_STYPE), "signature"),
+        "unsigned": (ArrayRecord({key: Array(value) for key, value in other.items()}),
+                     "unsealed"),
+        "old round": (signed(other, version=3), "round mismatch"),
+        "forged": (envelope_record(sign_global(other, global_context(keys.federation_id, RUN, 0),
+                                               generate_signing_key()), SIGNED_GLOBAL_STYPE),
+                   "signature"),
     }
-    for case, arrays in bad_globals.items():
-        with pytest.raises(SecurityError):
+    for case, (arrays, reason) in bad_globals.items():
+        with pytest.raises(SecurityError, match=reason):
             train(message(arrays), context)
         after = learner.get_state()
         for key in trained:

@@ -112,7 +112,7 @@ def test_bad_appends_leave_the_file_untouched(
     before = path.read_bytes()
     with pytest.raises(ValueError, match="genesis"):
         ledger.append("genesis", {})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not JSON compliant"):
         ledger.append("round", {"loss": float("nan")})
 
     def failing_fsync(fd: int) -> None:
