@@ -155,7 +155,6 @@ mode = "ffa"
 
 
 def test_federation_over_tls_with_node_auth(tmp_path: Path, tiny_bert_dir: str) -> None:
-    started = time.monotonic()
     env = {**os.environ, "HOME": str(tmp_path / "home"), "FLWR_HOME": str(tmp_path / "flwr-home")}
     fed = tmp_path / "FED"
     fleet, control = _free_port(), _free_port()
@@ -243,14 +242,14 @@ def test_federation_over_tls_with_node_auth(tmp_path: Path, tiny_bert_dir: str) 
     for name in INSTITUTIONS:
         sent = [json.loads(line)["body"] for line in
                 (fed / "institutions" / name / "ledger.jsonl").read_text().splitlines()[1:]]
-        for body, record in zip(sent, trained):
+        assert len(sent) == len(trained), f"{name}: {len(sent)} updates in its own ledger"
+        for body, record in zip(sent, trained, strict=True):
             assert record["updates_sha256"][name] == body["sealed_sha256"]
     _cli(env, "report", str(folder))
     assert "secure aggregation" in (folder / "report.md").read_text().lower()
     merged = export_merged(folder / "adapter", tmp_path / "merged")
     assert (merged / "config.json").is_file()
     _assert_no_update_at_rest(folder, records[1], data, [fed / "server", logs])
-    assert time.monotonic() - started < 180
 
 
 def _assert_no_update_at_rest(run: Path, round_one: dict, data: Path, places: list[Path]) -> None:

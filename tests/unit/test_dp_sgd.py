@@ -93,7 +93,7 @@ def test_the_step_is_the_mean_of_the_rows_clipped_gradients(tiny_bert_dir, tiny_
     model.zero_grad(set_to_none=True)
     norms = torch.stack([torch.linalg.vector_norm(g) for g in rows])
     expected = torch.stack([g * min(1.0, clip / (float(n) + 1e-6))
-                            for g, n in zip(rows, norms)]).sum(dim=0) / ROWS
+                            for g, n in zip(rows, norms, strict=True)]).sum(dim=0) / ROWS
     received: list[torch.Tensor] = []
 
     def record(optimizer: torch.optim.Optimizer, *_: object) -> None:

@@ -21,7 +21,7 @@ def test_labels_are_masked_exactly_on_prompt_and_padding(tokenizer) -> None:
     table = pd.DataFrame({"prompt": ["what colour is the sky", "hi"], "response": ["blue", "hello there"]})
     examples = encode(table, tokenizer, "causal-lm", max_length=32)
     batch = collate(examples, tokenizer.pad_token_id)
-    for row, (prompt, response) in enumerate(zip(table["prompt"], table["response"])):
+    for row, (prompt, response) in enumerate(zip(table["prompt"], table["response"], strict=True)):
         prompt_ids = tokenizer(prompt)["input_ids"]
         target = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         length = len(prompt_ids) + len(target)

@@ -1,4 +1,5 @@
-"""`fedpeft audit verify`: the verdict, the pinning warning and exit codes 0 and 4."""
+"""`fedpeft audit verify`: the verdict, the pinning warning and exit codes 0 and 4, through the
+real `fedpeft` app (`fedpeft.cli.main.app`)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from fedpeft.cli import main as cli_main
-from fedpeft.cli.audit import audit_app
 from fedpeft.common.audit import Ledger
 from fedpeft.common.crypto import (
     SigningPrivateKey,
@@ -50,7 +49,7 @@ def _break(run_folder: Path) -> None:
 
 
 def test_verify_a_run_folder_without_a_pinned_key(run_folder: Path, key: SigningPrivateKey) -> None:
-    result = runner.invoke(audit_app, ["verify", str(run_folder)])
+    result = runner.invoke(cli_main.app, ["audit", "verify", str(run_folder)])
     assert result.exit_code == 0, result.output
     assert "verified" in result.output
     assert fingerprint(key.public_key()) in result.output
@@ -60,7 +59,7 @@ def test_verify_a_run_folder_without_a_pinned_key(run_folder: Path, key: Signing
 def test_verify_with_the_pinned_key(
     run_folder: Path, key: SigningPrivateKey, tmp_path: Path
 ) -> None:
-    result = runner.invoke(audit_app, ["verify", str(run_folder / "ledger.jsonl"),
+    result = runner.invoke(cli_main.app, ["audit", "verify", str(run_folder / "ledger.jsonl"),
                                        "--key", str(_pem(tmp_path, key))])
     assert result.exit_code == 0, result.output
     assert "not pinned" not in result.output
@@ -68,7 +67,7 @@ def test_verify_with_the_pinned_key(
 
 def test_a_broken_ledger_is_a_security_error(run_folder: Path) -> None:
     _break(run_folder)
-    result = runner.invoke(audit_app, ["verify", str(run_folder)])
+    result = runner.invoke(cli_main.app, ["audit", "verify", str(run_folder)])
     assert isinstance(result.exception, SecurityError) and result.exception.exit_code == 4
     message = str(result.exception)
     assert message.startswith(f"{run_folder / 'ledger.jsonl'}: record 1 (line 2): ")
@@ -77,7 +76,7 @@ def test_a_broken_ledger_is_a_security_error(run_folder: Path) -> None:
 
 
 def test_a_ledger_signed_by_another_key_fails_the_pin(run_folder: Path, tmp_path: Path) -> None:
-    result = runner.invoke(audit_app, ["verify", str(run_folder),
+    result = runner.invoke(cli_main.app, ["audit", "verify", str(run_folder),
                                        "--key", str(_pem(tmp_path, generate_signing_key()))])
     assert isinstance(result.exception, SecurityError)
     assert "record 0 (line 1)" in str(result.exception)
@@ -85,17 +84,14 @@ def test_a_ledger_signed_by_another_key_fails_the_pin(run_folder: Path, tmp_path
 
 
 def test_a_folder_without_a_ledger(tmp_path: Path) -> None:
-    result = runner.invoke(audit_app, ["verify", str(tmp_path)])
+    result = runner.invoke(cli_main.app, ["audit", "verify", str(tmp_path)])
     assert isinstance(result.exception, ConfigError) and "no ledger.jsonl" in str(result.exception)
 
 
 def test_fedpeft_audit_verify_exits_4_with_one_red_line(
     run_folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Through the console-script entry point, as `fedpeft audit verify` will run once added."""
-    app = typer.Typer()
-    app.add_typer(audit_app, name="audit")
-    monkeypatch.setattr(cli_main, "app", app)
+    """Through the console-script entry point, as `fedpeft audit verify` runs."""
     monkeypatch.setattr(sys, "argv", ["fedpeft", "audit", "verify", str(run_folder)])
     with pytest.raises(SystemExit) as exited:
         cli_main.main()
