@@ -112,15 +112,22 @@ def _duplicate_last(lines: Lines) -> None:
     lines.append(lines[-1])
 
 
+def _swap_genesis(lines: Lines) -> None:
+    lines[0], lines[1] = lines[1], lines[0]
+
+
 TAMPERING: dict[str, tuple[Callable[[Lines], None], int, str]] = {
     "edited body byte": (_edit_body, 2, "signature does not verify"),
     "edited last record": (_edit_last_body, 5, "signature does not verify"),
     "edited signature": (_edit_signature, 3, "signature does not verify"),
     "whitespace added": (_add_whitespace, 5, "not in canonical form"),
     "invalid JSON": (_break_json, 4, "not valid JSON"),
-    "middle record deleted": (lambda lines: lines.pop(2), 2, "a record was removed"),
-    "first record deleted": (lambda lines: lines.pop(0), 0, "a record was removed"),
-    "records swapped": (_swap, 2, "records were reordered"),
+    "middle record deleted": (lambda lines: lines.pop(2), 2,
+                              "sequence number 3 where 2 was expected (a record was removed)"),
+    "first record deleted": (lambda lines: lines.pop(0), 0,
+                             "sequence number 1 where 0 was expected (a record was removed)"),
+    "records swapped": (_swap, 2, "sequence number 3 where 2 was expected (records were reordered)"),
+    "genesis swapped": (_swap_genesis, 0, "records were reordered"),
     "record duplicated": (_duplicate, 3, "copy of record 2"),
     "last record duplicated": (_duplicate_last, 6, "copy of record 5"),
 }
