@@ -36,7 +36,10 @@ NEEDLE = 4
 global in runs of 4 values only, and 16 given bytes do not turn up by chance."""
 RANKS = {"bank-c": 4}
 """Heterogeneous ranks: bank-c trains rank 4 of the federation's 8 (`client join --lora-rank`)."""
-RUN_TIMEOUT_S = 170.0
+RUN_TIMEOUT_S = 1200.0
+"""A guard against a hung run, not a speed check (speed is measured under bench/): on a
+loaded 2-core machine the two rounds alone can take minutes, as can each of the five
+processes' imports of torch."""
 STOP_TIMEOUT_S = 10.0
 
 _WORDS = {"billing": ["invoice", "charge", "refund", "bill"],
@@ -136,7 +139,7 @@ fraction_evaluate = 0.0
 min_evaluate_clients = 0
 min_available_clients = 3
 min_train_clients = 3
-round_timeout = 120
+round_timeout = 600
 
 [training]
 batch_size = 4

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fedpeft.common.audit import Ledger, sha256_bytes, verify_ledger
-from fedpeft.common.audit.records import encode_line, sign_record
+from fedpeft.common.audit.records import ZERO_HASH, encode_line, genesis_body, sign_record
 from fedpeft.common.crypto import SigningPrivateKey, fingerprint, generate_signing_key
 from fedpeft.common.errors import ConfigError
 
@@ -227,3 +227,41 @@ def test_a_record_spliced_from_another_ledger_of_the_same_key_is_caught(
     assert (report.ok, report.first_bad, report.records) == (False, 3, 3)
     assert report.reason.startswith("record 3 (line 4): ")
     assert "previous-record hash" in report.reason
+
+
+def _genesis(key: SigningPrivateKey, **changes: object) -> bytes:
+    """A genesis record signed by `key` itself, with body fields changed."""
+    body = {**genesis_body(key.public_key(), "FED-1", "coordinator"), **changes}
+    return encode_line(sign_record(key, {"seq": 0, "time": "2030-01-01T00:00:00+00:00",
+                                         "kind": "genesis", "body": body, "prev": ZERO_HASH}))
+
+
+@pytest.mark.parametrize(("changes", "why"), [
+    ({"owner": 7}, "names no owner or role"),
+    ({"ledger": "auditor"}, "names no owner or role"),
+    ({"public_key": "!"}, "carries no valid public key"),
+])
+def test_a_self_signed_genesis_must_name_its_owner_role_and_key(
+    tmp_path: Path, key: SigningPrivateKey, changes: dict, why: str
+) -> None:
+    path = tmp_path / "ledger.jsonl"
+    if changes.get("public_key") == "!":  # a stray character inside the real key's base64
+        text = genesis_body(key.public_key(), "x", "coordinator")["public_key"]
+        changes = {"public_key": text[:10] + "!" + text[10:]}
+    _write(path, [_genesis(key, **changes)])
+
+    report = verify_ledger(path)
+
+    assert (report.ok, report.first_bad) == (False, 0)
+    assert report.reason.startswith("record 0 (line 1): ") and why in report.reason
+
+
+def test_a_malformed_signer_fingerprint_is_named_as_such(ledger_path: Path,
+                                                         key: SigningPrivateKey) -> None:
+    lines = _read(ledger_path)
+    _write(ledger_path, [*lines, _forged(lines, key, "not-a-fingerprint")])
+
+    report = verify_ledger(ledger_path)
+
+    assert (report.ok, report.first_bad) == (False, 6)
+    assert "signed by key a malformed fingerprint, not the ledger's key" in report.reason
