@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def _write(path: Path, lines: Lines) -> None:
 def test_an_intact_ledger_verifies(ledger_path: Path, key: SigningPrivateKey) -> None:
     report = verify_ledger(ledger_path)
     assert report.ok and report.first_bad is None and report.reason is None
+    assert report.path == ledger_path
     assert (report.records, report.owner, report.role) == (6, "FED-1", "coordinator")
     assert report.signer == fingerprint(key.public_key())
     assert report.head == sha256_bytes(_read(ledger_path)[-1])
@@ -116,6 +118,24 @@ def _swap_genesis(lines: Lines) -> None:
     lines[0], lines[1] = lines[1], lines[0]
 
 
+def _drop_field(lines: Lines) -> None:
+    record = json.loads(lines[2])
+    del record["time"]
+    lines[2] = encode_line(record)
+
+
+def _seq_as_text(lines: Lines) -> None:
+    lines[2] = lines[2].replace(b'"seq":2', b'"seq":"2"')
+
+
+def _nan_in_body(lines: Lines) -> None:
+    lines[2] = lines[2].replace(b'"round":1', b'"round":NaN')
+
+
+def _huge_number(lines: Lines) -> None:
+    lines[2] = lines[2].replace(b'"round":1', b'"round":1e999')
+
+
 TAMPERING: dict[str, tuple[Callable[[Lines], None], int, str]] = {
     "edited body byte": (_edit_body, 2, "signature does not verify"),
     "edited last record": (_edit_last_body, 5, "signature does not verify"),
@@ -128,6 +148,10 @@ TAMPERING: dict[str, tuple[Callable[[Lines], None], int, str]] = {
                              "sequence number 1 where 0 was expected (a record was removed)"),
     "records swapped": (_swap, 2, "sequence number 3 where 2 was expected (records were reordered)"),
     "genesis swapped": (_swap_genesis, 0, "records were reordered"),
+    "field removed": (_drop_field, 2, "not a ledger record (fields missing or added)"),
+    "seq as text": (_seq_as_text, 2, "a field has the wrong type"),
+    "NaN in a body": (_nan_in_body, 2, "not valid JSON"),
+    "number beyond a float": (_huge_number, 2, "not in canonical form"),
     "record duplicated": (_duplicate, 3, "copy of record 2"),
     "last record duplicated": (_duplicate_last, 6, "copy of record 5"),
 }
@@ -147,6 +171,9 @@ def test_tampering_is_caught_at_the_first_bad_record(ledger_path: Path, name: st
     assert report.reason.startswith(f"record {first_bad} (line {first_bad + 1}): ")
     assert why in report.reason and "\n" not in report.reason
     assert report.records == first_bad and not report.complete
+    assert report.path == ledger_path
+    if first_bad == 0:  # nothing verified: nothing is claimed about the ledger
+        assert (report.owner, report.role, report.signer, report.head) == (None,) * 4
 
 
 def _forged(lines: Lines, signing_key: SigningPrivateKey, claimed_signer: str | None) -> bytes:
@@ -194,7 +221,7 @@ def test_a_torn_last_line_is_reported_as_such(ledger_path: Path) -> None:
 
     report = verify_ledger(ledger_path)
 
-    assert (report.ok, report.first_bad, report.records) == (False, 5, 5)
+    assert (report.ok, report.first_bad, report.records, report.path) == (False, 5, 5, ledger_path)
     assert report.reason == ("record 5 (line 6): incomplete last line "
                              "(a write was interrupted mid-record)")
 
@@ -203,8 +230,8 @@ def test_empty_and_missing_ledgers(tmp_path: Path) -> None:
     empty = tmp_path / "ledger.jsonl"
     empty.write_bytes(b"")
     report = verify_ledger(empty)
-    assert (report.ok, report.first_bad, report.reason) == (
-        False, 0, "ledger is empty (no genesis record)")
+    assert (report.ok, report.first_bad, report.reason, report.path) == (
+        False, 0, "ledger is empty (no genesis record)", empty)
     with pytest.raises(ConfigError, match="ledger not found"):
         verify_ledger(tmp_path / "missing.jsonl")
 
