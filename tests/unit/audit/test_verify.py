@@ -132,6 +132,12 @@ def _nan_in_body(lines: Lines) -> None:
     lines[2] = lines[2].replace(b'"round":1', b'"round":NaN')
 
 
+def _removed_and_float_seq(lines: Lines) -> None:
+    """Record 2 removed, and a later record's seq spelled 2.0 (not an int, so not record 2)."""
+    lines.pop(2)
+    lines[3] = lines[3].replace(b'"seq":4', b'"seq":2.0')
+
+
 def _huge_number(lines: Lines) -> None:
     lines[2] = lines[2].replace(b'"round":1', b'"round":1e999')
 
@@ -152,6 +158,7 @@ TAMPERING: dict[str, tuple[Callable[[Lines], None], int, str]] = {
     "seq as text": (_seq_as_text, 2, "a field has the wrong type"),
     "NaN in a body": (_nan_in_body, 2, "not valid JSON"),
     "number beyond a float": (_huge_number, 2, "not in canonical form"),
+    "removed, float seq later": (_removed_and_float_seq, 2, "a record was removed"),
     "record duplicated": (_duplicate, 3, "copy of record 2"),
     "last record duplicated": (_duplicate_last, 6, "copy of record 5"),
 }
