@@ -37,7 +37,7 @@ from fedpeft.common.config import load_config
 from fedpeft.common.crypto.secagg import quantization_bound
 from fedpeft.common.errors import ConfigError, SecurityError
 from fedpeft.common.privacy import distributed_noise_std
-from fedpeft.common.wire.names import ARRAYS, METRICS, NUM_EXAMPLES
+from fedpeft.common.wire.names import ARRAYS, DP_UNCLIPPED, METRICS, NUM_EXAMPLES
 from fedpeft.common.runs.metrics_log import MetricsLog, read_metrics
 from fedpeft.server.round_recorder import RoundRecorder
 from fedpeft.server.strategies import (
@@ -278,8 +278,12 @@ def test_institutions_clip_their_change_before_masking(tmp_path: Path) -> None:
     direction /= np.linalg.norm(direction)
     deltas = {100 + i: direction * 50.0 * (i + 1) for i in range(n)}
     current = np.zeros(size, dtype=np.float32)
-    arrays, metrics = _round(strategy, _StagedGrid(cfg, deltas, current), current)
+    grid = _StagedGrid(cfg, deltas, current)
+    arrays, metrics = _round(strategy, grid, current)
     assert arrays is not None and metrics is not None
+    # whether one update fitted the bound is about that update: it stays at the institution
+    assert all(DP_UNCLIPPED not in record for content in grid.seen
+               for record in content.metric_records.values())
     mean = arrays["w"].numpy().astype(np.float64)
     np.testing.assert_allclose(mean, direction * clip, atol=quantization_bound(2.0, 20) + 1e-6)
     assert metrics[NUM_EXAMPLES] == n  # weight 1 each under DP, not the 10 examples
