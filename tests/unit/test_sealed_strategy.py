@@ -322,36 +322,36 @@ def test_an_institution_revoked_in_the_registry_is_refused_from_the_next_round(
         tmp_path: Path, recorder: RoundRecorder) -> None:
     """`fedpeft federation revoke` edits the registry file between rounds; the running
     strategy re-reads it each round, so the revoked institution's next update is refused."""
-    from fedpeft.client.identity import load_institution_keys
     from fedpeft.common.config import SecurityConfig
-    from fedpeft.deployment.enrolment import add_institution, init_federation, revoke_institution
+    from fedpeft.common.crypto import load_signing_private_key
+    from fedpeft.deployment.enrolment import revoke_institution
+    from fedpeft.deployment.federation_files import simulated_bundle
     from fedpeft.server.credentials import load_server_keys
+    from fedpeft.simulation.credentials import ephemeral_credentials
 
-    root = tmp_path / "federation"
-    init_federation(root, ["127.0.0.1"])
-    for name in ("bank-a", "bank-b"):
-        add_institution(root, name)
-    keys = load_server_keys(SecurityConfig(credentials_dir=str(root)))
-    strategy = InstrumentedStrategy(
-        SealedStrategy(build_strategy(load_config()), keys, RUN, recorder), recorder)
+    with ephemeral_credentials(["bank-a", "bank-b"]) as (root, _):
+        keys = load_server_keys(SecurityConfig(credentials_dir=str(root)))
+        signing = {name: load_signing_private_key(simulated_bundle(root, name).signing_key)
+                   for name in ("bank-a", "bank-b")}
+        strategy = InstrumentedStrategy(
+            SealedStrategy(build_strategy(load_config()), keys, RUN, recorder), recorder)
 
-    def update(node: int, name: str, values: list[float], server_round: int) -> Message:
-        bundle = load_institution_keys(str(root / "institutions" / name))
-        ctx = update_context(keys.federation_id, RUN, server_round, name)
-        blob = seal_update(_weights(values), ctx, bundle.server_encryption_key,
-                           bundle.signing_key)
-        return make_message(_meta(node), _content(envelope_record(blob, SEALED_UPDATE_STYPE),
-                                                  name, 1))
+        def update(node: int, name: str, values: list[float], server_round: int) -> Message:
+            ctx = update_context(keys.federation_id, RUN, server_round, name)
+            blob = seal_update(_weights(values), ctx, keys.encryption_key.public_key(),
+                               signing[name])
+            return make_message(_meta(node), _content(envelope_record(blob, SEALED_UPDATE_STYPE),
+                                                      name, 1))
 
-    _start(strategy, [0.0, 0.0])
-    arrays, _ = strategy.aggregate_train(1, [update(1, "bank-a", [1, 1], 1),
-                                             update(2, "bank-b", [3, 3], 1)])
-    np.testing.assert_allclose(arrays["w"].numpy(), [2, 2])  # both accepted
+        _start(strategy, [0.0, 0.0])
+        arrays, _ = strategy.aggregate_train(1, [update(1, "bank-a", [1, 1], 1),
+                                                 update(2, "bank-b", [3, 3], 1)])
+        np.testing.assert_allclose(arrays["w"].numpy(), [2, 2])  # both accepted
 
-    revoke_institution(root, "bank-b")
-    _start(strategy, [2.0, 2.0], server_round=2)
-    arrays, _ = strategy.aggregate_train(2, [update(1, "bank-a", [1, 1], 2),
-                                             update(2, "bank-b", [9, 9], 2)])
+        revoke_institution(root, "bank-b")
+        _start(strategy, [2.0, 2.0], server_round=2)
+        arrays, _ = strategy.aggregate_train(2, [update(1, "bank-a", [1, 1], 2),
+                                                 update(2, "bank-b", [9, 9], 2)])
     np.testing.assert_allclose(arrays["w"].numpy(), [1, 1])  # bank-b's update left out
     failures = recorder.close(2, {}, 0.0)["failures"]
     assert [(f["node_id"], f["phase"]) for f in failures] == [(2, "sealing")]
@@ -394,3 +394,13 @@ def test_unsealed_rounds_say_their_participants_are_unverified(recorder: RoundRe
     record = recorder.close(1, {}, 0.0)
     assert record["participants"] == ["bank-1", "bank-2"]
     assert record["participants_verified"] is False
+
+
+def test_the_global_version_a_message_carries() -> None:
+    """Training in round r starts from global r - 1, evaluation in round r judges global r;
+    no other message carries a global to sign."""
+    from fedpeft.common.wire.envelopes import global_version
+
+    assert (global_version("train", 3), global_version("evaluate", 3)) == (2, 3)
+    with pytest.raises(ValueError, match="no global adapter in a 'query' message"):
+        global_version("query", 3)
