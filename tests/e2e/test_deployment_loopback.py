@@ -156,7 +156,7 @@ fraction_evaluate = 0.0
 min_evaluate_clients = 0
 min_available_clients = 3
 min_train_clients = 3
-round_timeout = 120
+round_timeout = 600
 
 [training]
 batch_size = 4
@@ -278,7 +278,8 @@ def test_federation_over_tls_with_node_auth(tmp_path: Path, tiny_bert_dir: str) 
              "--key", str(sites / name / "signing.pub"))
         sent = [json.loads(line)["body"] for line in
                 (state / name / "ledger.jsonl").read_text().splitlines()[1:]]
-        for body, record in zip(sent, trained):
+        assert len(sent) == len(trained), f"{name}: {len(sent)} updates in its own ledger"
+        for body, record in zip(sent, trained, strict=True):
             assert record["updates_sha256"][name] == body["sealed_sha256"]
     _cli(env, "report", str(folder))
     assert "secure aggregation" in (folder / "report.md").read_text().lower()

@@ -374,11 +374,11 @@ def test_misuse_raises_type_or_value_errors() -> None:
         Manifest.of({"w": [1.0, 2.0]})  # type: ignore[dict-item]
     with pytest.raises(TypeError, match="blob must be bytes"):
         _open("text")  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="run_id"):
         UpdateContext(
             federation_id="f", run_id="7", server_round=3, node="bank-a", direction="update"
         )  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Extra inputs are not permitted"):
         UpdateContext(
             federation_id="f", run_id=7, server_round=3, node="bank-a", direction="update", x=1
         )  # type: ignore[call-arg]

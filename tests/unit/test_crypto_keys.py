@@ -120,5 +120,5 @@ def test_key_type_misuse(tmp_path: Path) -> None:
         save_public_key(key, tmp_path / "k.pub")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="private key"):
         save_private_key(key.public_key(), tmp_path / "k")  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="expected a public key"):
         fingerprint(key)  # type: ignore[arg-type]

@@ -206,7 +206,7 @@ def test_malformed_sealed_box_is_refused(wire: bytes, reason: str) -> None:
 def test_refusals_never_echo_plaintext() -> None:
     recipient = generate_encryption_key()
     box = seal(recipient.public_key(), b"PLAINTEXT-MARKER", b"")
-    with pytest.raises(SecurityError) as caught:
+    with pytest.raises(SecurityError, match="failed authentication") as caught:
         open_sealed(recipient, box, b"other")
     assert "PLAINTEXT" not in str(caught.value)
 

@@ -94,7 +94,7 @@ def test_the_step_is_the_mean_of_the_rows_clipped_gradients(tiny_bert_dir, tiny_
     model.zero_grad(set_to_none=True)
     norms = torch.stack([torch.linalg.vector_norm(g) for g in rows])
     expected = torch.stack([g * min(1.0, clip / (float(n) + 1e-6))
-                            for g, n in zip(rows, norms)]).sum(dim=0) / ROWS
+                            for g, n in zip(rows, norms, strict=True)]).sum(dim=0) / ROWS
     received: list[torch.Tensor] = []
 
     def record(optimizer: torch.optim.Optimizer, *_: object) -> None:
@@ -280,3 +280,37 @@ def test_client_rounds_report_the_running_epsilon_and_ledger_it(
     assert [body["example_steps"] for body in sent] == [3, 6]
     assert sent[1]["example_epsilon"] == pytest.approx(replies[1][DP_EXAMPLE_EPSILON])
     assert sent[1]["example_delta"] == 1e-4
+
+
+def test_the_noise_has_std_sigma_times_clip_over_the_expected_batch(tiny_bert_dir,
+                                                                    tiny_config) -> None:
+    """Every row in the step and no dropout: two steps from the same start on the same rows
+    differ only by their noise, so the gradients AdamW receives differ by
+    (z1 - z2) * sigma * C / 32 with z standard normal per coordinate: std sqrt(2) sigma C / 32
+    (Opacus adds N(0, (sigma C)^2) to the clipped sum and divides by the expected batch)."""
+    sigma, clip = 4.0, 1e-3
+    learner = _learner(tiny_config, tiny_bert_dir, {**EVERY_ROW, "local_steps": 1},
+                       {"example_noise_multiplier": sigma, "example_clip_norm": clip})
+    for module in learner.model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    received: list[torch.Tensor] = []
+
+    def record(optimizer: torch.optim.Optimizer, *_: object) -> None:
+        received.append(torch.cat([p.grad.flatten() for group in optimizer.param_groups
+                                   for p in group["params"]]).double())
+
+    start = learner.get_state()
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        for _ in range(2):
+            learner.set_state(start)
+            learner.train(TOY, server_round=1, num_rounds=1)
+    finally:
+        handle.remove()
+    assert len(received) == 2
+    difference = (received[0] - received[1]).numpy()
+    expected = np.sqrt(2) * sigma * clip / ROWS
+    assert difference.size > 1000  # enough coordinates for a 5 % estimate of the std
+    assert difference.std() == pytest.approx(expected, rel=0.05)
+    assert abs(difference.mean()) < 5 * expected / np.sqrt(difference.size)

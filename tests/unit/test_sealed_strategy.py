@@ -308,14 +308,16 @@ def test_client_refuses_tampered_or_unsigned_global_and_keeps_its_adapter(client
     tampered = signed(other)
     blob = envelope_of(tampered, SIGNED_GLOBAL_STYPE)
     bad_globals = {
-        "tampered": envelope_record(_tamper(blob), SIGNED_GLOBAL_STYPE),
-        "unsigned": ArrayRecord({key: Array(value) for key, value in other.items()}),
-        "old round": signed(other, version=3),
-        "forged": envelope_record(sign_global(other, global_context(keys.federation_id, RUN, 0),
-                                              generate_signing_key()), SIGNED_GLOBAL_STYPE),
+        "tampered": (envelope_record(_tamper(blob), SIGNED_GLOBAL_STYPE), "signature"),
+        "unsigned": (ArrayRecord({key: Array(value) for key, value in other.items()}),
+                     "unsealed"),
+        "old round": (signed(other, version=3), "round mismatch"),
+        "forged": (envelope_record(sign_global(other, global_context(keys.federation_id, RUN, 0),
+                                               generate_signing_key()), SIGNED_GLOBAL_STYPE),
+                   "signature"),
     }
-    for case, arrays in bad_globals.items():
-        with pytest.raises(SecurityError):
+    for case, (arrays, reason) in bad_globals.items():
+        with pytest.raises(SecurityError, match=reason):
             train(message(arrays), context)
         after = learner.get_state()
         for key in trained:
@@ -418,6 +420,47 @@ def test_oversized_blob_is_refused_before_it_is_hashed(recorder: RoundRecorder) 
     assert set(record["updates_sha256"]) == {"bank-1"}
 
 
+# -- revocation: from the registry file to the strategy ------------------------------------
+def test_an_institution_revoked_in_the_registry_is_refused_from_the_next_round(
+        tmp_path: Path, recorder: RoundRecorder) -> None:
+    """`fedpeft federation revoke` edits the registry file between rounds; the running
+    strategy re-reads it each round, so the revoked institution's next update is refused."""
+    from fedpeft.common.config import SecurityConfig
+    from fedpeft.common.crypto import load_signing_private_key
+    from fedpeft.deployment.enrolment import revoke_institution
+    from fedpeft.deployment.federation_files import simulated_bundle
+    from fedpeft.server.credentials import load_server_keys
+    from fedpeft.simulation.credentials import ephemeral_credentials
+
+    with ephemeral_credentials(["bank-a", "bank-b"]) as (root, _):
+        keys = load_server_keys(SecurityConfig(credentials_dir=str(root)))
+        signing = {name: load_signing_private_key(simulated_bundle(root, name).signing_key)
+                   for name in ("bank-a", "bank-b")}
+        strategy = InstrumentedStrategy(
+            SealedStrategy(build_strategy(load_config()), keys, RUN, recorder), recorder)
+
+        def update(node: int, name: str, values: list[float], server_round: int) -> Message:
+            ctx = update_context(keys.federation_id, RUN, server_round, name)
+            blob = seal_update(_weights(values), ctx, keys.encryption_key.public_key(),
+                               signing[name])
+            return make_message(_meta(node), _content(envelope_record(blob, SEALED_UPDATE_STYPE),
+                                                      name, 1))
+
+        _start(strategy, [0.0, 0.0])
+        arrays, _ = strategy.aggregate_train(1, [update(1, "bank-a", [1, 1], 1),
+                                                 update(2, "bank-b", [3, 3], 1)])
+        np.testing.assert_allclose(arrays["w"].numpy(), [2, 2])  # both accepted
+
+        revoke_institution(root, "bank-b")
+        _start(strategy, [2.0, 2.0], server_round=2)
+        arrays, _ = strategy.aggregate_train(2, [update(1, "bank-a", [1, 1], 2),
+                                                 update(2, "bank-b", [9, 9], 2)])
+    np.testing.assert_allclose(arrays["w"].numpy(), [1, 1])  # bank-b's update left out
+    failures = recorder.close(2, {}, 0.0)["failures"]
+    assert [(f["node_id"], f["phase"]) for f in failures] == [(2, "sealing")]
+    assert "revoked" in failures[0]["reason"] and "bank-b" in failures[0]["reason"]
+
+
 # -- participants: only verified signers ---------------------------------------------------------
 def test_forged_and_unsigned_replies_are_not_participants_in_the_ledger(tmp_path: Path) -> None:
     """The attacker on the relay adds replies that claim to come from bank-2 (signed with a key
@@ -454,3 +497,13 @@ def test_unsealed_rounds_say_their_participants_are_unverified(recorder: RoundRe
     record = recorder.close(1, {}, 0.0)
     assert record["participants"] == ["bank-1", "bank-2"]
     assert record["participants_verified"] is False
+
+
+def test_the_global_version_a_message_carries() -> None:
+    """Training in round r starts from global r - 1, evaluation in round r judges global r;
+    no other message carries a global to sign."""
+    from fedpeft.common.wire.envelopes import global_version
+
+    assert (global_version("train", 3), global_version("evaluate", 3)) == (2, 3)
+    with pytest.raises(ValueError, match="no global adapter in a 'query' message"):
+        global_version("query", 3)

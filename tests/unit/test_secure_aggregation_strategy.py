@@ -33,16 +33,15 @@ from fedpeft.client.stages import masking as client_stages
 from fedpeft.client.stages.base import Outgoing, RoundInput
 from fedpeft.client.stages.chain import chain
 from fedpeft.common.adapter.state import to_array_record
-from fedpeft.common.config import from_wire, load_config, to_wire
+from fedpeft.common.config import load_config, to_wire
 from fedpeft.common.config.secure_aggregation import NOISE_TAIL_SIGMAS
 from fedpeft.common.crypto.secagg import quantization_bound
-from fedpeft.common.errors import ConfigError
+from fedpeft.common.errors import ConfigError, SecurityError
 from fedpeft.common.privacy import clip_update, distributed_noise_std
 from fedpeft.common.runs.metrics_log import MetricsLog, read_metrics
 from fedpeft.common.wire import secagg as wire
 from fedpeft.common.wire.names import (
     ARRAYS,
-    CONFIG,
     METRICS,
     NUM_EXAMPLES,
     NUM_ROUNDS,
@@ -260,25 +259,27 @@ def test_dropouts_at_different_stages_count_together(tmp_path: Path, caplog: pyt
                for r in caplog.records)
 
 
+# -- DP under masking, with the institutions' own stages -------------------------------------
 class _StagesGrid(_Grid):
-    """Trains by running the institution's real protection chain (privacy -> masking) on a
-    known round change `delta`, as `fedpeft.client.rounds.train` does after local training."""
+    """Answers train messages as `fedpeft.client.rounds.train` does once local training is
+    done: the round's change goes through the client's own stage chain (privacy -> masking),
+    so clipping and the noise share are the client code's, at the level the server sent."""
 
-    def __init__(self, deltas: dict[int, np.ndarray], current: np.ndarray,
-                 vanish: dict[str, set[int]] | None = None) -> None:
+    def __init__(self, cfg, deltas: dict[int, np.ndarray], current: np.ndarray,
+                 vanish: dict[str, set[int]] | None = None, round_shift: int = 0) -> None:
         super().__init__({node: (delta, 1) for node, delta in deltas.items()}, vanish)
-        self.current = current
+        self.cfg, self.current, self.round_shift = cfg, current, round_shift
 
     def _handle(self, msg: Message, context: Context) -> Message:
         if msg.metadata.message_type != "train":
             return super()._handle(msg, context)
-        config = msg.content[CONFIG]
-        cfg = from_wire(str(config[RUN_CONFIG]))
+        config = msg.content["config"]
         received = {"w": self.current}
-        rnd = RoundInput(msg, context, cfg, config, data=None, learner=None,  # type: ignore[arg-type]
-                         received=received, keys=None, server_round=int(config["server-round"]))
-        delta = self.updates[context.node_id][0]
-        out = Outgoing(state={"w": self.current + delta}, delta={"w": delta}, weight=10,
+        delta = {"w": self.updates[context.node_id][0].astype(np.float32)}
+        rnd = RoundInput(msg, context, self.cfg, config, data=None,  # type: ignore[arg-type]
+                         learner=None, received=received, keys=None,
+                         server_round=int(config["server-round"]) + self.round_shift)
+        out = Outgoing(state={"w": self.current + delta["w"]}, delta=delta, weight=10,
                        metrics={NUM_EXAMPLES: 10})
         stages = chain(rnd)
         assert [stage.name for stage in stages] == ["privacy", "masking"]
@@ -318,7 +319,7 @@ def test_delivered_noise_variance_through_the_real_stages_is_at_least_the_accoun
     deltas = {100 + i: rng.normal(0, 1, size) for i in range(n)}  # norms ~270 >> clip
     current = np.zeros(size, dtype=np.float32)
     vanish = {"train": {100}} if dropped else {}
-    grid = _StagesGrid(deltas, current, vanish)
+    grid = _StagesGrid(cfg, deltas, current, vanish)
     arrays = ArrayRecord({"w": Array(current)})
     config = ConfigRecord({RUN_CONFIG: to_wire(cfg), NUM_ROUNDS: 1})
     messages = list(strategy.configure_train(1, arrays, config, grid))  # type: ignore[arg-type]
@@ -332,3 +333,67 @@ def test_delivered_noise_variance_through_the_real_stages_is_at_least_the_accoun
     assert noise.var() >= accounted * (1 - tolerance)
     # and it is what n - dropped shares of sigma^2 C^2 / (n - 1) add up to
     assert noise.var() == pytest.approx(accounted * len(survivors) / (n - 1), rel=tolerance)
+
+
+def _private_masked(tmp_path: Path, n: int, sigma: float, clip: float, max_dropouts: int = 1):
+    needed = clip + NOISE_TAIL_SIGMAS * sigma * clip / np.sqrt(n - max_dropouts)
+    cfg = load_config(overrides={
+        "secure_aggregation.enabled": True, "secure_aggregation.max_dropouts": max_dropouts,
+        "secure_aggregation.clip_range": max(2.0, float(np.ceil(needed))),
+        "security.seal_updates": False,
+        "federation.min_train_clients": n, "federation.min_available_clients": n,
+        "privacy.enabled": True, "privacy.noise_multiplier": sigma, "privacy.clip_norm": clip,
+    })
+    recorder = RoundRecorder(MetricsLog(tmp_path / "metrics.jsonl"), parallel_slots=2)
+    private = PrivateStrategy(build_strategy(cfg), cfg, masked=True, recorder=recorder)
+    strategy = InstrumentedStrategy(SecureAggregationStrategy(
+        private, cfg, wire.UNSEALED_FEDERATION, RUN, recorder), recorder)
+    return cfg, strategy, recorder
+
+
+def test_institutions_clip_their_change_before_masking(tmp_path: Path) -> None:
+    """No noise: the unmasked mean is the mean of the changes as each institution clipped
+    them, so changes 100 times the bound arrive at the bound, with equal weights."""
+    n, size, clip = 4, 1000, 0.5
+    cfg, strategy, recorder = _private_masked(tmp_path, n, sigma=0.0, clip=clip)
+    direction = np.random.default_rng(1).uniform(-1, 1, size)
+    direction /= np.linalg.norm(direction)
+    deltas = {100 + i: direction * 50.0 * (i + 1) for i in range(n)}
+    current = np.zeros(size, dtype=np.float32)
+    grid = _StagesGrid(cfg, deltas, current)
+    arrays, metrics = _round(strategy, grid, current)
+    assert arrays is not None and metrics is not None
+    # whether one update fitted the bound is about that update: it stays at the institution
+    assert all(DP_UNCLIPPED not in record for content in grid.seen
+               for record in content.metric_records.values())
+    mean = arrays["w"].numpy().astype(np.float64)
+    np.testing.assert_allclose(mean, direction * clip, atol=quantization_bound(2.0, 20) + 1e-6)
+    assert metrics[NUM_EXAMPLES] == n  # weight 1 each under DP, not the 10 examples
+    assert recorder.close(1, {}, 0.0)["privacy"]["noise"] == "distributed"
+
+
+def test_the_noise_share_comes_from_the_server_and_sums_to_the_central_scale(
+        tmp_path: Path) -> None:
+    """The server sends each institution the share for n - max_dropouts participants and the
+    institutions add it themselves: the unmasked sum carries sigma * C * sqrt(n / (n - d))."""
+    n, max_dropouts, size, sigma, clip = 5, 1, 100_000, 1.0, 0.5
+    cfg, strategy, _ = _private_masked(tmp_path, n, sigma, clip, max_dropouts)
+    current = np.zeros(size, dtype=np.float32)
+    deltas = {100 + i: np.zeros(size) for i in range(n)}
+    grid = _StagesGrid(cfg, deltas, current)
+    arrays, _ = _round(strategy, grid, current)
+    assert arrays is not None
+    total = arrays["w"].numpy().astype(np.float64) * n  # equal weights: the sum of the shares
+    assert total.std() == pytest.approx(sigma * clip * np.sqrt(n / (n - max_dropouts)), rel=0.02)
+    assert abs(total.mean()) < 5 * total.std() / np.sqrt(size)
+
+
+def test_an_institution_masks_only_for_the_round_it_is_training(tmp_path: Path) -> None:
+    """Masking parameters bound to round 1 delivered with a train message for round 2 (a
+    server or relay replaying them) are refused by the institution, not masked."""
+    cfg, strategy, _ = _private_masked(tmp_path, 3, sigma=0.0, clip=1.0)
+    current = np.zeros(10, dtype=np.float32)
+    grid = _StagesGrid(cfg, {100 + i: np.zeros(10) for i in range(3)}, current,
+                       round_shift=1)
+    with pytest.raises(SecurityError, match="another run or round"):
+        _round(strategy, grid, current)

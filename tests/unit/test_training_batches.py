@@ -22,7 +22,7 @@ def test_labels_are_masked_exactly_on_prompt_and_padding(tokenizer) -> None:
                           "response": ["blue", "hello there"]})
     examples = encode(table, tokenizer, "causal-lm", max_length=32)
     batch = collate(examples, tokenizer.pad_token_id)
-    for row, (prompt, response) in enumerate(zip(table["prompt"], table["response"])):
+    for row, (prompt, response) in enumerate(zip(table["prompt"], table["response"], strict=True)):
         prompt_ids = tokenizer(prompt)["input_ids"]
         target = tokenizer(response,
                            add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]

@@ -13,8 +13,10 @@ from fedpeft.common.audit import canonical_json, canonical_sha256, sha256_arrays
 def test_canonical_json_ignores_key_order_and_refuses_nan() -> None:
     assert canonical_json({"b": [1, 2.5], "a": "é"}) == b'{"a":"\\u00e9","b":[1,2.5]}'
     assert canonical_sha256({"x": 1, "y": 2}) == canonical_sha256({"y": 2, "x": 1})
+    assert canonical_sha256({"x": 1}) == hashlib.sha256(b'{"x":1}').hexdigest()
+    assert canonical_sha256({"x": 1}) != canonical_sha256({"x": 2})
     assert sha256_bytes(b"abc") == hashlib.sha256(b"abc").hexdigest()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not JSON compliant"):
         canonical_json({"loss": float("nan")})
 
 

@@ -37,6 +37,7 @@ def test_records_are_canonical_chained_and_signed(tmp_path: Path, key: SigningPr
     assert returned == first
     assert (genesis["seq"], genesis["kind"], genesis["prev"]) == (0, "genesis", ZERO_HASH)
     assert genesis["body"]["ledger"] == "coordinator" and genesis["body"]["owner"] == "FED-1"
+    assert genesis["body"]["version"] == 1  # the record format, for readers of later formats
     raw = base64.b64decode(genesis["body"]["public_key"])
     assert raw == key.public_key().public_bytes_raw()
     assert (first["seq"], first["prev"]) == (1, sha256_bytes(lines[0]))
@@ -71,6 +72,9 @@ def test_create_refuses_an_existing_file_and_unknown_roles(
     assert path.read_bytes() == before
     with pytest.raises(ConfigError, match="role 'auditor'"):
         Ledger.create(tmp_path / "other.jsonl", key, owner="x", role="auditor")
+    with pytest.raises(ConfigError, match="owner must be a non-empty name"):
+        Ledger.create(tmp_path / "other.jsonl", key, owner="", role="coordinator")
+    assert not (tmp_path / "other.jsonl").exists()
 
 
 def test_open_refuses_another_signers_ledger(tmp_path: Path, key: SigningPrivateKey) -> None:
@@ -112,7 +116,9 @@ def test_bad_appends_leave_the_file_untouched(
     before = path.read_bytes()
     with pytest.raises(ValueError, match="genesis"):
         ledger.append("genesis", {})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="expected a non-empty name"):
+        ledger.append("", {})
+    with pytest.raises(ValueError, match="not JSON compliant"):
         ledger.append("round", {"loss": float("nan")})
 
     def failing_fsync(fd: int) -> None:

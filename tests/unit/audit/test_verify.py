@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from fedpeft.common.audit import Ledger, sha256_bytes, verify_ledger
-from fedpeft.common.audit.records import encode_line, sign_record
+from fedpeft.common.audit.records import ZERO_HASH, encode_line, genesis_body, sign_record
 from fedpeft.common.crypto import SigningPrivateKey, fingerprint, generate_signing_key
 from fedpeft.common.errors import ConfigError
 
@@ -60,6 +61,7 @@ def _write(path: Path, lines: Lines) -> None:
 def test_an_intact_ledger_verifies(ledger_path: Path, key: SigningPrivateKey) -> None:
     report = verify_ledger(ledger_path)
     assert report.ok and report.first_bad is None and report.reason is None
+    assert report.path == ledger_path
     assert (report.records, report.owner, report.role) == (6, "FED-1", "coordinator")
     assert report.signer == fingerprint(key.public_key())
     assert report.head == sha256_bytes(_read(ledger_path)[-1])
@@ -112,15 +114,51 @@ def _duplicate_last(lines: Lines) -> None:
     lines.append(lines[-1])
 
 
+def _swap_genesis(lines: Lines) -> None:
+    lines[0], lines[1] = lines[1], lines[0]
+
+
+def _drop_field(lines: Lines) -> None:
+    record = json.loads(lines[2])
+    del record["time"]
+    lines[2] = encode_line(record)
+
+
+def _seq_as_text(lines: Lines) -> None:
+    lines[2] = lines[2].replace(b'"seq":2', b'"seq":"2"')
+
+
+def _nan_in_body(lines: Lines) -> None:
+    lines[2] = lines[2].replace(b'"round":1', b'"round":NaN')
+
+
+def _removed_and_float_seq(lines: Lines) -> None:
+    """Record 2 removed, and a later record's seq spelled 2.0 (not an int, so not record 2)."""
+    lines.pop(2)
+    lines[3] = lines[3].replace(b'"seq":4', b'"seq":2.0')
+
+
+def _huge_number(lines: Lines) -> None:
+    lines[2] = lines[2].replace(b'"round":1', b'"round":1e999')
+
+
 TAMPERING: dict[str, tuple[Callable[[Lines], None], int, str]] = {
     "edited body byte": (_edit_body, 2, "signature does not verify"),
     "edited last record": (_edit_last_body, 5, "signature does not verify"),
     "edited signature": (_edit_signature, 3, "signature does not verify"),
     "whitespace added": (_add_whitespace, 5, "not in canonical form"),
     "invalid JSON": (_break_json, 4, "not valid JSON"),
-    "middle record deleted": (lambda lines: lines.pop(2), 2, "a record was removed"),
-    "first record deleted": (lambda lines: lines.pop(0), 0, "a record was removed"),
-    "records swapped": (_swap, 2, "records were reordered"),
+    "middle record deleted": (lambda lines: lines.pop(2), 2,
+                              "sequence number 3 where 2 was expected (a record was removed)"),
+    "first record deleted": (lambda lines: lines.pop(0), 0,
+                             "sequence number 1 where 0 was expected (a record was removed)"),
+    "records swapped": (_swap, 2, "sequence number 3 where 2 was expected (records were reordered)"),
+    "genesis swapped": (_swap_genesis, 0, "records were reordered"),
+    "field removed": (_drop_field, 2, "not a ledger record (fields missing or added)"),
+    "seq as text": (_seq_as_text, 2, "a field has the wrong type"),
+    "NaN in a body": (_nan_in_body, 2, "not valid JSON"),
+    "number beyond a float": (_huge_number, 2, "not in canonical form"),
+    "removed, float seq later": (_removed_and_float_seq, 2, "a record was removed"),
     "record duplicated": (_duplicate, 3, "copy of record 2"),
     "last record duplicated": (_duplicate_last, 6, "copy of record 5"),
 }
@@ -140,6 +178,9 @@ def test_tampering_is_caught_at_the_first_bad_record(ledger_path: Path, name: st
     assert report.reason.startswith(f"record {first_bad} (line {first_bad + 1}): ")
     assert why in report.reason and "\n" not in report.reason
     assert report.records == first_bad and not report.complete
+    assert report.path == ledger_path
+    if first_bad == 0:  # nothing verified: nothing is claimed about the ledger
+        assert (report.owner, report.role, report.signer, report.head) == (None,) * 4
 
 
 def _forged(lines: Lines, signing_key: SigningPrivateKey, claimed_signer: str | None) -> bytes:
@@ -187,7 +228,7 @@ def test_a_torn_last_line_is_reported_as_such(ledger_path: Path) -> None:
 
     report = verify_ledger(ledger_path)
 
-    assert (report.ok, report.first_bad, report.records) == (False, 5, 5)
+    assert (report.ok, report.first_bad, report.records, report.path) == (False, 5, 5, ledger_path)
     assert report.reason == ("record 5 (line 6): incomplete last line "
                              "(a write was interrupted mid-record)")
 
@@ -196,7 +237,65 @@ def test_empty_and_missing_ledgers(tmp_path: Path) -> None:
     empty = tmp_path / "ledger.jsonl"
     empty.write_bytes(b"")
     report = verify_ledger(empty)
-    assert (report.ok, report.first_bad, report.reason) == (
-        False, 0, "ledger is empty (no genesis record)")
+    assert (report.ok, report.first_bad, report.reason, report.path) == (
+        False, 0, "ledger is empty (no genesis record)", empty)
     with pytest.raises(ConfigError, match="ledger not found"):
         verify_ledger(tmp_path / "missing.jsonl")
+
+
+def test_a_record_spliced_from_another_ledger_of_the_same_key_is_caught(
+    tmp_path: Path, ledger_path: Path, key: SigningPrivateKey
+) -> None:
+    """Same key, same position, valid signature: only the previous-record hash tells that
+    record 3 was taken from another ledger (e.g. another run of the same federation)."""
+    other = tmp_path / "other.jsonl"
+    _write_ledger(other, key, bodies=[("run-start", {"config_sha256": "cd" * 32}),
+                                      ("round", {"round": 1, "institutions": ["bank-z"]}),
+                                      ("round", {"round": 2, "institutions": ["bank-z"]})])
+    lines, foreign = _read(ledger_path), _read(other)
+    lines[3] = foreign[3]
+    _write(ledger_path, lines)
+
+    report = verify_ledger(ledger_path, key.public_key())
+
+    assert (report.ok, report.first_bad, report.records) == (False, 3, 3)
+    assert report.reason.startswith("record 3 (line 4): ")
+    assert "previous-record hash" in report.reason
+
+
+def _genesis(key: SigningPrivateKey, **changes: object) -> bytes:
+    """A genesis record signed by `key` itself, with body fields changed."""
+    body = {**genesis_body(key.public_key(), "FED-1", "coordinator"), **changes}
+    return encode_line(sign_record(key, {"seq": 0, "time": "2030-01-01T00:00:00+00:00",
+                                         "kind": "genesis", "body": body, "prev": ZERO_HASH}))
+
+
+@pytest.mark.parametrize(("changes", "why"), [
+    ({"owner": 7}, "names no owner or role"),
+    ({"ledger": "auditor"}, "names no owner or role"),
+    ({"public_key": "!"}, "carries no valid public key"),
+])
+def test_a_self_signed_genesis_must_name_its_owner_role_and_key(
+    tmp_path: Path, key: SigningPrivateKey, changes: dict, why: str
+) -> None:
+    path = tmp_path / "ledger.jsonl"
+    if changes.get("public_key") == "!":  # a stray character inside the real key's base64
+        text = genesis_body(key.public_key(), "x", "coordinator")["public_key"]
+        changes = {"public_key": text[:10] + "!" + text[10:]}
+    _write(path, [_genesis(key, **changes)])
+
+    report = verify_ledger(path)
+
+    assert (report.ok, report.first_bad) == (False, 0)
+    assert report.reason.startswith("record 0 (line 1): ") and why in report.reason
+
+
+def test_a_malformed_signer_fingerprint_is_named_as_such(ledger_path: Path,
+                                                         key: SigningPrivateKey) -> None:
+    lines = _read(ledger_path)
+    _write(ledger_path, [*lines, _forged(lines, key, "not-a-fingerprint")])
+
+    report = verify_ledger(ledger_path)
+
+    assert (report.ok, report.first_bad) == (False, 6)
+    assert "signed by key a malformed fingerprint, not the ledger's key" in report.reason

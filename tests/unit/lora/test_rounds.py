@@ -43,7 +43,7 @@ def test_one_round(mode: str, tiny_bert_dir, tiny_config) -> None:
     global_state = server.get_state()
     pristine = _base_weights(server, layer_names)
     replies = []
-    for rank, data in zip(RANKS[mode], BANKS):
+    for rank, data in zip(RANKS[mode], BANKS, strict=True):
         institution = Learner(cfg, LABELS, rank)
         institution.set_state(global_state)
         result = institution.train(data, server_round=1, num_rounds=1)

@@ -65,7 +65,7 @@ def test_updates_of_different_ranks_are_stacked_onto_the_global(
     assert sorted(m.metadata.dst_node_id for m in messages) == [1, 2]
     good = [(_state(1, 1), 1), (_state(3, 2), 3)]
     replies = [_reply(node, state, examples, loss)
-               for node, (state, examples), loss in zip((1, 2), good, (0.5, 1.0))]
+               for node, (state, examples), loss in zip((1, 2), good, (0.5, 1.0), strict=True)]
     failed = make_message(_meta(3), error=Error(code=0, reason="out of memory"))
     misshapen = _reply(4, {**_state(1, 3), HEAD: np.zeros((3, 6), np.float32)}, 100, 9.0)
     with caplog.at_level(logging.WARNING, logger="fedpeft.server.strategies.stacking"):

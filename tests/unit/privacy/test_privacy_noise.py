@@ -22,7 +22,7 @@ SAMPLES = 1_000_000
 def test_central_std_is_sigma_times_clip_norm() -> None:
     assert central_noise_std(1.1, 0.5) == pytest.approx(0.55)
     assert central_noise_std(0.0, 0.5) == 0.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="clip_norm > 0"):
         central_noise_std(1.0, 0.0)
 
 
@@ -47,7 +47,7 @@ def test_added_noise_has_the_calibrated_std_and_zero_mean() -> None:
 def test_noise_is_added_to_the_values() -> None:
     state = {"w": np.full(4, 3.0, dtype=np.float32)}
     assert np.array_equal(add_gaussian_noise(state, 0.0, np.random.default_rng(0))["w"], state["w"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="non-negative, got -1.0"):
         add_gaussian_noise(state, -1.0)
 
 

@@ -58,5 +58,5 @@ def test_float32_input_is_accepted_and_nan_refused() -> None:
     ("clip", "bits"), [(0.0, 16), (-1.0, 16), (np.inf, 16), (1.0, 0), (1.0, 49)]
 )
 def test_invalid_settings_are_refused(clip: float, bits: int) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="clip_range must be positive|bits must be an int"):
         encode(np.zeros(3), clip, bits)

@@ -64,5 +64,5 @@ def test_odd_degree_times_nodes_is_refused() -> None:
 
 @pytest.mark.parametrize("ids", [[1, 2, 2, 3], [0, 1, 2], []])
 def test_invalid_node_sets_are_refused(ids: list[int]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="distinct|not a node id|at least one node"):
         neighbour_graph(ids, 2, SEED)

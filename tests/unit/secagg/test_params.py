@@ -98,7 +98,7 @@ def test_advertised_keys_round_trip_and_length_checks() -> None:
     keys = AdvertisedKeys(bytes(range(32)), bytes(range(32, 64)))
     assert AdvertisedKeys.from_bytes(keys.to_bytes()) == keys
     for bad in (b"", keys.to_bytes()[:-1], keys.to_bytes() + b"\x00"):
-        with pytest.raises(SecurityError):
+        with pytest.raises(SecurityError, match="advertised keys must be 64 bytes"):
             AdvertisedKeys.from_bytes(bad)
     with pytest.raises(SecurityError, match="mask_public"):
         AdvertisedKeys(bytes(32), bytes(31))

@@ -478,3 +478,45 @@ def test_server_stages_run_in_order() -> None:
     federation = Federation(3, 1)
     with pytest.raises(RuntimeError, match="out of order"):
         federation.server.route_shares({})
+
+
+def _masked_vectors(federation: Federation) -> dict[int, np.ndarray]:
+    federation.exchange()
+    return {n: federation.clients[n].mask(federation.values[n], federation.weights[n]).vector
+            for n in federation.ids}
+
+
+def test_server_refuses_values_outside_a_small_ring() -> None:
+    federation = Federation(5, 1, ring_bits=32, bits=16, max_weight=60)
+    vectors = _masked_vectors(federation)
+    node = federation.ids[-1]
+    outside = vectors[node].copy()
+    outside[7:8] |= np.uint64(1 << 32)
+    with pytest.raises(SecurityError, match=f"node {node} sent values outside"):
+        federation.server.receive_masked({**vectors, node: outside})
+
+
+def _unmask_with_weight_shifted(federation: Federation, shift: int) -> AggregateResult:
+    """A survivor adds `shift` (mod 2**64) to the weight slot of its masked vector: the masks
+    still cancel, so the unmasked total weight is off by `shift`."""
+    vectors = _masked_vectors(federation)
+    node = federation.ids[0]
+    forged = vectors[node].copy()
+    forged[-1:] += np.uint64(shift % (1 << 64))
+    survivors, _ = federation.server.receive_masked({**vectors, node: forged})
+    shares = {n: federation.clients[n].unmask(*federation.server.unmask_request(n))
+              for n in survivors}
+    return federation.server.unmask(shares)
+
+
+def test_server_refuses_a_total_weight_below_one_per_survivor() -> None:
+    federation = Federation(5, 1)
+    total = sum(federation.weights.values())
+    with pytest.raises(SecurityError, match="total weight 2 is below one per survivor"):
+        _unmask_with_weight_shifted(federation, 2 - total)
+
+
+def test_a_total_weight_that_overflows_the_ring_aborts_the_round() -> None:
+    federation = Federation(5, 1, ring_bits=64, bits=24)
+    with pytest.raises(RoundAborted, match="overflows the 2\\*\\*64 ring"):
+        _unmask_with_weight_shifted(federation, 1 << 41)
