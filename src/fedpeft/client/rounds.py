@@ -55,6 +55,11 @@ taken at. Flower keeps a node's context for the whole run, also when every messa
 by a fresh process, so the count survives between rounds."""
 
 
+OPTIMIZER_STATE = "fedpeft-optimizer"
+"""ArrayRecord in `context.state`: the optimizer moments this institution carries from one
+round to the next under `training.optimizer_state = "keep"` (they never leave the node)."""
+
+
 def _reply(msg: Message, name: str, metrics: dict[str, float],
            arrays: ArrayRecord | None = None) -> Message:
     content = RecordDict({
@@ -100,12 +105,16 @@ def train(msg: Message, context: Context) -> Message:
     """One round: prepare -> train locally -> the protection stages -> reply."""
     started = time.perf_counter()
     rnd = _prepare(msg, context)
+    carried = context.state.array_records.get(OPTIMIZER_STATE)
     result = rnd.learner.train(
         rnd.data.train,
         server_round=rnd.server_round,
         num_rounds=int(rnd.config[NUM_ROUNDS]),
         proximal_mu=float(rnd.config.get(PROXIMAL_MU, 0.0)),
+        optimizer_state=from_array_record(carried) if carried is not None else None,
     )
+    if result.optimizer_state is not None:
+        context.state[OPTIMIZER_STATE] = to_array_record(result.optimizer_state)
     logger.info("%s round %s: trained on %d examples, loss %.4f", rnd.name,
                 rnd.server_round, result.num_examples, result.loss)
     out = _trained(rnd, result, context)

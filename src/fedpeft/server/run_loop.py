@@ -58,9 +58,8 @@ class FederationOutcome:
     """What the run produced, for the summary table and `summary.json`."""
 
     records: list[dict[str, Any]]
-    best_round: int | None
-    best_metric: str
-    best_value: float | None
+    best: dict[str, Any]
+    """`best_round`, `best_metric`, `best_value`, `best_selected_on` (see BestAdapter)."""
     adapter_bytes: int
     wall_seconds: float
     protection: dict[str, Any]
@@ -214,9 +213,7 @@ def run_federation(
                                          {"stopped_early": rounds < cfg.federation.num_rounds})
     return FederationOutcome(
         records=log.records,
-        best_round=evaluator.best.round,
-        best_metric=evaluator.best.selection.name,
-        best_value=evaluator.best.value,
+        best=evaluator.best.summary(),
         adapter_bytes=state_nbytes(final_state),
         wall_seconds=time.perf_counter() - started,
         protection=protection,
