@@ -4,9 +4,13 @@
   approach without moving data);
 - local: each institution alone on its own rows (what an institution gets without joining).
 
-Both train for the same total number of epochs as the federated run (rounds x local epochs),
-with the same learning-rate schedule over that span, and start from the same initial adapter.
-Each epoch is recorded in `metrics.jsonl` like a federated round.
+Both train for as many "rounds" as the federated run, with the same recipe (optimizer,
+learning-rate schedule over that span, local work per round) and from the same initial adapter;
+each is recorded in `metrics.jsonl` like a federated round. With `training.local_epochs`, a
+round is that many passes over the baseline's rows. With `training.local_steps`, the local-only
+institution takes those steps, as it would in the federation, and the centralized baseline
+takes them once per institution a federated round trains: it sees as many examples per round as
+the federation does.
 """
 
 from __future__ import annotations
@@ -21,14 +25,14 @@ import pandas as pd
 
 from fedpeft.common.adapter.export import save_adapter
 from fedpeft.common.adapter.state import full_model_nbytes, state_nbytes
-from fedpeft.common.config import LoraAggregationConfig, RunConfig
+from fedpeft.common.config import LoraAggregationConfig, RunConfig, TrainingConfig
 from fedpeft.common.runs.best import BestAdapter
 from fedpeft.common.runs.folder import RunFolder, open_run_folder
 from fedpeft.common.runs.metrics_log import MetricsLog
 from fedpeft.common.runs.plots import write_plots
 from fedpeft.common.training.learner import Learner
 from fedpeft.common.training.optimizers import OptimizerState
-from fedpeft.simulation.federated import RunReport
+from fedpeft.simulation.federated import RunReport, sampled_institutions
 from fedpeft.simulation.preparation import PreparedRun, base_summary, prepare_run
 
 logger = logging.getLogger(__name__)
@@ -65,8 +69,17 @@ def _record(log: MetricsLog, on_round: RoundCallback, record: dict[str, Any]) ->
         on_round(record)
 
 
+def _pooled_training(cfg: RunConfig) -> TrainingConfig:
+    """The centralized baseline's training: local_steps scaled to a federated round's examples."""
+    steps = cfg.training.local_steps
+    if steps is None:
+        return cfg.training
+    return cfg.training.model_copy(update={"local_steps": steps * sampled_institutions(cfg)})
+
+
 def _centralized(prepared: PreparedRun, folder: RunFolder, on_round: RoundCallback) -> dict[str, Any]:
     cfg, learner, test = prepared.cfg, prepared.learner, prepared.data.test.frame
+    learner.use_training(_pooled_training(cfg))
     splits = _local_splits(prepared)
     pooled = pd.concat([train for _, train, _ in splits], ignore_index=True)
     pooled_validation = pd.concat([valid for _, _, valid in splits], ignore_index=True)

@@ -28,7 +28,7 @@ from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from fedpeft.common.adapter.state import AdapterState
-from fedpeft.common.config.models import RunConfig
+from fedpeft.common.config.models import RunConfig, TrainingConfig
 from fedpeft.common.errors import DataError
 from fedpeft.common.lora.exchange import SavedLora
 from fedpeft.common.lora.modes import check_lora_options, exchange_for
@@ -100,6 +100,11 @@ class Learner:
         trainable, total = self._model.get_nb_trainable_parameters()
         logger.info("%s + %s: %d of %d parameters trainable (%.2f%%) on %s", cfg.model.name,
                     cfg.peft.method, trainable, total, 100.0 * trainable / total, self.device)
+
+    def use_training(self, training: TrainingConfig) -> None:
+        """Train from now on with `training` (the centralized baseline scales local_steps to
+        the examples of a whole federated round)."""
+        self.cfg = self.cfg.model_copy(update={"training": training})
 
     @property
     def model(self) -> PeftModel:
