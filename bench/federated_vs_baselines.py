@@ -11,8 +11,8 @@ summed, sampled every half second.
         --lr 5e-3 --kinds federated centralized local --tag c5
 
 Each kind's outcome is kept in bench/results/<tag>-<kind>.json, so the kinds can run separately;
-a comparison is printed once all three exist. `--rows N` trains on a seeded sample of N training
-rows (the test set stays whole), to fit runs with many institutions onto a small machine.
+a comparison is printed once all three exist. `--rows N` / `--test-rows N` use a seeded sample
+of N training / test rows, to fit runs onto a small, shared machine.
 `--set FIELD=VALUE` passes any further config field (e.g. example-level DP settings).
 
 The data's licence forbids shipping it: it is read from ../shared and never copied into the
@@ -36,10 +36,10 @@ import pandas as pd
 import psutil
 
 from fedpeft.cli.options import parse_sets
-from fedpeft.common.config import load_config
+from fedpeft.common.config import RunConfig, load_config
 from fedpeft.common.runs.metrics_log import read_metrics
 from fedpeft.simulation.baselines import run_baseline
-from fedpeft.simulation.federated import simulate
+from fedpeft.simulation.federated import RunReport, simulate
 
 HERE = Path(__file__).resolve().parent
 KINDS = ("federated", "centralized", "local")
@@ -75,10 +75,10 @@ class PeakMemory:
         self._thread.join()
 
 
-def _settings(args: argparse.Namespace, train: Path) -> dict[str, Any]:
+def _settings(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     settings: dict[str, Any] = {
-        "data.train": str(train),
-        "data.test": str(args.data / "test.csv"),
+        "data.train": str(_sample_rows(args.data / "train.csv", args.rows, folder)),
+        "data.test": str(_sample_rows(args.data / "test.csv", args.test_rows, folder)),
         "data.text_column": "sentence",
         "data.label_column": "label",
         "data.partition": f"dirichlet:{args.alpha}",
@@ -100,14 +100,30 @@ def _settings(args: argparse.Namespace, train: Path) -> dict[str, Any]:
     return settings
 
 
-def _sample_rows(args: argparse.Namespace, folder: Path) -> Path:
-    source = args.data / "train.csv"
-    if args.rows is None:
+def _sample_rows(source: Path, rows: int | None, folder: Path) -> Path:
+    """`source`, or a seeded sample of `rows` of its rows written to `folder`."""
+    if rows is None:
         return source
-    sample = pd.read_csv(source).sample(n=args.rows, random_state=0)
-    path = folder / "train.csv"
-    sample.to_csv(path, index=False)
+    path = folder / source.name
+    pd.read_csv(source).sample(n=rows, random_state=0).to_csv(path, index=False)
     return path
+
+
+RAY_START_ATTEMPTS = 4
+"""Ray gives its node 30 s to start (hard-coded); on a machine loaded far beyond its cores it
+sometimes misses that, before any round ran. Such a run is simply started again."""
+
+
+def _simulate_retrying(cfg: RunConfig) -> RunReport:
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        try:
+            return simulate(cfg.model_copy(update={"output": cfg.output.model_copy(
+                update={"run_name": f"{cfg.output.run_name}-{attempt}"})}))
+        except RuntimeError as err:
+            if attempt == RAY_START_ATTEMPTS:
+                raise
+            print(f"simulation failed to start ({err}); attempt {attempt + 1}", flush=True)
+    raise AssertionError("unreachable")
 
 
 def _run(kind: str, settings: dict[str, Any], out: Path, tag: str) -> dict[str, Any]:
@@ -115,7 +131,8 @@ def _run(kind: str, settings: dict[str, Any], out: Path, tag: str) -> dict[str, 
                                  "output.run_name": f"{tag}-{kind}-{time.strftime('%H%M%S')}"})
     started = time.perf_counter()
     with PeakMemory() as memory:
-        report = simulate(cfg) if kind == "federated" else run_baseline(kind, cfg)  # type: ignore[arg-type]
+        report = (_simulate_retrying(cfg) if kind == "federated"
+                  else run_baseline(kind, cfg))  # type: ignore[arg-type]
     return {"summary": report.summary, "wall_s": time.perf_counter() - started,
             "peak_rss_bytes": memory.peak, "run_folder": str(report.path),
             "records": read_metrics(report.path / "metrics.jsonl"), "settings": settings}
@@ -156,6 +173,7 @@ def main() -> None:
     parser.add_argument("--local-epochs", type=float, default=1.0)
     parser.add_argument("--fraction-train", type=float, default=1.0)
     parser.add_argument("--rows", type=int, default=None, help="Sample this many training rows.")
+    parser.add_argument("--test-rows", type=int, default=None, help="Sample this many test rows.")
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--tag", default="fpb")
     parser.add_argument("--out", type=Path, default=HERE / "results")
@@ -164,7 +182,7 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        settings = _settings(args, _sample_rows(args, Path(tmp)))
+        settings = _settings(args, Path(tmp))
         for kind in args.kinds:
             outcome = _run(kind, settings, args.out, args.tag)
             (args.out / f"{args.tag}-{kind}.json").write_text(json.dumps(outcome, indent=1))

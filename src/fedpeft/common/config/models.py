@@ -156,11 +156,14 @@ ROBUST_STRATEGIES = frozenset({"fedmedian", "fedtrimmedavg"})
 SERVER_OPTIMIZERS = frozenset({"fedavgm", "fedadam", "fedyogi"})
 """Strategies that apply the averaged update through a server learning rate."""
 
-SERVER_ADAPTIVE_ETA = 1e-3
-"""FedAdam/FedYogi default server learning rate, measured (docs/training-recipe.md)."""
+SERVER_ADAPTIVE_ETA = 1e-2
+"""FedAdam/FedYogi default server learning rate. Their step moves every coordinate by about
+eta per round whatever the update's size; a default local round (AdamW, peak 5e-3, ten or so
+steps) moves LoRA coordinates by 1e-2 to 5e-2, so eta much below 1e-2 stalls the federation
+(see docs/training-recipe.md)."""
 
 SERVER_ADAPTIVE_TAU = 1e-3
-"""FedAdam/FedYogi default adaptivity, measured with SERVER_ADAPTIVE_ETA."""
+"""FedAdam/FedYogi default adaptivity: coordinates whose updates stay below it move less."""
 
 
 class StrategyConfig(StrictModel):
@@ -171,7 +174,7 @@ class StrategyConfig(StrictModel):
     server_learning_rate: float | None = Field(
         None, gt=0,
         description="FedAvgM server learning rate, FedAdam/FedYogi eta; None: the strategy's "
-        "default (FedAvgM 1.0, FedAdam/FedYogi SERVER_ADAPTIVE_ETA).",
+        "default (FedAvgM 1.0, FedAdam/FedYogi 1e-2).",
     )
     server_momentum: float = Field(0.9, ge=0, lt=1, description="FedAvgM momentum.")
     beta_1: float = Field(0.9, ge=0, lt=1)

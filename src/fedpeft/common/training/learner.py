@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +49,20 @@ from fedpeft.common.training.optimizers import OptimizerState, build_optimizer, 
 from fedpeft.common.training.schedule import round_scheduler
 
 logger = logging.getLogger(__name__)
+
+
+def plan_round(training: TrainingConfig, num_examples: int) -> tuple[int, int]:
+    """(optimizer steps, micro-batches) of one round on `num_examples` training rows."""
+    accumulation = training.gradient_accumulation_steps
+    if training.local_steps is not None:
+        return training.local_steps, training.local_steps * accumulation
+    per_epoch = math.ceil(num_examples / training.batch_size)
+    micro = max(1, math.ceil(training.epochs_per_round * per_epoch))
+    return math.ceil(micro / accumulation), micro
+
+
+ExampleBudget = Callable[[int, float], None]
+"""Called with (DP-SGD steps, sampling rate) before a DP-SGD round starts; raises to refuse it."""
 
 
 @dataclass(frozen=True)
@@ -146,16 +160,6 @@ class Learner:
                 count -= 1
                 yield {key: value.to(self.device) for key, value in batch.items()}
 
-    def _plan(self, num_examples: int) -> tuple[int, int]:
-        """(optimizer steps, micro-batches) for one round."""
-        training = self.cfg.training
-        accumulation = training.gradient_accumulation_steps
-        if training.local_steps is not None:
-            return training.local_steps, training.local_steps * accumulation
-        per_epoch = math.ceil(num_examples / training.batch_size)
-        micro = max(1, math.ceil(training.epochs_per_round * per_epoch))
-        return math.ceil(micro / accumulation), micro
-
     def _optimizer(self, params: list[torch.nn.Parameter],
                    carried: OptimizerState | None) -> torch.optim.Optimizer:
         keep = self.cfg.training.optimizer_state == "keep"
@@ -169,7 +173,8 @@ class Learner:
 
     def train(self, table: pd.DataFrame, server_round: int, num_rounds: int,
               proximal_mu: float = 0.0,
-              optimizer_state: OptimizerState | None = None) -> TrainResult:
+              optimizer_state: OptimizerState | None = None,
+              example_budget: ExampleBudget | None = None) -> TrainResult:
         """One round of local training from the current adapter (stacking: from a fresh
         LoRA on top of the adopted global).
 
@@ -181,17 +186,18 @@ class Learner:
         nothing below differs from a run that never heard of example-level DP.
 
         `optimizer_state`: the previous round's `TrainResult.optimizer_state`, resumed when
-        `training.optimizer_state` is "keep" (ignored otherwise).
+        `training.optimizer_state` is "keep" (ignored otherwise). `example_budget`: under
+        example-level DP, checked with this round's steps and sampling rate before any step.
         """
         started = time.perf_counter()
         training = self.cfg.training
         examples = self._encode(table, "training data")
-        steps, micro = self._plan(len(examples))
+        steps, micro = plan_round(self.cfg.training, len(examples))
         self._exchange.begin_round(server_round)
         params = [p for p in self._model.parameters() if p.requires_grad]
         if self.cfg.privacy.example_level:
             return self._train_dp_sgd(examples, params, steps, server_round, num_rounds,
-                                      proximal_mu, started, optimizer_state)
+                                      proximal_mu, started, optimizer_state, example_budget)
         anchors = [p.detach().clone() for p in params] if proximal_mu > 0 else []
         optimizer = self._optimizer(params, optimizer_state)
         scheduler = round_scheduler(optimizer, training, server_round, num_rounds, steps)
@@ -230,7 +236,8 @@ class Learner:
 
     def _train_dp_sgd(self, examples: list[Example], params: list[torch.nn.Parameter],
                       steps: int, server_round: int, num_rounds: int, proximal_mu: float,
-                      started: float, optimizer_state: OptimizerState | None) -> TrainResult:
+                      started: float, optimizer_state: OptimizerState | None,
+                      example_budget: ExampleBudget | None) -> TrainResult:
         """One round of example-level DP-SGD (see `fedpeft.common.training.dp_sgd`).
 
         Same optimizer, schedule, step count and FedProx term as the ordinary round; what
@@ -243,6 +250,8 @@ class Learner:
         """
         training, task = self.cfg.training, self.cfg.model.task
         rate = dp_sgd.sampling_rate(self.cfg, len(examples))
+        if example_budget is not None:
+            example_budget(steps, rate)
         expected = dp_sgd.expected_batch(self.cfg)
         anchors = [p.detach().clone() for p in params] if proximal_mu > 0 else []
         optimizer = self._optimizer(params, optimizer_state)
