@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pandas as pd
 import psutil
@@ -66,7 +66,7 @@ class PeakMemory:
             self.peak = max(self.peak, total)
             self._stop.wait(self._interval)
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -28,8 +28,8 @@ def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 @pytest.mark.parametrize(("args", "message"), [
     (["--grid", "training.lerning_rate=1e-3,3e-3"],
      "error: sweep: unknown config field 'training.lerning_rate' (training has: "),
-    (["--grid", "trainig.learning_rate=1e-3"], "error: sweep: unknown config field "
-                                               "'trainig.learning_rate' (the config has: "),
+    (["--grid", "trainig.learning_rate=1e-3"],
+     "error: sweep: unknown config field 'trainig.learning_rate' (the config has: "),
     (["--grid", "training=1,2"], "error: sweep: 'training' is a section, not a field"),
     (["--random", "2", "--range", "training.learning_rate=0:1e-2:log"],
      "error: --range 'training.learning_rate=0:1e-2:log': expected FIELD=LOW:HIGH"),
