@@ -187,7 +187,8 @@ def run_federation(
         if on_round is not None:
             on_round(record)
 
-    recorder = RoundRecorder(log, parallel_slots, _on_round)
+    recorder = RoundRecorder(log, parallel_slots, _on_round,
+                             signed_updates=cfg.security.seal_updates)
     chain = _strategy(grid, cfg, recorder)
     initial_state = learner.get_state()
     if cfg.audit.ledger:

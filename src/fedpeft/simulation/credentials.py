@@ -2,9 +2,11 @@
 
 A simulation seals and signs exactly as a deployment does, so it needs the same files: the
 server's keys, one signing key per virtual institution and a registry. They are made with the
-coordinator's own commands (`init_federation`, `add_institution`) in a private (0700)
-temporary folder, live as long as the run, and are removed with it; only their public-key
-fingerprints are kept, in the run's `summary.json`.
+same functions as in a deployment, playing both roles: each virtual institution makes its own
+bundle and request (`init_bundle`), the coordinator enrols it (`add_institution`), the
+institution completes its bundle from the reply (`complete_bundle`). Everything lives in a
+private (0700) temporary folder (`federation/` and `bundles/NAME/`) as long as the run and is
+removed with it; only public-key fingerprints are kept, in the run's `summary.json`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fedpeft.common.config import RunConfig
-from fedpeft.deployment.federation_files import credential_name
+from fedpeft.deployment.bundle import complete_bundle, init_bundle
 from fedpeft.deployment.enrolment import add_institution, init_federation
+from fedpeft.deployment.federation_files import (
+    FederationFolder,
+    InstitutionBundle,
+    credential_name,
+    simulated_bundle,
+)
 
 
 @contextmanager
@@ -31,7 +39,10 @@ def ephemeral_credentials(institutions: list[str]) -> Iterator[tuple[Path, str]]
         folder = scratch / "federation"
         manifest = init_federation(folder, ["127.0.0.1"])
         for name in names:
-            add_institution(folder, name)
+            bundle = simulated_bundle(folder, name).root
+            init_bundle(bundle, name)
+            add_institution(folder, name, InstitutionBundle(bundle).request_path)
+            complete_bundle(bundle, FederationFolder(folder).reply(name).root)
         yield folder, manifest.federation_id
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

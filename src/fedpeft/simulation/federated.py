@@ -24,6 +24,7 @@ from flwr.simulation import run_simulation
 from fedpeft.client.app import app as client_app
 from fedpeft.common.adapter.state import full_model_nbytes
 from fedpeft.common.audit import LEDGER_FILE
+from fedpeft.deployment.federation_files import SIMULATED_BUNDLES
 from fedpeft.common.config import RunConfig
 from fedpeft.common.errors import ConfigError
 from fedpeft.server.run_loop import FederationOutcome, check_round_settings, run_federation
@@ -77,7 +78,7 @@ def _backend_config(cfg: RunConfig) -> dict[str, Any]:
 def _keep_institution_ledgers(keys_dir: Path, run_dir: Path) -> None:
     """Each virtual institution's own ledger, moved out of the run's temporary key folder into
     `institutions/<name>/` of the run folder before the keys are deleted."""
-    for ledger in sorted((keys_dir / "institutions").glob(f"*/{LEDGER_FILE}")):
+    for ledger in sorted((keys_dir.parent / SIMULATED_BUNDLES).glob(f"*/{LEDGER_FILE}")):
         target = run_dir / "institutions" / ledger.parent.name / LEDGER_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ledger, target)
