@@ -17,6 +17,7 @@ from typing import Any
 
 from fedpeft.common.config import RunConfig, save_config
 from fedpeft.common.errors import ConfigError
+from fedpeft.common.tracking import check_trackers, end_trackers
 
 PARTIAL_SUFFIX = ".partial"
 FAILED_SUFFIX = ".failed"
@@ -117,6 +118,7 @@ class RunFolder:
         self.write_summary({**summary, "status": "completed"})
         self._detach_log()
         os.replace(self.path, self.final_path)
+        end_trackers(self.path, self.final_path, "FINISHED")
         self.path = self.final_path
         return self.path
 
@@ -127,6 +129,7 @@ class RunFolder:
         self._detach_log()
         target = self.parent / f"{self.name}{FAILED_SUFFIX}"
         os.replace(self.path, target)
+        end_trackers(self.path, target, "FAILED")
         self.path = target
         return target
 
@@ -134,6 +137,7 @@ class RunFolder:
 def open_run_folder(cfg: RunConfig, kind: str) -> RunFolder:
     """Create the run folder for `cfg`, save the effective config, and start `run.log`."""
     name = cfg.output.run_name or default_run_name(kind)
+    check_trackers(cfg)
     folder = RunFolder.create(Path(cfg.output.dir), name)
     save_config(cfg, folder.config_path)
     folder.attach_log()
