@@ -101,7 +101,8 @@ def test_final_adapter_loads_with_peft_and_matches_server_metric(tiny_bert_dir: 
                       return_tensors="pt")
     with torch.no_grad():
         predicted = model(**batch).logits.argmax(-1).tolist()
-    accuracy = sum(labels[p] == t for p, t in zip(predicted, test["label"], strict=True)) / len(test)
+    hits = sum(labels[p] == t for p, t in zip(predicted, test["label"], strict=True))
+    accuracy = hits / len(test)
     assert accuracy == pytest.approx(report.summary["final"]["accuracy"], abs=1e-6)
 
 

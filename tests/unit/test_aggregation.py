@@ -22,7 +22,7 @@ from flwr.app.message.message import make_message
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedpeft.common.config import load_config
-from fedpeft.common.errors import RunError
+from fedpeft.common.errors import ConfigError, RunError
 from fedpeft.common.runs.metrics_log import MetricsLog, read_metrics
 from fedpeft.common.wire.names import INSTITUTION
 from fedpeft.server.round_recorder import RoundRecorder
@@ -109,6 +109,28 @@ def test_fedavgm_first_round_applies_momentum_buffer(recorder: RoundRecorder) ->
                                           _reply(2, [3.0], 1, 0.1, 1.0)])
     # first round: the buffer is the pseudo-gradient itself, so the step equals plain FedAvg
     np.testing.assert_allclose(arrays["w"].numpy(), [3.0])
+
+
+def test_fedavgm_honours_the_configured_server_learning_rate(recorder: RoundRecorder) -> None:
+    cfg = load_config(overrides={"strategy.name": "fedavgm", "strategy.server_momentum": 0.5,
+                                 "strategy.server_learning_rate": 0.5})
+    strategy = InstrumentedStrategy(build_strategy(cfg), recorder)
+    _start_round(strategy, [1.0])
+    arrays, _ = strategy.aggregate_train(
+        1, [_reply(1, [3.0], 1, 0.1, 1.0), _reply(2, [3.0], 1, 0.1, 1.0)])
+    # pseudo-gradient 1 - 3 = -2, buffer -2, step 0.5 * 2: halfway to the average
+    np.testing.assert_allclose(arrays["w"].numpy(), [2.0])
+    _start_round(strategy, [2.0])
+    arrays, _ = strategy.aggregate_train(
+        2, [_reply(1, [3.0], 1, 0.1, 1.0), _reply(2, [3.0], 1, 0.1, 1.0)])
+    # pseudo-gradient -1, buffer 0.5 * -2 + -1 = -2, step 0.5 * 2
+    np.testing.assert_allclose(arrays["w"].numpy(), [3.0])
+
+
+def test_server_learning_rate_for_a_strategy_without_one_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"strategy.server_learning_rate=0.5: strategy.name="
+                                          r"'fedavg' has no server learning rate"):
+        load_config(overrides={"strategy.server_learning_rate": 0.5})
 
 
 def test_round_record_has_clients_traffic_and_failures(recorder: RoundRecorder,

@@ -341,7 +341,8 @@ def test_plaintext_must_match_the_signed_manifest() -> None:
     arrays = {"w": np.zeros((2, 3), np.float32)}
     lying = Manifest.of({"w": np.zeros((3, 2), np.float32)})
     box = seal(
-        AGGREGATOR.public_key(), safetensors.numpy.save(arrays), envelope._update_aad(CTX, lying, None)
+        AGGREGATOR.public_key(), safetensors.numpy.save(arrays),
+        envelope._update_aad(CTX, lying, None)
     )
     blob = envelope._pack(
         envelope._Header(context=CTX, manifest=lying, signer="bank-a"), box.to_bytes(), BANK_A
@@ -350,7 +351,8 @@ def test_plaintext_must_match_the_signed_manifest() -> None:
         SecurityError, match=r"tensor 'w' shape mismatch: expected \(3, 2\), received \(2, 3\)"
     ):
         _open(blob)
-    garbage = seal(AGGREGATOR.public_key(), b"not safetensors", envelope._update_aad(CTX, lying, None))
+    garbage = seal(AGGREGATOR.public_key(), b"not safetensors",
+                   envelope._update_aad(CTX, lying, None))
     blob = envelope._pack(
         envelope._Header(context=CTX, manifest=lying, signer="bank-a"), garbage.to_bytes(), BANK_A
     )

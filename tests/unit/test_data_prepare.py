@@ -120,7 +120,8 @@ def test_held_out_split_keeps_every_label_in_training(tmp_path: Path) -> None:
             pd.DataFrame({"sentence": ["lonely"], "category": ["rare"], "clinic": ["x"]}),
         ]
     )
-    data = load_federated_data(_file_cfg(_csv(tmp_path, frame), **{"data.test_fraction": 0.5}), 2)
+    data = load_federated_data(_file_cfg(_csv(tmp_path, frame), **{"data.test_fraction": 0.5,
+                                            "data.min_partition_size": 2}), 2)
     assert "rare" in data.label_names
     assert data.label_names.index("rare") in set(data.train.frame["label"])
 
@@ -231,7 +232,7 @@ def test_institution_without_enough_rows(tmp_path: Path) -> None:
     )
     with pytest.raises(
         DataError,
-        match=r"institution 'tiny' gets 1 row\(s\), fewer than data\.min_partition_size=2",
+        match=r"institution 'tiny' gets 1 row\(s\), fewer than data\.min_partition_size=10",
     ):
         load_federated_data(cfg, 3)
 
@@ -246,6 +247,7 @@ def test_causal_lm_uses_prompt_and_response(tmp_path: Path) -> None:
             "data.train": _csv(tmp_path, frame),
             "data.prompt_column": "question",
             "data.response_column": "answer",
+            "data.min_partition_size": 2,
         }
     )
     data = load_federated_data(cfg, 2)

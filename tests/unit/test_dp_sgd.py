@@ -314,3 +314,60 @@ def test_the_noise_has_std_sigma_times_clip_over_the_expected_batch(tiny_bert_di
     assert difference.size > 1000  # enough coordinates for a 5 % estimate of the std
     assert difference.std() == pytest.approx(expected, rel=0.05)
     assert abs(difference.mean()) < 5 * expected / np.sqrt(difference.size)
+
+
+def test_institution_refuses_a_round_past_its_example_target(tiny_config, tiny_bert_dir) -> None:
+    """The institution's own stop: rounds 1 and 2 fit under the target, round 3 would not."""
+    from fedpeft.client.rounds import _example_budget, _example_epsilon
+
+    target = (epsilon_for(1.1, 0.25, 12, 1e-5) + epsilon_for(1.1, 0.25, 18, 1e-5)) / 2
+    privacy = tiny_config(tiny_bert_dir, privacy={
+        "example_level": True, "example_noise_multiplier": 1.1,
+        "example_target_epsilon": target}).privacy
+    context = Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config={})
+    check = _example_budget(context, privacy, "clinic-a")
+    assert check is not None
+    per_round = TrainResult(loss=0.5, num_examples=ROWS, steps=6, compute_seconds=0.0,
+                            dp_steps=6, dp_sampling_rate=0.25)
+    for _ in range(2):
+        check(6, 0.25)
+        _example_epsilon(context, privacy, per_round)
+    with pytest.raises(SecurityError, match=r"clinic-a: privacy.example_target_epsilon=.* "
+                                            r"reached: this round's 6 DP-SGD steps would take "
+                                            r"the example-level epsilon to .*refusing to train"):
+        check(6, 0.25)
+
+
+def test_learner_asks_the_budget_before_any_step(tiny_bert_dir, tiny_config) -> None:
+    learner = _learner(tiny_config, tiny_bert_dir, {**EVERY_ROW, "local_steps": 3})
+    start = learner.get_state()
+    asked: list[tuple[int, float]] = []
+
+    def refuse(steps: int, rate: float) -> None:
+        asked.append((steps, rate))
+        raise SecurityError("budget reached")
+
+    with pytest.raises(SecurityError, match="budget reached"):
+        learner.train(TOY, server_round=1, num_rounds=1, example_budget=refuse)
+    assert asked == [(3, 1.0)]
+    assert _distance(learner.get_state(), start) == 0.0  # nothing trained
+
+
+def test_simulation_plans_rounds_within_the_example_target(tiny_bert_dir, tiny_config) -> None:
+    from fedpeft.simulation.example_budget import rounds_within_example_budget
+
+    privacy = {"example_level": True, "example_noise_multiplier": 2.0,
+               "example_target_epsilon": 3.0}
+    cfg = tiny_config(tiny_bert_dir, training={"local_steps": 10, "batch_size": 8},
+                      privacy=privacy, federation={"num_rounds": 50})
+    allowed = rounds_within_example_budget(cfg, [400, 80])
+    # the 80-row institution (rate 0.1) decides: its epsilon after `allowed` rounds fits
+    assert epsilon_for(2.0, 0.1, 10 * allowed, 1e-5) <= 3.0 < epsilon_for(
+        2.0, 0.1, 10 * (allowed + 1), 1e-5)
+    assert 0 < allowed < 50 == rounds_within_example_budget(cfg, [400])
+
+
+def test_example_target_without_noise_is_refused(tiny_bert_dir, tiny_config) -> None:
+    with pytest.raises(ValueError, match=r"example_target_epsilon=3 needs "
+                                         r"privacy.example_level=true"):
+        tiny_config(tiny_bert_dir, privacy={"example_target_epsilon": 3.0})

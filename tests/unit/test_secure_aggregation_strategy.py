@@ -42,6 +42,7 @@ from fedpeft.common.runs.metrics_log import MetricsLog, read_metrics
 from fedpeft.common.wire import secagg as wire
 from fedpeft.common.wire.names import (
     ARRAYS,
+    DP_UNCLIPPED,
     METRICS,
     NUM_EXAMPLES,
     NUM_ROUNDS,
@@ -241,8 +242,8 @@ def test_distributed_noise_sums_to_the_target_scale_under_masking(tmp_path: Path
     assert total.std() >= sigma * clip
 
 
-def test_dropouts_at_different_stages_count_together(tmp_path: Path, caplog: pytest.LogCaptureFixture
-                                                     ) -> None:
+def test_dropouts_at_different_stages_count_together(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """One institution misses the key exchange, another its masked update: every secret still
     has enough holders, but two of five are missing from a sum whose DP noise was sized for
     one missing at most: the round is aborted and the global kept."""

@@ -111,3 +111,23 @@ def summary_table(records: list[dict[str, Any]], title: str) -> Table:
             f"{timing['round_s']:.1f}" if "round_s" in timing else "",
         )
     return table
+
+
+def sweep_table(ranked: list[dict[str, Any]], task: str) -> Table:
+    """The sweep's trials, best validation first; the test metric is shown, never ranked on."""
+    metric = "macro_f1" if task == "classification" else "loss"
+    table = Table(title=f"sweep ranked by validation {metric}")
+    for name in ("rank", "trial", "overrides", f"validation {metric}",
+                 f"test {metric} (not ranked on)", "run folder"):
+        table.add_column(name, justify="right" if name != "overrides" else "left")
+    for row in ranked:
+        overrides = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in row["overrides"].items())
+        validation, test = row.get("validation"), row.get("test")
+        table.add_row(
+            str(row["rank"]), str(row["trial"]), overrides,
+            f"{validation:.4f}" if isinstance(validation, float) else row["status"],
+            f"{test:.4f}" if isinstance(test, (int, float)) else "",
+            row.get("run_folder", row.get("error", "")),
+        )
+    return table

@@ -18,7 +18,14 @@ from fedpeft.cli import deployment
 from fedpeft.cli import options as opt
 from fedpeft.cli.audit import audit_app
 from fedpeft.cli.dashboard import dashboard as dashboard_command
-from fedpeft.cli.display import console, err_console, print_table, round_progress, summary_table
+from fedpeft.cli.display import (
+    console,
+    err_console,
+    print_table,
+    round_progress,
+    summary_table,
+    sweep_table,
+)
 from fedpeft.cli.report import report as report_command
 from fedpeft.cli.runs import runs_app
 from fedpeft.common.config import to_toml
@@ -126,6 +133,51 @@ def baseline(
     with round_progress(cfg.federation.num_rounds, f"{kind} epochs") as on_round:
         report = run_baseline(kind, cfg, on_round)  # type: ignore[arg-type]
     _report(report.path, report.summary, report.path / "metrics.jsonl", f"{kind} baseline")
+
+
+@app.command()
+def sweep(
+    grid: Annotated[list[str] | None, typer.Option(
+        "--grid", help="FIELD=V1,V2,... (repeatable; the trials are the product).")] = None,
+    random: Annotated[int, typer.Option(
+        "--random", help="N random trials drawn from the --range items.")] = 0,
+    ranges: Annotated[list[str] | None, typer.Option(
+        "--range", help="FIELD=LOW:HIGH[:log|int] for --random (repeatable).")] = None,
+    config: opt.ConfigFile = None,
+    out: opt.OutDir = None,
+    name: Annotated[str | None, typer.Option("--name", help="Sweep folder name.")] = None,
+    sets: opt.Sets = None,
+) -> None:
+    """Search config fields in simulation; trials ranked by validation metric (not test)."""
+    import time
+
+    from fedpeft.simulation import sweep as search
+
+    fields = search.parse_grid(grid or [])
+    drawn = search.parse_ranges(ranges or [])
+    if not fields and not drawn:
+        raise FedpeftError("sweep: give at least one --grid FIELD=V1,V2 or --random N --range ...")
+    base_sets = opt.parse_sets(sets)
+    for field in base_sets:
+        search.check_field(field)
+    base = opt.build_config(config, sets=sets)
+    overrides = search.trials(fields, drawn, random, base.training.seed)
+    sweep_dir = Path(out or base.output.dir) / (name or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+    if sweep_dir.exists():
+        raise FedpeftError(f"{sweep_dir}: sweep folder exists already (choose another --name)")
+    configs = search.trial_configs(base_sets, config, overrides, sweep_dir)
+    from fedpeft.simulation.federated import simulate as run_simulated
+
+    console.print(f"[bold]fedpeft sweep[/]: {len(configs)} trials in {sweep_dir}")
+
+    def on_trial(number: int, row: dict) -> None:
+        shown = row.get("validation")
+        outcome = f"validation {shown:.4f}" if isinstance(shown, float) else row["status"]
+        console.print(f"  trial {number}/{len(configs)}: {outcome}")
+
+    ranked = search.run_sweep(configs, overrides, sweep_dir, run_simulated, on_trial)
+    print_table(sweep_table(ranked, configs[0].model.task))
+    console.print(f"[green]results:[/] {sweep_dir / search.RESULTS_FILE}")
 
 
 @app.command()

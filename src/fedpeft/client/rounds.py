@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.app.typing import MetricRecordValues
@@ -72,6 +73,11 @@ def _log_stages_once(rnd: RoundInput, stages: list[ClientStage]) -> None:
     rnd.context.state[STAGES_LOGGED] = ConfigRecord({"stages": named})
 
 
+OPTIMIZER_STATE = "fedpeft-optimizer"
+"""ArrayRecord in `context.state`: the optimizer moments this institution carries from one
+round to the next under `training.optimizer_state = "keep"` (they never leave the node)."""
+
+
 def _reply(msg: Message, name: str, metrics: dict[str, float],
            arrays: ArrayRecord | None = None) -> Message:
     reported: dict[str, MetricRecordValues] = dict(metrics)
@@ -122,12 +128,17 @@ def train(msg: Message, context: Context) -> Message:
     """One round: prepare -> train locally -> the protection stages -> reply."""
     started = time.perf_counter()
     rnd = _prepare(msg, context)
+    carried = context.state.array_records.get(OPTIMIZER_STATE)
     result = rnd.learner.train(
         rnd.data.train,
         server_round=rnd.server_round,
         num_rounds=values.integer(rnd.config, NUM_ROUNDS),
         proximal_mu=values.number(rnd.config, PROXIMAL_MU, default=0.0),
+        optimizer_state=from_array_record(carried) if carried is not None else None,
+        example_budget=_example_budget(context, rnd.cfg.privacy, rnd.name),
     )
+    if result.optimizer_state is not None:
+        context.state[OPTIMIZER_STATE] = to_array_record(result.optimizer_state)
     logger.info("%s round %s: trained on %d examples, loss %.4f", rnd.name,
                 rnd.server_round, result.num_examples, result.loss)
     out = _trained(rnd, result, context)
@@ -166,6 +177,41 @@ def _trained(rnd: RoundInput, result: TrainResult, context: Context) -> Outgoing
                     metrics=metrics, ledger=ledger)
 
 
+def _with_earlier_steps(context: Context, privacy: PrivacyConfig, steps: int,
+                        rate: float) -> tuple[int, float, float]:
+    """(steps, noise multiplier, sampling rate) to account after `steps` more DP-SGD steps at
+    `rate`: the run's total, at its smallest noise and largest rate (see `_example_epsilon`)."""
+    sigma = privacy.example_noise_multiplier
+    record = context.state.config_records.get(DP_SGD_STATE)
+    if record is not None:
+        steps += int(record["steps"])  # type: ignore[arg-type]
+        sigma = min(sigma, float(record["noise-multiplier"]))  # type: ignore[arg-type]
+        rate = max(rate, float(record["sampling-rate"]))  # type: ignore[arg-type]
+    return steps, sigma, rate
+
+
+def _example_budget(context: Context, privacy: PrivacyConfig,
+                    name: str) -> Callable[[int, float], None] | None:
+    """The institution's own stop at privacy.example_target_epsilon: it refuses to train a
+    round that would take its example-level epsilon past the target, counting the steps it
+    has itself taken (kept in the node's own state, which the server never sees). The target
+    arrives in the run config like every other setting; there is no institution-side policy
+    file yet that could pin it against a server that sends a higher one."""
+    target = privacy.example_target_epsilon
+    if not privacy.example_level or target is None:
+        return None
+
+    def check(steps: int, rate: float) -> None:
+        total, sigma, worst = _with_earlier_steps(context, privacy, steps, rate)
+        epsilon = epsilon_for(sigma, worst, total, privacy.effective_example_delta)
+        if epsilon > target:
+            raise SecurityError(
+                f"{name}: privacy.example_target_epsilon={target:g} reached: this round's "
+                f"{steps} DP-SGD steps would take the example-level epsilon to {epsilon:.3f}; "
+                "refusing to train")
+    return check
+
+
 def _example_epsilon(context: Context, privacy: PrivacyConfig, result: TrainResult) -> float:
     """Charge this round's DP-SGD steps to the institution's running count in `context.state`
     and return its cumulative example-level epsilon at privacy.example_delta.
@@ -183,12 +229,8 @@ def _example_epsilon(context: Context, privacy: PrivacyConfig, result: TrainResu
             "the run asks for example-level differential privacy but local training did not "
             "run DP-SGD: refusing to send the update"
         )
-    record = context.state.config_records.get(DP_SGD_STATE)
-    steps, sigma, rate = result.dp_steps, privacy.example_noise_multiplier, result.dp_sampling_rate
-    if record is not None:
-        steps += int(record["steps"])  # type: ignore[arg-type]
-        sigma = min(sigma, float(record["noise-multiplier"]))  # type: ignore[arg-type]
-        rate = max(rate, float(record["sampling-rate"]))  # type: ignore[arg-type]
+    steps, sigma, rate = _with_earlier_steps(context, privacy, result.dp_steps,
+                                             result.dp_sampling_rate)
     context.state[DP_SGD_STATE] = ConfigRecord(
         {"steps": steps, "noise-multiplier": sigma, "sampling-rate": rate})
     delta = privacy.effective_example_delta

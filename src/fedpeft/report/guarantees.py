@@ -139,7 +139,8 @@ def _secure_aggregation(view: RunView) -> list[Block]:
                         "aggregator learns only the sum of the updates, never one "
                         "institution's update")),
         ("Dropouts tolerated per round",
-         line(f"{dropouts} (in total, over all stages of a round)" if dropouts is not None else NOT_RECORDED)),
+         line(f"{dropouts} (in total, over all stages of a round)" if dropouts is not None
+              else NOT_RECORDED)),
         ("Neighbours", line(str(neighbours) if neighbours is not None
                             else "default: every other institution up to 5, then 2 ceil(log2 n)"
                             if facts.config is not None else NOT_RECORDED,

@@ -112,7 +112,9 @@ def best_text(summary: dict[str, Any]) -> str:
                              summary.get("best_round"))
     if not is_number(value):
         return NOT_RECORDED
-    return f"test {metric or 'metric'} {value:.4f} in round {as_text(number)}"
+    # Runs since issue #10 select best/ on validation; older summaries selected on test.
+    on = "validation" if summary.get("best_selected_on") == "validation" else "test"
+    return f"{on} {metric or 'metric'} {value:.4f} in round {as_text(number)}"
 
 
 def final_eval(facts: RunFacts) -> dict[str, float]:

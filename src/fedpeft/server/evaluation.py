@@ -1,6 +1,7 @@
 """Server-side evaluation of each round's global adapter on the held-out test set.
 
-It also keeps `best/` (see `fedpeft.common.runs.best`).
+It also keeps `best/` (see `fedpeft.common.runs.best`), chosen on the institutions' aggregated
+validation metrics of the round, which Flower collects before it calls this evaluation.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class ServerEvaluator:
         self.learner.set_state(state)
         metrics = self.learner.evaluate(self.test)
         elapsed = time.perf_counter() - started
-        self.best.offer(server_round, metrics, state)
+        if server_round > 0:
+            self.best.offer(server_round, self.recorder.validation(server_round), state)
         self.recorder.annotate(server_round, "global_sha256", sha256_arrays(state))
         self.recorder.close(server_round, metrics, elapsed)
         logger.info("round %d server evaluation: %s", server_round, metrics)

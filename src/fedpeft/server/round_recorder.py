@@ -192,6 +192,10 @@ class RoundRecorder:
         return sorted({str(c["name"]) for c in current.clients.values() if "train" in c})
 
     # -- called by the server-side evaluation ---------------------------------------------
+    def validation(self, number: int) -> dict[str, float]:
+        """Round `number`'s aggregated client evaluation (institutions' validation rows)."""
+        return dict(self._round(number).eval_metrics)
+
     def close(self, number: int, server_eval: dict[str, float],
               server_eval_s: float) -> dict[str, Any]:
         """Write the round's record (round 0 is the initial model's evaluation)."""

@@ -8,6 +8,7 @@ and leaves `metrics.jsonl`, `adapter/`, `best/` and `plots/` in the run folder.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from fedpeft.common.runs.metrics_log import MetricsLog
 from fedpeft.common.runs.plots import write_plots
 from fedpeft.common.training.learner import Learner
 from fedpeft.common.wire import secagg as secagg_wire
+from fedpeft.common.wire.names import DP_EXAMPLE_EPSILON
 from fedpeft.common.wire.run_record import run_config_record
 from fedpeft.server.audit_trail import AuditTrail
 from fedpeft.server.credentials import load_server_keys
@@ -57,9 +59,8 @@ class FederationOutcome:
     """What the run produced, for the summary table and `summary.json`."""
 
     records: list[dict[str, Any]]
-    best_round: int | None
-    best_metric: str
-    best_value: float | None
+    best: dict[str, Any]
+    """`best_round`, `best_metric`, `best_value`, `best_selected_on` (see BestAdapter)."""
     adapter_bytes: int
     wall_seconds: float
     protection: dict[str, Any]
@@ -196,14 +197,14 @@ def run_federation(
     write_plots(log.records, folder.plots_dir)
     protection: dict[str, Any] = {"security": chain.security,
                                   "privacy": _privacy_summary(cfg, rounds, log.records)}
+    if cfg.privacy.example_level:
+        protection["example_privacy"] = _example_privacy_summary(cfg, log.records)
     if trail is not None:
         protection["ledger"] = trail.end(rounds, final_state,
                                          {"stopped_early": rounds < cfg.federation.num_rounds})
     return FederationOutcome(
         records=log.records,
-        best_round=evaluator.best.round,
-        best_metric=evaluator.best.selection.name,
-        best_value=evaluator.best.value,
+        best=evaluator.best.summary(),
         adapter_bytes=state_nbytes(final_state),
         wall_seconds=time.perf_counter() - started,
         protection=protection,
@@ -223,3 +224,21 @@ def _privacy_summary(cfg: RunConfig, rounds: int, records: list[dict[str, Any]])
         "rounds_allowed": rounds, "stopped_early": rounds < cfg.federation.num_rounds,
         "noise": "distributed" if cfg.secure_aggregation.enabled else "central",
     }
+
+
+def _example_privacy_summary(cfg: RunConfig, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each institution's example-level epsilon as it last reported it, and the largest: the
+    run's guarantee for a training row is the weakest institution's."""
+    privacy = cfg.privacy
+    latest: dict[str, float | None] = {}
+    for record in records:
+        for client in record.get("clients", []):
+            value = (client.get("train") or {}).get(DP_EXAMPLE_EPSILON)
+            if value is not None:  # JSON has no infinity (noise multiplier 0): null
+                latest[client["name"]] = float(value) if math.isfinite(value) else None
+    finite = [v for v in latest.values() if v is not None]
+    return {"epsilon_max": max(finite) if finite else None, "per_institution": latest,
+            "delta": privacy.effective_example_delta,
+            "noise_multiplier": privacy.example_noise_multiplier,
+            "clip_norm": privacy.example_clip_norm,
+            "target_epsilon": privacy.example_target_epsilon}

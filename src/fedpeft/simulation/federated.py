@@ -31,8 +31,9 @@ from fedpeft.common.runs.folder import open_run_folder
 from fedpeft.deployment.federation_files import SIMULATED_BUNDLES
 from fedpeft.server.run_loop import FederationOutcome, run_federation
 from fedpeft.simulation.credentials import ephemeral_credentials, with_credentials
+from fedpeft.simulation.example_budget import rounds_within_example_budget
 from fedpeft.simulation.flower_logging import quiet_flower_console
-from fedpeft.simulation.preparation import base_summary, prepare_run
+from fedpeft.simulation.preparation import PreparedRun, base_summary, prepare_run
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,26 @@ def _keep_institution_ledgers(keys_dir: Path, run_dir: Path) -> None:
         shutil.copy2(ledger, target)
 
 
+def _within_example_budget(prepared: PreparedRun) -> RunConfig:
+    """The config with num_rounds cut to what privacy.example_target_epsilon allows."""
+    cfg, data = prepared.cfg, prepared.data
+    rows = [len(data.client_split(index, cfg.data.validation_fraction, cfg.training.seed)[0].frame)
+            for index in range(len(data.partitions))]
+    allowed = rounds_within_example_budget(cfg, rows)
+    planned = cfg.federation.num_rounds
+    if allowed == 0:
+        raise ConfigError(
+            f"privacy.example_target_epsilon={cfg.privacy.example_target_epsilon:g} is passed "
+            f"in the first round by the institution with {min(rows)} training rows: raise the "
+            "target or privacy.example_noise_multiplier, or take fewer local steps")
+    if allowed < planned:
+        logger.warning("privacy.example_target_epsilon=%g allows %d of the %d planned rounds",
+                       cfg.privacy.example_target_epsilon, allowed, planned)
+        federation = cfg.federation.model_copy(update={"num_rounds": allowed})
+        cfg = cfg.model_copy(update={"federation": federation})
+    return cfg
+
+
 def simulate(cfg: RunConfig, on_round: Callable[[dict[str, Any]], None] | None = None) -> RunReport:
     """Run a simulated federation and return its finished run folder."""
     if cfg.simulation.client_cpus > (os.cpu_count() or 1):
@@ -85,7 +106,7 @@ def simulate(cfg: RunConfig, on_round: Callable[[dict[str, Any]], None] | None =
             f"{os.cpu_count()} CPU cores of this machine"
         )
     prepared = prepare_run(cfg)
-    cfg = prepared.cfg
+    cfg = _within_example_budget(prepared)
     plan(cfg, simulated_participants(cfg))  # refuses before any folder exists
     folder = open_run_folder(cfg, "sim")  # config.toml as given, without temporary key paths
     outcome: list[FederationOutcome] = []
@@ -122,9 +143,7 @@ def simulate(cfg: RunConfig, on_round: Callable[[dict[str, Any]], None] | None =
             "rounds": cfg.federation.num_rounds,
             "final": result.records[-1]["server_eval"],
             "initial": result.records[0]["server_eval"],
-            "best_round": result.best_round,
-            "best_metric": result.best_metric,
-            "best_value": result.best_value,
+            **result.best,
             "adapter_bytes": result.adapter_bytes,
             "full_model_bytes": full_bytes,
             "wall_seconds": result.wall_seconds,

@@ -57,7 +57,8 @@ def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_updates_of_different_ranks_are_stacked_onto_the_global(
         caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="fedpeft.server.strategies.stacking"):
-        strategy = StackingStrategy(build_strategy(load_config()), max_update_rank=8, max_stacked_rank=512)
+        strategy = StackingStrategy(build_strategy(load_config()), max_update_rank=8,
+                                max_stacked_rank=512)
     assert "sees each institution's own adapter" in caplog.records[0].getMessage()
     initial = _state(2, 0)
     messages = list(strategy.configure_train(1, to_array_record(initial), ConfigRecord({}),
@@ -85,7 +86,8 @@ def test_updates_of_different_ranks_are_stacked_onto_the_global(
 
 
 def test_no_usable_update_leaves_the_global_to_the_caller() -> None:
-    strategy = StackingStrategy(build_strategy(load_config()), max_update_rank=8, max_stacked_rank=512)
+    strategy = StackingStrategy(build_strategy(load_config()), max_update_rank=8,
+                                max_stacked_rank=512)
     list(strategy.configure_train(1, to_array_record(_state(2, 0)), ConfigRecord({}),
                                   _Grid()))  # type: ignore[arg-type]
     failed = make_message(_meta(3), error=Error(code=0, reason="out of memory"))

@@ -151,7 +151,8 @@ def test_a_threshold_of_half_the_holders_or_less_is_refused_at_setup(
     """With t = 2 of 5 holders the server tells two holders "1 survived" (seed shares) and two
     others "1 dropped" (mask-key shares) and unmasks institution 1 alone; the old code obeyed."""
     inst = _institutions(federation)
-    with pytest.raises(SecurityError, match="threshold: 2 of 5 share holders is not more than half"):
+    with pytest.raises(SecurityError,
+                       match="threshold: 2 of 5 share holders is not more than half"):
         inst.send(wire.SETUP, 1, _params(inst.federation_id, threshold=2, max_dropouts=3))
     _refused(caplog, "setup")
     assert wire.STATE not in inst.contexts[1].state.config_records  # nothing was created

@@ -83,7 +83,8 @@ class Sealing(ClientStage):
         cap = rnd.cfg.security.max_update_weight
         if not masked and not 0 < out.weight <= cap:
             raise SecurityError(f"this update's weight {out.weight} is outside (0, "
-                                f"security.max_update_weight={cap}]: the aggregator would refuse it")
+                                f"security.max_update_weight={cap}]: the aggregator would "
+                                "refuse it")
         weight = None if masked else int(out.weight)
         arrays = seal_state(out.state, rnd.msg, self.keys, rnd.server_round, weight)
         metrics = {**out.metrics, SEAL_SECONDS: time.perf_counter() - started}

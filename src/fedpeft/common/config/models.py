@@ -92,11 +92,21 @@ class PeftConfig(StrictModel):
 
 
 class TrainingConfig(StrictModel):
-    """Local training on one institution per round."""
+    """Local training on one institution per round.
 
-    local_epochs: float = Field(1.0, gt=0, le=1000, description="Passes over local data per round.")
+    A round's local work is set by exactly one of `local_epochs` and `local_steps`: epochs
+    make an institution with 100 rows take a handful of steps and one with 10,000 rows
+    hundreds, so federations with uneven institutions usually want a fixed step count.
+    """
+
+    local_epochs: float | None = Field(
+        None, gt=0, le=1000,
+        description="Passes over local data per round; None (and no local_steps) means 1.",
+    )
     local_steps: int | None = Field(
-        None, ge=1, description="Optimizer steps per round; overrides local_epochs when set."
+        None, ge=1, le=1_000_000,
+        description="Optimizer steps per round, cycling (reshuffled) through the local rows; "
+        "the same local work on every institution whatever its size.",
     )
     batch_size: int = Field(16, ge=1, le=4096)
     eval_batch_size: int = Field(64, ge=1, le=4096)
@@ -107,14 +117,42 @@ class TrainingConfig(StrictModel):
         "MiniLM; LoRA on billion-parameter LLMs usually wants 1e-4 to 3e-4.",
     )
     lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
-        "linear",
+        "cosine",
         description="Decays over the whole federated run (all rounds), not restarted each round.",
     )
-    warmup_ratio: float = Field(0.0, ge=0, lt=1,
+    warmup_ratio: float = Field(0.05, ge=0, lt=1,
                                 description="Fraction of the run spent warming up.")
+    min_lr_ratio: float = Field(
+        0.1, ge=0, le=1,
+        description="Floor of the decay, as a fraction of the peak: the last rounds still learn.",
+    )
+    optimizer: Literal["adamw", "sgd"] = Field(
+        "adamw", description="Client optimizer; sgd uses `momentum` (heavy-ball)."
+    )
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (optimizer='sgd' only).")
+    optimizer_state: Literal["reset", "keep"] = Field(
+        "reset",
+        description="reset: a fresh optimizer every round; keep: the institution carries its "
+        "optimizer moments from its previous round into the next (kept in the Flower node's "
+        "Context.state, so they survive between messages and never leave the institution).",
+    )
     weight_decay: float = Field(0.0, ge=0, le=1)
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; None disables.")
     seed: int = Field(42, ge=0)
+
+    @model_validator(mode="after")
+    def _one_unit_of_local_work(self) -> TrainingConfig:
+        if self.local_epochs is not None and self.local_steps is not None:
+            raise ValueError(
+                f"training.local_epochs={self.local_epochs:g} and training.local_steps="
+                f"{self.local_steps} are both set; set exactly one of them"
+            )
+        return self
+
+    @property
+    def epochs_per_round(self) -> float:
+        """Passes per round when epochs drive the round (the default of 1 when neither is set)."""
+        return 1.0 if self.local_epochs is None else self.local_epochs
 
 
 StrategyName = Literal[
@@ -129,21 +167,52 @@ ROBUST_STRATEGIES = frozenset({"fedmedian", "fedtrimmedavg"})
 """Strategies that need every institution's update on its own, not just their sum."""
 
 
+SERVER_OPTIMIZERS = frozenset({"fedavgm", "fedadam", "fedyogi"})
+"""Strategies that apply the averaged update through a server learning rate."""
+
+SERVER_ADAPTIVE_ETA = 1e-2
+"""FedAdam/FedYogi default server learning rate. Their step moves every coordinate by about
+eta per round whatever the update's size; a default local round (AdamW, peak 5e-3, ten or so
+steps) moves LoRA coordinates by 1e-2 to 5e-2, so eta much below 1e-2 stalls the federation
+(see docs/training-recipe.md)."""
+
+SERVER_ADAPTIVE_TAU = 1e-3
+"""FedAdam/FedYogi default adaptivity: coordinates whose updates stay below it move less."""
+
+
 class StrategyConfig(StrictModel):
     """How the server combines updates (Flower Message-API strategies)."""
 
     name: StrategyName = "fedavg"
     proximal_mu: float = Field(0.01, ge=0, description="FedProx proximal term weight.")
-    server_learning_rate: float = Field(
-        0.01, gt=0,
-        description="FedAdam/FedYogi eta; FedAvgM server learning rate is 1.0 unless set.",
+    server_learning_rate: float | None = Field(
+        None, gt=0,
+        description="FedAvgM server learning rate, FedAdam/FedYogi eta; None: the strategy's "
+        "default (FedAvgM 1.0, FedAdam/FedYogi 1e-2).",
     )
     server_momentum: float = Field(0.9, ge=0, lt=1, description="FedAvgM momentum.")
     beta_1: float = Field(0.9, ge=0, lt=1)
     beta_2: float = Field(0.99, ge=0, lt=1)
-    tau: float = Field(1e-3, gt=0, description="FedAdam/FedYogi adaptivity (epsilon).")
+    tau: float = Field(SERVER_ADAPTIVE_TAU, gt=0,
+                       description="FedAdam/FedYogi adaptivity (epsilon).")
     trim_beta: float = Field(0.2, gt=0, lt=0.5,
                              description="FedTrimmedAvg: fraction cut at each end.")
+
+    @property
+    def effective_server_learning_rate(self) -> float:
+        """The configured server learning rate, or the default of the chosen strategy."""
+        if self.server_learning_rate is not None:
+            return self.server_learning_rate
+        return SERVER_ADAPTIVE_ETA if self.name in ("fedadam", "fedyogi") else 1.0
+
+    @model_validator(mode="after")
+    def _server_rate_has_a_user(self) -> StrategyConfig:
+        if self.server_learning_rate is not None and self.name not in SERVER_OPTIMIZERS:
+            raise ValueError(
+                f"strategy.server_learning_rate={self.server_learning_rate:g}: strategy.name="
+                f"{self.name!r} has no server learning rate (fedavgm, fedadam and fedyogi do)"
+            )
+        return self
 
 
 class FederationConfig(StrictModel):
@@ -194,7 +263,11 @@ class DataConfig(StrictModel):
         0.2, gt=0, lt=1,
         description="Share of the training file held out when no test file is given.",
     )
-    min_partition_size: int = Field(2, ge=1, description="Fewest rows an institution may have.")
+    min_partition_size: int = Field(
+        10, ge=1,
+        description="Fewest rows an institution may have: below about 10 a local split has no "
+        "validation row and a round trains on a couple of examples.",
+    )
 
     @field_validator("partition")
     @classmethod
@@ -391,6 +464,12 @@ class RunConfig(StrictModel):
                 f"lora.mode='stacking' grows the adapter's rank every round; strategy.name="
                 f"{self.strategy.name!r} keeps per-tensor server state of a fixed shape "
                 "(use fedavg or fedprox)"
+            )
+        if lora.mode == "stacking" and self.training.optimizer_state == "keep":
+            raise ValueError(
+                "training.optimizer_state='keep' carries moments for the same parameters from "
+                "round to round; lora.mode='stacking' trains a fresh LoRA every round "
+                "(use optimizer_state='reset')"
             )
         if lora.mode == "stacking" and self.secure_aggregation.enabled:
             raise ValueError(

@@ -44,7 +44,8 @@ class InstitutionPolicy(StrictModel):
 
     allowed_models: list[AllowedModel] | None = Field(
         None, description="Base models this institution loads; None: any (never remote code).")
-    require_sealing: bool = Field(True, description="Refuse runs with security.seal_updates = false.")
+    require_sealing: bool = Field(
+        True, description="Refuse runs with security.seal_updates = false.")
     require_secure_aggregation: bool = Field(
         False, description="Refuse runs whose updates the aggregator could read one by one.")
     require_privacy: bool = Field(False, description="Refuse runs without client-level DP.")
@@ -126,8 +127,9 @@ def _check_privacy(policy: InstitutionPolicy, cfg: RunConfig) -> None:
                             "requires client-level differential privacy (require_privacy)")
     floor = policy.min_noise_multiplier
     if floor is not None and privacy.noise_multiplier < floor:
-        raise SecurityError(f"the run asks for privacy.noise_multiplier={privacy.noise_multiplier}, "
-                            f"below this institution's floor min_noise_multiplier={floor}")
+        raise SecurityError(f"the run asks for privacy.noise_multiplier="
+                            f"{privacy.noise_multiplier}, below this institution's floor "
+                            f"min_noise_multiplier={floor}")
     cap = policy.max_epsilon
     if cap is not None and (privacy.target_epsilon is None or privacy.target_epsilon > cap):
         raise SecurityError(f"the run asks for privacy.target_epsilon={privacy.target_epsilon}, "

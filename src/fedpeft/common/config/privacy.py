@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from fedpeft.common.config.base import StrictModel
 
@@ -79,6 +79,21 @@ class PrivacyConfig(StrictModel):
         description="The delta of the example-level epsilon; None: privacy.delta. It should "
         "be well below 1 / (an institution's training rows).",
     )
+
+    example_target_epsilon: float | None = Field(
+        None, gt=0,
+        description="Each institution refuses a round whose DP-SGD steps would take its "
+        "example-level epsilon past this; a simulation plans its rounds to stay within it.",
+    )
+
+    @model_validator(mode="after")
+    def _example_target_needs_noise(self) -> PrivacyConfig:
+        if self.example_target_epsilon is not None and (
+                not self.example_level or self.example_noise_multiplier == 0):
+            raise ValueError(
+                f"privacy.example_target_epsilon={self.example_target_epsilon:g} needs "
+                "privacy.example_level=true and privacy.example_noise_multiplier > 0")
+        return self
 
     @property
     def withholds_statistics(self) -> bool:

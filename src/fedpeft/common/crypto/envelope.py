@@ -10,8 +10,9 @@ Layout of a blob (all lengths big-endian):
 
 The header is canonical JSON of the context (federation, run, round, node, direction), the
 tensor manifest, the signer's name and, for an update, its FedAvg weight (the example count,
-or 1 under differential privacy; none for a masked update, whose weight travels masked). The payload is a sealed box of the safetensors bytes
-(update) or the safetensors bytes themselves (global). The Ed25519 signature is over
+or 1 under differential privacy; none for a masked update, whose weight travels masked). The
+payload is a sealed box of the safetensors bytes (update) or the safetensors bytes themselves
+(global). The Ed25519 signature is over
 SIGNATURE_CONTEXT || SHA-256(every byte before the signature): the context string keeps it
 from being mistaken for a signature over anything else, and hashing first lets a 50 MB blob
 be signed in one streaming pass without copying it (pure Ed25519 reads its input twice with

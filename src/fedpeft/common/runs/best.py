@@ -1,7 +1,10 @@
-"""`best/`: the adapter of the round with the best test metric so far.
+"""`best/`: the adapter of the round with the best validation metric so far.
 
 The last round is not always the best; a compliance-minded user wants the adapter that was
-actually selected, and the metric and round it was selected on, kept on disk.
+actually selected, and the metric and round it was selected on, kept on disk. It is selected
+on validation rows (the institutions' own, aggregated), never on the test set: a test score of
+the adapter chosen for its test score is an optimistic estimate, so the run's headline is the
+final round's test metrics and `best/` only says which round validated best.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ import numpy as np
 from fedpeft.common.adapter.export import save_adapter
 from fedpeft.common.training.learner import Learner
 
+SELECTED_ON_VALIDATION = "validation"
+SELECTED_ON_LAST_ROUND = "last round (no validation rows)"
+
 
 @dataclass(frozen=True)
 class SelectionMetric:
-    """Which test metric decides the best round, and in which direction."""
+    """Which validation metric decides the best round, and in which direction."""
 
     name: str
     higher_is_better: bool
@@ -34,7 +40,11 @@ class SelectionMetric:
 
 
 class BestAdapter:
-    """Keeps `best_dir` holding the adapter of the best round offered so far."""
+    """Keeps `best_dir` holding the adapter of the best round offered so far.
+
+    Rounds without validation metrics (no local validation rows, or none evaluated) leave the
+    choice to the last such round: with nothing to select on, `best/` is the latest adapter.
+    """
 
     def __init__(self, learner: Learner, task: str, best_dir: Path) -> None:
         self.learner = learner
@@ -42,13 +52,25 @@ class BestAdapter:
         self.best_dir = best_dir
         self.round: int | None = None
         self.value: float | None = None
+        self.selected_on: str | None = None
 
-    def offer(self, server_round: int, metrics: dict[str, float],
+    def offer(self, server_round: int, validation: dict[str, float],
               state: dict[str, np.ndarray]) -> None:
-        value = metrics[self.selection.name]
-        if not self.selection.improves(value, self.value):
+        """Consider round `server_round`, scored by its `validation` metrics (may be empty)."""
+        value = validation.get(self.selection.name)
+        if value is None:
+            if self.selected_on == SELECTED_ON_VALIDATION:
+                return  # an earlier round was validated; an unscored one cannot beat it
+            self._keep(server_round, None, state, SELECTED_ON_LAST_ROUND)
             return
-        self.round, self.value = server_round, value
+        if self.selected_on == SELECTED_ON_VALIDATION and not self.selection.improves(
+                value, self.value):
+            return
+        self._keep(server_round, float(value), state, SELECTED_ON_VALIDATION)
+
+    def _keep(self, server_round: int, value: float | None, state: dict[str, np.ndarray],
+              selected_on: str) -> None:
+        self.round, self.value, self.selected_on = server_round, value, selected_on
         # Write beside, then swap: a crash mid-write never leaves a half-saved best/.
         staging = self.best_dir.with_name(self.best_dir.name + ".tmp")
         if staging.exists():
@@ -57,3 +79,8 @@ class BestAdapter:
         if self.best_dir.exists():
             shutil.rmtree(self.best_dir)
         staging.rename(self.best_dir)
+
+    def summary(self) -> dict[str, object]:
+        """The `best_*` fields of summary.json."""
+        return {"best_round": self.round, "best_metric": self.selection.name,
+                "best_value": self.value, "best_selected_on": self.selected_on}

@@ -7,10 +7,10 @@ What travels depends on `lora.mode` (see `fedpeft.common.lora`): `get_state` ret
 in the form the federation exchanges, `set_state` takes the global adapter; both are peft's
 own adapter state in fedavg mode.
 
-Each round starts a fresh AdamW. Optimizer moments are local state that FedAvg does not
-average; carrying them across rounds would apply momentum computed for a model the server
-has since replaced. This is the usual choice in federated fine-tuning, and it keeps an
-institution stateless between rounds apart from the adapter the server sends.
+By default each round starts a fresh optimizer (AdamW or SGD with momentum): moments are local
+state that FedAvg does not average, computed for a model the server has since replaced.
+`training.optimizer_state = "keep"` carries them: `train` takes the previous round's state and
+returns the new one, and the caller keeps it (see `fedpeft.common.training.optimizers`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +28,7 @@ from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from fedpeft.common.adapter.state import AdapterState
-from fedpeft.common.config.models import RunConfig
+from fedpeft.common.config.models import RunConfig, TrainingConfig
 from fedpeft.common.errors import DataError
 from fedpeft.common.lora.exchange import SavedLora
 from fedpeft.common.lora.modes import exchange_for
@@ -45,9 +45,24 @@ from fedpeft.common.modeling.loader import load_base_model
 from fedpeft.common.modeling.peft_builder import apply_peft
 from fedpeft.common.training import dp_sgd
 from fedpeft.common.training.batches import IGNORE_INDEX, Example, batches, collate, encode
+from fedpeft.common.training.optimizers import OptimizerState, build_optimizer, export_state
 from fedpeft.common.training.schedule import round_scheduler
 
 logger = logging.getLogger(__name__)
+
+
+def plan_round(training: TrainingConfig, num_examples: int) -> tuple[int, int]:
+    """(optimizer steps, micro-batches) of one round on `num_examples` training rows."""
+    accumulation = training.gradient_accumulation_steps
+    if training.local_steps is not None:
+        return training.local_steps, training.local_steps * accumulation
+    per_epoch = math.ceil(num_examples / training.batch_size)
+    micro = max(1, math.ceil(training.epochs_per_round * per_epoch))
+    return math.ceil(micro / accumulation), micro
+
+
+ExampleBudget = Callable[[int, float], None]
+"""Called with (DP-SGD steps, sampling rate) before a DP-SGD round starts; raises to refuse it."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,8 @@ class TrainResult:
     Under example-level DP (`privacy.example_level`) `dp_steps` is the number of DP-SGD steps
     taken, each a Poisson-subsampled Gaussian mechanism at rate `dp_sampling_rate`: what the
     caller adds to the institution's running count to account its epsilon. Both are 0 without.
+    `optimizer_state` is the optimizer's state at the end of the round when
+    `training.optimizer_state` is "keep", else None.
     """
 
     loss: float
@@ -65,6 +82,7 @@ class TrainResult:
     compute_seconds: float
     dp_steps: int = 0
     dp_sampling_rate: float = 0.0
+    optimizer_state: OptimizerState | None = None
 
 
 class Learner:
@@ -94,6 +112,11 @@ class Learner:
         trainable, total = self._model.get_nb_trainable_parameters()
         logger.info("%s + %s: %d of %d parameters trainable (%.2f%%) on %s", cfg.model.name,
                     cfg.peft.method, trainable, total, 100.0 * trainable / total, self.device)
+
+    def use_training(self, training: TrainingConfig) -> None:
+        """Train from now on with `training` (the centralized baseline scales local_steps to
+        the examples of a whole federated round)."""
+        self.cfg = self.cfg.model_copy(update={"training": training})
 
     @property
     def model(self) -> PeftModel:
@@ -135,18 +158,21 @@ class Learner:
                 count -= 1
                 yield {key: value.to(self.device) for key, value in batch.items()}
 
-    def _plan(self, num_examples: int) -> tuple[int, int]:
-        """(optimizer steps, micro-batches) for one round."""
-        training = self.cfg.training
-        accumulation = training.gradient_accumulation_steps
-        if training.local_steps is not None:
-            return training.local_steps, training.local_steps * accumulation
-        per_epoch = math.ceil(num_examples / training.batch_size)
-        micro = max(1, math.ceil(training.local_epochs * per_epoch))
-        return math.ceil(micro / accumulation), micro
+    def _optimizer(self, params: list[torch.nn.Parameter],
+                   carried: OptimizerState | None) -> torch.optim.Optimizer:
+        keep = self.cfg.training.optimizer_state == "keep"
+        return build_optimizer(params, self.cfg.training, carried if keep else None)
+
+    def _kept(self, optimizer: torch.optim.Optimizer,
+              params: list[torch.nn.Parameter]) -> OptimizerState | None:
+        if self.cfg.training.optimizer_state != "keep":
+            return None
+        return export_state(optimizer, params)
 
     def train(self, table: pd.DataFrame, server_round: int, num_rounds: int,
-              proximal_mu: float = 0.0) -> TrainResult:
+              proximal_mu: float = 0.0,
+              optimizer_state: OptimizerState | None = None,
+              example_budget: ExampleBudget | None = None) -> TrainResult:
         """One round of local training from the current adapter (stacking: from a fresh
         LoRA on top of the adopted global).
 
@@ -156,19 +182,22 @@ class Learner:
 
         With `privacy.example_level` the round is DP-SGD instead (`_train_dp_sgd`); without it
         nothing below differs from a run that never heard of example-level DP.
+
+        `optimizer_state`: the previous round's `TrainResult.optimizer_state`, resumed when
+        `training.optimizer_state` is "keep" (ignored otherwise). `example_budget`: under
+        example-level DP, checked with this round's steps and sampling rate before any step.
         """
         started = time.perf_counter()
         training = self.cfg.training
         examples = self._encode(table, "training data")
-        steps, micro = self._plan(len(examples))
+        steps, micro = plan_round(self.cfg.training, len(examples))
         self._exchange.begin_round(server_round)
         params = [p for p in self._model.parameters() if p.requires_grad]
         if self.cfg.privacy.example_level:
             return self._train_dp_sgd(examples, params, steps, server_round, num_rounds,
-                                      proximal_mu, started)
+                                      proximal_mu, started, optimizer_state, example_budget)
         anchors = [p.detach().clone() for p in params] if proximal_mu > 0 else []
-        optimizer = torch.optim.AdamW(params, lr=training.learning_rate,
-                                      weight_decay=training.weight_decay)
+        optimizer = self._optimizer(params, optimizer_state)
         scheduler = round_scheduler(optimizer, training, server_round, num_rounds, steps)
         scaler = grad_scaler(self.device, self.dtype)
         torch.manual_seed(training.seed + server_round)  # dropout masks, reproducibly
@@ -200,11 +229,13 @@ class Learner:
         finally:
             self._model.eval()
         return TrainResult(loss=float(np.mean(losses)), num_examples=len(examples), steps=steps,
-                           compute_seconds=time.perf_counter() - started)
+                           compute_seconds=time.perf_counter() - started,
+                           optimizer_state=self._kept(optimizer, params))
 
     def _train_dp_sgd(self, examples: list[Example], params: list[torch.nn.Parameter],
                       steps: int, server_round: int, num_rounds: int, proximal_mu: float,
-                      started: float) -> TrainResult:
+                      started: float, optimizer_state: OptimizerState | None,
+                      example_budget: ExampleBudget | None) -> TrainResult:
         """One round of example-level DP-SGD (see `fedpeft.common.training.dp_sgd`).
 
         Same optimizer, schedule, step count and FedProx term as the ordinary round; what
@@ -217,10 +248,11 @@ class Learner:
         """
         training, task = self.cfg.training, self.cfg.model.task
         rate = dp_sgd.sampling_rate(self.cfg, len(examples))
+        if example_budget is not None:
+            example_budget(steps, rate)
         expected = dp_sgd.expected_batch(self.cfg)
         anchors = [p.detach().clone() for p in params] if proximal_mu > 0 else []
-        optimizer = torch.optim.AdamW(params, lr=training.learning_rate,
-                                      weight_decay=training.weight_decay)
+        optimizer = self._optimizer(params, optimizer_state)
         scheduler = round_scheduler(optimizer, training, server_round, num_rounds, steps)
         torch.manual_seed(training.seed + server_round)  # dropout masks (no privacy role)
         sampler = dp_sgd.secret_sampler()
@@ -261,7 +293,8 @@ class Learner:
         loss = loss_sum / seen if seen else float("nan")
         return TrainResult(loss=loss, num_examples=len(examples), steps=steps,
                            compute_seconds=time.perf_counter() - started,
-                           dp_steps=steps, dp_sampling_rate=rate)
+                           dp_steps=steps, dp_sampling_rate=rate,
+                           optimizer_state=self._kept(optimizer, params))
 
     def evaluate(self, table: pd.DataFrame) -> dict[str, float]:
         """classification: loss, accuracy, macro_f1; causal-lm: loss, perplexity."""

@@ -47,7 +47,7 @@ def _fedopt(cfg: RunConfig) -> dict[str, Any]:
     s = cfg.strategy
     # eta_l is only reported by Flower's FedOpt (the client's own optimizer owns the local
     # learning rate), so it mirrors training.learning_rate for honest logs.
-    return {"eta": s.server_learning_rate, "eta_l": cfg.training.learning_rate,
+    return {"eta": s.effective_server_learning_rate, "eta_l": cfg.training.learning_rate,
             "beta_1": s.beta_1, "beta_2": s.beta_2, "tau": s.tau}
 
 
@@ -57,7 +57,8 @@ _BUILDERS: dict[str, Callable[[RunConfig], Strategy]] = {
     "fedadam": lambda cfg: FedAdam(**_sampling(cfg), **_fedopt(cfg)),
     "fedyogi": lambda cfg: FedYogi(**_sampling(cfg), **_fedopt(cfg)),
     "fedavgm": lambda cfg: FedAvgM(
-        **_sampling(cfg), server_learning_rate=1.0, server_momentum=cfg.strategy.server_momentum
+        **_sampling(cfg), server_learning_rate=cfg.strategy.effective_server_learning_rate,
+        server_momentum=cfg.strategy.server_momentum,
     ),
     "fedmedian": lambda cfg: FedMedian(**_sampling(cfg)),
     "fedtrimmedavg": lambda cfg: FedTrimmedAvg(**_sampling(cfg), beta=cfg.strategy.trim_beta),

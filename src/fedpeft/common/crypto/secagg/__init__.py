@@ -37,16 +37,16 @@ that produced it (see docs/secure_aggregation.md), a malicious server can still 
 fail or give a wrong aggregate (integrity is not protected), and without an identity (runs
 that exchange unsealed updates) the server is only assumed honest-but-curious.
 
-Dropout rule: with degree k and `secure_aggregation.max_dropouts` = d, the threshold is
-t = k + 1 - d (`SecureAggregationConfig.threshold`). Institutions missing at stage 1 or 2 are
-out of the round and count as dropouts. An institution that completed stage 2 but sent no masked vector is
-"dropped": its update is excluded and its pairwise masks are removed with its rebuilt mask key.
-An institution that sent its masked vector is a survivor and its update is in the result even
-if it vanishes before stage 4. The round completes as long as every survivor's seed and every
-dropped node's mask key still has t live holders who answer stage 4; otherwise the server
-raises `RoundAborted` naming the node and "k of t shares". More than max_dropouts missing
-institutions in total, at any stage, also abort the round (server) and are refused (client).
-A client never releases both secrets of one node.
+Dropout rule: with degree k and `secure_aggregation.max_dropouts` = d, the threshold is t = k +
+1 - d (`SecureAggregationConfig.threshold`). Institutions missing at stage 1 or 2 are out of
+the round and count as dropouts. An institution that completed stage 2 but sent no masked
+vector is "dropped": its update is excluded and its pairwise masks are removed with its rebuilt
+mask key. An institution that sent its masked vector is a survivor and its update is in the
+result even if it vanishes before stage 4. The round completes as long as every survivor's seed
+and every dropped node's mask key still has t live holders who answer stage 4; otherwise the
+server raises `RoundAborted` naming the node and "k of t shares". More than max_dropouts
+missing institutions in total, at any stage, also abort the round (server) and are refused
+(client). A client never releases both secrets of one node.
 """
 
 from fedpeft.common.crypto.secagg.authentication import Identity, SignedKeys
