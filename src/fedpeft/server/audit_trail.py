@@ -17,8 +17,10 @@ from typing import Any
 from fedpeft.common.adapter.state import AdapterState
 from fedpeft.common.audit import COORDINATOR, LEDGER_FILE, RUN_END, Ledger, sha256_arrays
 from fedpeft.common.audit import canonical_sha256
+from fedpeft.common.audit.records import line_hash
 from fedpeft.common.config import RunConfig
 from fedpeft.common.crypto import SigningPrivateKey, generate_signing_key
+from fedpeft.common.errors import SecurityError
 
 _ROUND_FIELDS = ("updates_sha256", "failures", "secure_aggregation", "privacy", "global_sha256",
                  "server_eval")
@@ -38,10 +40,40 @@ def _finite(value: Any) -> Any:
 class AuditTrail:
     """Writes the run's `ledger.jsonl` as the run happens."""
 
-    def __init__(self, folder: Path, owner: str, signing_key: SigningPrivateKey | None) -> None:
-        self.ephemeral_key = signing_key is None
-        self.ledger = Ledger.create(folder / LEDGER_FILE, signing_key or generate_signing_key(),
-                                    owner=owner, role=COORDINATOR)
+    def __init__(self, ledger: Ledger, ephemeral_key: bool) -> None:
+        self.ledger = ledger
+        self.ephemeral_key = ephemeral_key
+
+    @classmethod
+    def create(cls, folder: Path, owner: str, signing_key: SigningPrivateKey | None,
+               ephemeral_key: bool = False) -> AuditTrail:
+        """A new ledger; without `signing_key` one is made for the run (and then lost)."""
+        key = signing_key or generate_signing_key()
+        ledger = Ledger.create(folder / LEDGER_FILE, key, owner=owner, role=COORDINATOR)
+        return cls(ledger, ephemeral_key or signing_key is None)
+
+    @classmethod
+    def reopen(cls, folder: Path, signing_key: SigningPrivateKey, ephemeral_key: bool,
+               records: int, head: str) -> AuditTrail:
+        """The ledger of an interrupted run, verified whole before anything is appended, whose
+        record `records - 1` must be the checkpoint's `head`."""
+        path = folder / LEDGER_FILE
+        ledger = Ledger.open(path, signing_key)
+        lines = path.read_bytes().split(b"\n")
+        if ledger.records < records or line_hash(lines[records - 1]) != head:
+            raise SecurityError(f"{path}: record {records - 1} is not the head the checkpoint "
+                                "saved; refusing to continue a ledger that was rewritten")
+        return cls(ledger, ephemeral_key)
+
+    def resumed(self, run_id: int, after_round: int, checkpoint_head: str,
+                checkpoint_records: int) -> None:
+        """Say where the run continues: records after the checkpoint's head (at most the
+        round that was under way when the run stopped) are superseded by what follows."""
+        self.ledger.append("run-resumed", {
+            "run_id": run_id, "resumed_after_round": after_round,
+            "checkpoint_head": checkpoint_head, "checkpoint_records": checkpoint_records,
+            "superseded_records": self.ledger.records - checkpoint_records,
+        })
 
     def start(self, cfg: RunConfig, run_id: int, initial: AdapterState) -> None:
         self.ledger.append("run-start", {

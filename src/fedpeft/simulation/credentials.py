@@ -3,8 +3,9 @@
 A simulation seals and signs exactly as a deployment does, so it needs the same files: the
 server's keys, one signing key per virtual institution and a registry. They are made with the
 coordinator's own commands (`init_federation`, `add_institution`) in a private (0700)
-temporary folder, live as long as the run, and are removed with it; only their public-key
-fingerprints are kept, in the run's `summary.json`.
+folder inside the run's checkpoint folder, live as long as the run (a crashed run keeps them
+so that `fedpeft resume` can sign on with them), and are removed when it completes; only their
+public-key fingerprints are kept, in the run's `summary.json`.
 """
 
 from __future__ import annotations
@@ -16,23 +17,32 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fedpeft.common.config import RunConfig
-from fedpeft.deployment.federation_files import credential_name
+from fedpeft.deployment.federation_files import FederationFolder, credential_name
 from fedpeft.deployment.enrolment import add_institution, init_federation
+
+
+def run_credentials(keys_dir: Path, institutions: list[str]) -> tuple[Path, str]:
+    """(federation folder, federation id) under `keys_dir` (a private folder of the run),
+    made on first use and read back when the run is resumed: a resumed run must sign its
+    ledger, and its institutions theirs, with the keys that started them."""
+    folder = keys_dir / "federation"
+    if folder.is_dir():
+        return folder, FederationFolder(folder).manifest().federation_id
+    names = [credential_name(name) for name in institutions]
+    if len(set(names)) != len(names):
+        raise ValueError(f"institution names collide after sanitising: {institutions}")
+    manifest = init_federation(folder, ["127.0.0.1"])
+    for name in names:
+        add_institution(folder, name)
+    return folder, manifest.federation_id
 
 
 @contextmanager
 def ephemeral_credentials(institutions: list[str]) -> Iterator[tuple[Path, str]]:
     """(federation folder, federation id) for `institutions`, deleted on exit."""
-    names = [credential_name(name) for name in institutions]
-    if len(set(names)) != len(names):
-        raise ValueError(f"institution names collide after sanitising: {institutions}")
     scratch = Path(tempfile.mkdtemp(prefix="fedpeft-sim-keys-"))  # mode 0700
     try:
-        folder = scratch / "federation"
-        manifest = init_federation(folder, ["127.0.0.1"])
-        for name in names:
-            add_institution(folder, name)
-        yield folder, manifest.federation_id
+        yield run_credentials(scratch, institutions)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

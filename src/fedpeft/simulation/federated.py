@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +25,16 @@ from flwr.simulation import run_simulation
 from fedpeft.client.app import app as client_app
 from fedpeft.common.adapter.state import full_model_nbytes
 from fedpeft.common.audit import LEDGER_FILE
-from fedpeft.common.config import RunConfig
+from fedpeft.common.config import RunConfig, load_config
 from fedpeft.common.errors import ConfigError
+from fedpeft.common.runs.checkpoint import Checkpoint, checkpoint_dir, private_dir, read_checkpoint
+from fedpeft.common.runs.folder import RunFolder, open_run_folder
+from fedpeft.server.run_checkpoint import check_resumable
+from fedpeft.server.stop_signals import stop_on_signals
 from fedpeft.server.run_loop import FederationOutcome, check_round_settings, run_federation
-from fedpeft.simulation.credentials import ephemeral_credentials, with_credentials
+from fedpeft.simulation.credentials import run_credentials, with_credentials
 from fedpeft.simulation.flower_logging import quiet_flower_console
-from fedpeft.common.runs.folder import open_run_folder
-from fedpeft.simulation.preparation import base_summary, prepare_run
+from fedpeft.simulation.preparation import PreparedRun, base_summary, prepare_run
 
 logger = logging.getLogger(__name__)
 
@@ -84,16 +88,59 @@ def _keep_institution_ledgers(keys_dir: Path, run_dir: Path) -> None:
 
 def simulate(cfg: RunConfig, on_round: Callable[[dict[str, Any]], None] | None = None) -> RunReport:
     """Run a simulated federation and return its finished run folder."""
+    _check_cpus(cfg)
+    prepared = prepare_run(cfg)
+    check_round_settings(prepared.cfg, sampled_institutions(prepared.cfg))  # before any folder
+    folder = open_run_folder(prepared.cfg, "sim")  # config.toml as given, without key paths
+    return _simulate(prepared, folder, on_round, None)
+
+
+def resume_simulation(run_dir: Path, on_round: Callable[[dict[str, Any]], None] | None = None
+                      ) -> RunReport:
+    """Continue the interrupted simulation in `run_dir` from its last complete round.
+
+    Everything is checked before the folder is touched: that it is an unfinished run, that its
+    checkpoint was written by this fedpeft version, and that its config.toml still gives the
+    config the checkpoint was taken with. The continuation is a new Flower run (a new run id)
+    whose globals and updates are signed with the run's own keys, kept in its checkpoint.
+    """
+    RunFolder.resolve(run_dir)
+    checkpoint = read_checkpoint(run_dir)
+    cfg = load_config(run_dir / "config.toml")
+    _check_cpus(cfg)
+    prepared = prepare_run(cfg)
+    if prepared.cfg.model_dump() != cfg.model_dump():
+        raise ConfigError(f"{run_dir / 'config.toml'}: no longer fits the data it names "
+                          "(labels or institutions changed); resume refused")
+    check_round_settings(prepared.cfg, sampled_institutions(prepared.cfg))
+    keys = checkpoint_dir(run_dir) / "keys"
+    run_cfg = _with_run_keys(prepared, keys) if (keys / "federation").is_dir() else prepared.cfg
+    check_resumable(checkpoint, run_cfg, RunFolder.resolve(run_dir))
+    folder = RunFolder.reopen(run_dir)
+    folder.attach_log()
+    logger.info("fedpeft sim run %s resumed after round %d", folder.name, checkpoint.round)
+    return _simulate(prepared, folder, on_round, checkpoint)
+
+
+def _check_cpus(cfg: RunConfig) -> None:
     if cfg.simulation.client_cpus > (os.cpu_count() or 1):
         raise ConfigError(
             f"simulation.client_cpus={cfg.simulation.client_cpus} exceeds the "
             f"{os.cpu_count()} CPU cores of this machine"
         )
-    prepared = prepare_run(cfg)
+
+
+def _with_run_keys(prepared: PreparedRun, keys_dir: Path) -> RunConfig:
+    folder, federation_id = run_credentials(keys_dir, prepared.data.partition_names)
+    return with_credentials(prepared.cfg, folder, federation_id)
+
+
+def _simulate(prepared: PreparedRun, folder: RunFolder,
+              on_round: Callable[[dict[str, Any]], None] | None,
+              resume: Checkpoint | None) -> RunReport:
     cfg = prepared.cfg
-    check_round_settings(cfg, sampled_institutions(cfg))  # before any folder exists
-    folder = open_run_folder(cfg, "sim")  # config.toml as given, without temporary key paths
     outcome: list[FederationOutcome] = []
+    stop = threading.Event()
 
     def _run(run_cfg: RunConfig) -> None:
         server_app = ServerApp()
@@ -102,9 +149,9 @@ def simulate(cfg: RunConfig, on_round: Callable[[dict[str, Any]], None] | None =
         def _main(grid: Grid, context: Context) -> None:
             outcome.append(run_federation(grid, run_cfg, prepared.learner,
                                           prepared.data.test.frame, folder,
-                                          parallel_slots(run_cfg), on_round))
+                                          parallel_slots(run_cfg), on_round, resume, stop))
 
-        with quiet_flower_console():
+        with quiet_flower_console(), stop_on_signals(stop):
             run_simulation(server_app=server_app, client_app=client_app,
                            num_supernodes=run_cfg.simulation.num_clients,
                            backend_config=_backend_config(run_cfg))
@@ -112,9 +159,9 @@ def simulate(cfg: RunConfig, on_round: Callable[[dict[str, Any]], None] | None =
     _quiet_ray()
     try:
         if cfg.security.seal_updates and cfg.security.credentials_dir is None:
-            with ephemeral_credentials(prepared.data.partition_names) as (keys_dir, federation_id):
-                _run(with_credentials(cfg, keys_dir, federation_id))
-                _keep_institution_ledgers(keys_dir, folder.path)
+            run_cfg = _with_run_keys(prepared, private_dir(folder.path, "keys"))
+            _run(run_cfg)
+            _keep_institution_ledgers(Path(str(run_cfg.security.credentials_dir)), folder.path)
         else:
             _run(cfg)
         if not outcome:

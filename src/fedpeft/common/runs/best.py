@@ -42,12 +42,22 @@ class BestAdapter:
         self.best_dir = best_dir
         self.round: int | None = None
         self.value: float | None = None
+        self.state: dict[str, np.ndarray] | None = None
+        """The best adapter itself, kept for the run's checkpoint."""
 
     def offer(self, server_round: int, metrics: dict[str, float], state: dict[str, np.ndarray]) -> None:
         value = metrics[self.selection.name]
         if not self.selection.improves(value, self.value):
             return
-        self.round, self.value = server_round, value
+        self.round, self.value, self.state = server_round, value, state
+        self._save(state)
+
+    def restore(self, server_round: int, value: float, state: dict[str, np.ndarray]) -> None:
+        """Go back to a checkpointed best: `best/` may hold a round the resumed run redoes."""
+        self.round, self.value, self.state = server_round, value, state
+        self._save(state)
+
+    def _save(self, state: dict[str, np.ndarray]) -> None:
         # Write beside, then swap: a crash mid-write never leaves a half-saved best/.
         staging = self.best_dir.with_name(self.best_dir.name + ".tmp")
         if staging.exists():

@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from fedpeft.common.errors import ConfigError
+
 
 def _finite(value: Any) -> Any:
     """JSON has no NaN/Infinity; store them as null rather than emit invalid JSON."""
@@ -28,6 +30,26 @@ class MetricsLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.records: list[dict[str, Any]] = []
+
+    @classmethod
+    def resume(cls, path: Path, nbytes: int) -> MetricsLog:
+        """Continue a log whose first `nbytes` bytes were checkpointed: anything after them
+        (a round that was under way when the run stopped) is cut, so no round is counted
+        twice once it is run again."""
+        size = path.stat().st_size if path.exists() else 0
+        if size < nbytes:
+            raise ConfigError(f"{path}: {size} bytes, but the checkpoint counted {nbytes}; "
+                              "the metrics were changed since the run stopped")
+        with path.open("r+b") as handle:
+            handle.truncate(nbytes)
+        log = cls(path)
+        log.records = read_metrics(path)
+        return log
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes written so far: what a checkpoint records to cut the log back to."""
+        return self.path.stat().st_size if self.path.exists() else 0
 
     def append(self, record: dict[str, Any]) -> None:
         clean = _finite(record)
