@@ -26,7 +26,7 @@ from fedpeft.client.app import app as client_app
 from fedpeft.common.adapter.state import full_model_nbytes
 from fedpeft.common.audit import LEDGER_FILE
 from fedpeft.common.config import RunConfig, load_config
-from fedpeft.common.errors import ConfigError
+from fedpeft.common.errors import ConfigError, RunInterrupted
 from fedpeft.common.runs.checkpoint import Checkpoint, checkpoint_dir, private_dir, read_checkpoint
 from fedpeft.common.runs.folder import RunFolder, open_run_folder
 from fedpeft.server.run_checkpoint import check_resumable
@@ -122,6 +122,18 @@ def resume_simulation(run_dir: Path, on_round: Callable[[dict[str, Any]], None] 
     return _simulate(prepared, folder, on_round, checkpoint)
 
 
+_SERVER_STOP_SECONDS = 30.0
+"""How long a failing simulation waits for the coordinator's thread: it stops within a poll
+interval unless it is in the middle of a server-side evaluation."""
+
+
+def _stop_reason(err: BaseException) -> BaseException:
+    """Ray's SIGTERM handler raises SystemExit(15); say so in error.txt."""
+    if isinstance(err, SystemExit):
+        return RunInterrupted(f"stopped by signal {err.code}: resume with `fedpeft resume`")
+    return err
+
+
 def _check_cpus(cfg: RunConfig) -> None:
     if cfg.simulation.client_cpus > (os.cpu_count() or 1):
         raise ConfigError(
@@ -141,15 +153,21 @@ def _simulate(prepared: PreparedRun, folder: RunFolder,
     cfg = prepared.cfg
     outcome: list[FederationOutcome] = []
     stop = threading.Event()
+    server_done = threading.Event()
+    server_done.set()
 
     def _run(run_cfg: RunConfig) -> None:
         server_app = ServerApp()
 
         @server_app.main()
         def _main(grid: Grid, context: Context) -> None:
-            outcome.append(run_federation(grid, run_cfg, prepared.learner,
-                                          prepared.data.test.frame, folder,
-                                          parallel_slots(run_cfg), on_round, resume, stop))
+            server_done.clear()
+            try:
+                outcome.append(run_federation(grid, run_cfg, prepared.learner,
+                                              prepared.data.test.frame, folder,
+                                              parallel_slots(run_cfg), on_round, resume, stop))
+            finally:
+                server_done.set()
 
         with quiet_flower_console(), stop_on_signals(stop):
             run_simulation(server_app=server_app, client_app=client_app,
@@ -184,5 +202,9 @@ def _simulate(prepared: PreparedRun, folder: RunFolder,
         }
         return RunReport(folder.finish(summary), summary)
     except BaseException as err:
-        folder.fail(err)
+        # The coordinator runs in Flower's thread, which outlives an error of the main thread
+        # (Ray turns SIGTERM into SystemExit there): stop it before the folder is renamed.
+        stop.set()
+        server_done.wait(_SERVER_STOP_SECONDS)
+        folder.fail(_stop_reason(err))
         raise
