@@ -19,6 +19,7 @@ from fedpeft.deployment.federation_files import FederationFolder
 from fedpeft.deployment.flower_exec import REDACTED, FlowerCommand, flower_env, split_address
 from fedpeft.deployment.app_bundle import (
     CONFIG_KEY,
+    RESUME_KEY,
     app_pyproject,
     check_deployable,
     read_run_config,
@@ -297,11 +298,21 @@ def test_run_config_round_trips_through_the_overrides_file(tmp_path: Path) -> No
     assert run.cfg == cfg and run.test_path == str(tmp_path / "test.csv")
 
 
+def test_a_resumed_run_names_its_folder_on_the_superlink_host(tmp_path: Path) -> None:
+    cfg = _deployable(tmp_path)
+    folder = tmp_path / "runs" / "r1.failed"
+    overrides = tomllib.loads(write_run_overrides(tmp_path / "run.toml", cfg, folder).read_text())
+    assert read_run_config(overrides).resume == folder
+    assert read_run_config({**overrides, RESUME_KEY: ""}).resume is None
+    with pytest.raises(ConfigError, match="fedpeft-resume.*absolute path"):
+        read_run_config({**overrides, RESUME_KEY: "runs/r1.failed"})
+
+
 def test_app_pyproject_names_installed_components() -> None:
     app_cfg = app_pyproject()["tool"]["flwr"]["app"]
     assert app_cfg["components"] == {"serverapp": "fedpeft.server.app:app",
                                      "clientapp": "fedpeft.client.app:app"}
-    assert app_cfg["config"] == {CONFIG_KEY: ""}
+    assert app_cfg["config"] == {CONFIG_KEY: "", RESUME_KEY: ""}
 
 
 @pytest.mark.parametrize(("update", "field"), [
