@@ -48,6 +48,7 @@ from fedpeft.server.evaluation import ServerEvaluator
 from fedpeft.server.audit_trail import AuditTrail
 from fedpeft.server.credentials import load_server_keys
 from fedpeft.server.polling_grid import PollingGrid
+from fedpeft.server.quorum import QuorumPolicy
 from fedpeft.server.round_driver import RoundPlan, drive_rounds
 from fedpeft.server.round_recorder import RoundRecorder
 from fedpeft.server.run_checkpoint import RunCheckpointer, check_resumable, restore_run
@@ -231,7 +232,8 @@ def run_federation(
                      evaluate_config=ConfigRecord(dict(round_config)))
     final = drive_rounds(chain.strategy, polling, to_array_record(initial_state), plan, evaluator,
                          lambda number, arrays: checkpointer.save(number,
-                                                                  from_array_record(arrays)))
+                                                                  from_array_record(arrays)),
+                         recorder, QuorumPolicy.from_config(cfg))
     final_state = from_array_record(final)
     save_adapter(learner, final_state, folder.adapter_dir)
     write_plots(log.records, folder.plots_dir)
