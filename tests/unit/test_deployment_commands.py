@@ -172,6 +172,12 @@ def test_flower_env_is_offline_and_finds_flower_helpers(tmp_path: Path) -> None:
     assert (first / "flower-superexec").is_file()
 
 
+def test_superexec_polls_for_tasks_every_tenth_of_a_second_unless_the_operator_says() -> None:
+    assert flower_env(None, base={})["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] == "0.1"
+    chosen = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "2"}
+    assert flower_env(None, base=chosen)["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] == "2"
+
+
 def test_display_redacts_only_secret_values() -> None:
     command = FlowerCommand(["x", "--key", "/k", "--cert", "/c"], frozenset({"--key"}))
     assert command.display() == f"x --key {REDACTED} --cert /c"
