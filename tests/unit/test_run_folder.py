@@ -73,3 +73,16 @@ def test_a_run_still_going_cannot_be_reopened(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="still going in another process"):
         RunFolder.reopen(running.path)
     assert running.path.is_dir()
+
+
+def test_a_full_disk_still_marks_the_run_failed_and_resumable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = RunFolder.create(tmp_path, "r8")
+
+    def disk_full(self: Path, *args: object, **kwargs: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    assert folder.fail(OSError(28, "No space left on device")) == tmp_path / "r8.failed"
+    monkeypatch.undo()
+    assert RunFolder.reopen(tmp_path / "r8.failed").path == tmp_path / "r8.partial"

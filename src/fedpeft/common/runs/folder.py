@@ -8,6 +8,7 @@ ever overwritten: an existing target name is refused before any work starts.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -64,10 +65,7 @@ class RunFolder:
     def resolve(cls, path: Path) -> RunFolder:
         """The interrupted run at `path` (`<name>.partial` or `<name>.failed`), unchanged;
         ConfigError for a completed run, a missing folder or anything else."""
-        name = path.name
-        for suffix in (PARTIAL_SUFFIX, FAILED_SUFFIX):
-            if name.endswith(suffix):
-                name = name[: -len(suffix)]
+        name = path.name.removesuffix(PARTIAL_SUFFIX).removesuffix(FAILED_SUFFIX)
         folder = cls(path.parent, name)
         if path.name == name:
             if (path / "summary.json").is_file():
@@ -87,11 +85,11 @@ class RunFolder:
         `.partial` to go on (a `.failed` run's error.txt is kept under another name)."""
         folder = cls.resolve(path)
         folder.hold()
+        error = path / "error.txt"
+        if error.exists():
+            count = len(list(path.glob("error-before-resume-*.txt")))
+            error.rename(path / f"error-before-resume-{count + 1}.txt")
         if path.name.endswith(FAILED_SUFFIX):
-            error = path / "error.txt"
-            if error.exists():
-                count = len(list(path.glob("error-before-resume-*.txt")))
-                error.rename(path / f"error-before-resume-{count + 1}.txt")
             partial = folder.parent / f"{folder.name}{PARTIAL_SUFFIX}"
             os.replace(path, partial)
             folder.path = partial
@@ -186,7 +184,9 @@ class RunFolder:
     def fail(self, error: BaseException) -> Path:
         """Keep what was written for diagnosis, clearly marked as a failed run."""
         logging.getLogger(__name__).error("run failed: %s", error)
-        (self.path / "error.txt").write_text(f"{type(error).__name__}: {error}\n", encoding="utf-8")
+        with contextlib.suppress(OSError):  # e.g. the disk is full: the rename still tells
+            (self.path / "error.txt").write_text(f"{type(error).__name__}: {error}\n",
+                                                 encoding="utf-8")
         self._release()
         self._detach_log()
         target = self.parent / f"{self.name}{FAILED_SUFFIX}"
