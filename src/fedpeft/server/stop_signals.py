@@ -1,7 +1,7 @@
 """SIGTERM and SIGINT as a request to stop the run, not as an instant death.
 
-The first signal sets an event that the coordinator's grid checks between polls (every
-0.1 s), so the run ends within about a poll interval, leaving the checkpoint of its last
+The first signal sets an event that the coordinator's grid checks between polls (0.1 to
+0.5 s apart), so the run ends within about a poll interval, leaving the checkpoint of its last
 complete round. A second signal is the impatient one: the previous handlers come back and
 the signal is delivered again (SIGINT then raises KeyboardInterrupt, SIGTERM terminates).
 Signal handlers can only be installed from the main thread; elsewhere this does nothing.
