@@ -84,7 +84,9 @@ def test_compose_services_use_the_cli_consistently() -> None:
         assert _check_cli(args).name == "join"
         assert _option(args, "--superlink") == f"superlink:{FLEET_PORT}"
         assert int(_option(args, "--port")) == DEFAULT_NODE_PORT
-        assert f"./federation/institutions/{name}:{_option(args, '--bundle')}:ro" in service["volumes"]
+        # the bundle (the institution's own keys) read-only, its state folder writable
+        assert f"./institutions/{name}:{_option(args, '--bundle')}:ro" in service["volumes"]
+        assert f"./institutions/{name}-state:{_option(args, '--state-dir')}" in service["volumes"]
         assert any(v.endswith(f":{_option(args, '--data')}:ro") for v in service["volumes"])
         assert str(DEFAULT_NODE_PORT) in " ".join(service["healthcheck"]["test"])
         assert service["depends_on"]["superlink"]["condition"] == "service_healthy"
@@ -129,6 +131,10 @@ def test_kubernetes_institution() -> None:
     assert _option(args, "--superlink").endswith(f":{FLEET_PORT}")
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert mounts[_option(args, "--bundle")]["readOnly"] is True
+    state = next(m for m in mounts.values() if _option(args, "--state-dir").startswith(m["mountPath"]))
+    assert not state.get("readOnly", False)
+    claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod["volumes"]}
+    assert claims[state["name"]] == docs["PersistentVolumeClaim"]["metadata"]["name"]
     assert mounts[str(Path(_option(args, "--data")).parent)]["readOnly"] is True
     bundle_secret = next(v for v in pod["volumes"] if "secret" in v)["secret"]
     assert bundle_secret["secretName"] == docs["Secret"]["metadata"]["name"]

@@ -15,7 +15,8 @@ from fedpeft.cli.main import app
 from fedpeft.deployment.supernode import SuperNodeSettings, node_config, supernode_command
 from fedpeft.common.config import RunConfig, to_wire
 from fedpeft.common.errors import ConfigError, DataError
-from fedpeft.deployment.federation_files import FederationFolder
+from fedpeft.deployment.bundle import complete_bundle, init_bundle
+from fedpeft.deployment.federation_files import FederationFolder, InstitutionBundle
 from fedpeft.deployment.flower_exec import REDACTED, FlowerCommand, flower_env, split_address
 from fedpeft.deployment.app_bundle import (
     CONFIG_KEY,
@@ -38,12 +39,26 @@ from fedpeft.deployment.superlink import SuperLinkSettings, superlink_command
 runner = CliRunner()
 
 
+def _enrol(root: Path, name: str, bundles: Path) -> InstitutionBundle:
+    """Both sides of enrolment: the institution's init, the coordinator's add, completion."""
+    bundle = InstitutionBundle(bundles / name)
+    init_bundle(bundle.root, name)
+    add_institution(root, name, bundle.request_path)
+    complete_bundle(bundle.root, FederationFolder(root).reply(name).root)
+    return bundle
+
+
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> FederationFolder:
     root = tmp_path_factory.mktemp("fed") / "FED"
     init_federation(root, ["fl.example.org", "10.0.0.5"])
-    add_institution(root, "bank-a")
+    _enrol(root, "bank-a", root.parent / "bundles")
     return FederationFolder(root)
+
+
+@pytest.fixture(scope="module")
+def bank_a(fed: FederationFolder) -> InstitutionBundle:
+    return InstitutionBundle(fed.root.parent / "bundles" / "bank-a")
 
 
 def _mode(path: Path) -> int:
@@ -108,53 +123,76 @@ def test_superlink_refuses_a_folder_that_is_not_a_federation(tmp_path: Path) -> 
 
 # --- SuperNode command ------------------------------------------------------------------------
 
-def _node(fed: FederationFolder, tmp_path: Path, **changes: object) -> SuperNodeSettings:
+def _node(bundle: InstitutionBundle, tmp_path: Path, **changes: object) -> SuperNodeSettings:
     data = tmp_path / "my data.csv"
     data.write_text("text,label\nx,billing\n")
-    base: dict[str, object] = {"superlink": "fl.example.org:9092", "bundle": fed.bundle("bank-a"),
-                               "data_path": data, "flwr_home": tmp_path / "home"}
+    base: dict[str, object] = {"superlink": "fl.example.org:9092", "bundle": bundle,
+                               "data_path": data, "flwr_home": tmp_path / "home",
+                               "state_dir": tmp_path / "state"}
     return SuperNodeSettings(**{**base, **changes})  # type: ignore[arg-type]
 
 
-def test_supernode_trusts_the_ca_and_proves_its_key(fed: FederationFolder, tmp_path: Path) -> None:
-    argv = supernode_command(_node(fed, tmp_path)).argv
-    bundle = fed.bundle("bank-a")
+def test_supernode_trusts_the_ca_and_proves_its_key(bank_a: InstitutionBundle, tmp_path: Path) -> None:
+    argv = supernode_command(_node(bank_a, tmp_path)).argv
     assert _value(argv, "--superlink") == "fl.example.org:9092"
-    assert _value(argv, "--root-certificates") == str(bundle.ca_cert)
-    assert _value(argv, "--auth-supernode-private-key") == str(bundle.node_auth_key)
+    assert _value(argv, "--root-certificates") == str(bank_a.ca_cert)
+    assert _value(argv, "--auth-supernode-private-key") == str(bank_a.node_auth_key)
     assert _value(argv, "--port") == "9094"
     assert _value(argv, "--node-config") == (
         f'data-path="{(tmp_path / "my data.csv").resolve()}" name="bank-a" '
-        f'bundle="{bundle.root}"'
+        f'bundle="{bank_a.root}" state-dir="{tmp_path / "state"}"'
     )
-    ranked = supernode_command(_node(fed, tmp_path, lora_rank=4)).argv
+    ranked = supernode_command(_node(bank_a, tmp_path, lora_rank=4)).argv
     assert _value(ranked, "--node-config").endswith(" lora-rank=4")
     assert "--insecure" not in argv and "--max-wait-time" not in argv
 
 
-def test_supernode_command_line_hides_the_key_path(fed: FederationFolder, tmp_path: Path) -> None:
-    shown = supernode_command(_node(fed, tmp_path)).display()
-    assert str(fed.bundle("bank-a").node_auth_key) not in shown and REDACTED in shown
+def test_supernode_state_defaults_beside_the_bundle(tmp_path: Path) -> None:
+    root = tmp_path / "FED"
+    init_federation(root, ["127.0.0.1"])
+    bundle = _enrol(root, "clinic", tmp_path / "site")
+    argv = supernode_command(_node(bundle, tmp_path, state_dir=None)).argv
+    state = tmp_path / "site" / "clinic-state"
+    assert f'state-dir="{state}"' in _value(argv, "--node-config")
+    assert state.is_dir() and _mode(state) == 0o700
 
 
-def test_supernode_insecure_warns(fed: FederationFolder, tmp_path: Path,
+def test_supernode_refuses_an_unwritable_state_folder_at_start(bank_a: InstitutionBundle,
+                                                               tmp_path: Path) -> None:
+    """A state folder that cannot be written (here: below a file, which fails even for root)
+    stops `client join` with one line before any SuperNode starts."""
+    blocker = tmp_path / "read-only-mount"
+    blocker.write_text("")
+    result = runner.invoke(app, ["client", "join", "--superlink", "127.0.0.1:9092",
+                                 "--bundle", str(bank_a.root), "--data", str(blocker),
+                                 "--state-dir", str(blocker / "state")])
+    assert isinstance(result.exception, ConfigError), result.output
+    message = str(result.exception)
+    assert message.startswith(f"--state-dir {blocker / 'state'}: cannot write there")
+    assert "\n" not in message
+
+
+def test_supernode_command_line_hides_the_key_path(bank_a: InstitutionBundle, tmp_path: Path) -> None:
+    shown = supernode_command(_node(bank_a, tmp_path)).display()
+    assert str(bank_a.node_auth_key) not in shown and REDACTED in shown
+
+
+def test_supernode_insecure_warns(bank_a: InstitutionBundle, tmp_path: Path,
                                   caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        argv = supernode_command(_node(fed, tmp_path, insecure=True)).argv
+        argv = supernode_command(_node(bank_a, tmp_path, insecure=True)).argv
     assert "--insecure" in argv and "--root-certificates" not in argv
     assert any(r.levelno == logging.WARNING for r in caplog.records)
 
 
-def test_supernode_refuses_missing_data(fed: FederationFolder, tmp_path: Path) -> None:
+def test_supernode_refuses_missing_data(bank_a: InstitutionBundle, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="--data .*missing.csv: file not found"):
-        supernode_command(_node(fed, tmp_path, data_path=tmp_path / "missing.csv"))
+        supernode_command(_node(bank_a, tmp_path, data_path=tmp_path / "missing.csv"))
 
 
-def test_supernode_refuses_a_folder_that_is_not_a_bundle(fed: FederationFolder, tmp_path: Path) -> None:
-    from fedpeft.deployment.federation_files import InstitutionBundle
-
-    with pytest.raises(ConfigError, match="not an institution bundle"):
-        supernode_command(_node(fed, tmp_path, bundle=InstitutionBundle(tmp_path)))
+def test_supernode_refuses_a_folder_that_is_not_a_bundle(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a complete institution bundle"):
+        supernode_command(_node(InstitutionBundle(tmp_path), tmp_path))
 
 
 def test_node_config_refuses_quotes(tmp_path: Path) -> None:
@@ -217,31 +255,33 @@ def test_init_with_a_bad_address_leaves_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_bundle_holds_what_the_institution_needs(fed: FederationFolder) -> None:
-    bundle = fed.bundle("bank-a")
-    assert _mode(bundle.root) == 0o700
-    assert _mode(bundle.node_auth_key) == 0o600 and _mode(bundle.signing_key) == 0o600
-    assert bundle.node_auth_key.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
-    assert bundle.node_auth_pub.read_text().startswith("ecdsa-sha2-nistp256 ")
-    assert bundle.ca_cert.read_bytes() == fed.ca_cert.read_bytes()
-    assert bundle.server_signing_pub.read_bytes() == fed.server_signing_pub.read_bytes()
-    assert bundle.server_encryption_pub.read_bytes() == fed.server_encryption_pub.read_bytes()
-    assert bundle.manifest().federation_id == fed.manifest().federation_id
+def test_bundle_holds_what_the_institution_needs(fed: FederationFolder,
+                                                 bank_a: InstitutionBundle) -> None:
+    assert _mode(bank_a.root) == 0o700
+    assert _mode(bank_a.node_auth_key) == 0o600 and _mode(bank_a.signing_key) == 0o600
+    assert bank_a.node_auth_key.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert bank_a.node_auth_pub.read_text().startswith("ecdsa-sha2-nistp256 ")
+    assert bank_a.ca_cert.read_bytes() == fed.ca_cert.read_bytes()
+    assert bank_a.server_signing_pub.read_bytes() == fed.server_signing_pub.read_bytes()
+    assert bank_a.server_encryption_pub.read_bytes() == fed.server_encryption_pub.read_bytes()
+    assert bank_a.manifest().federation_id == fed.manifest().federation_id
     record = fed.registry().institutions["bank-a"]
     assert record.status == "active" and record.node_id is None
-    assert record.node_auth_public_key == bundle.node_auth_pub.read_text().strip()
+    assert record.node_auth_public_key == bank_a.node_auth_pub.read_text().strip()
+    assert record.signing_public_key == bank_a.signing_pub.read_text()
 
 
 @pytest.mark.parametrize("name", ["", "a b", "../x", "-x", 'q"'])
-def test_add_institution_refuses_bad_names(fed: FederationFolder, name: str) -> None:
+def test_add_institution_refuses_bad_names(fed: FederationFolder, bank_a: InstitutionBundle,
+                                          name: str) -> None:
     with pytest.raises(ConfigError, match="institution name"):
-        add_institution(fed.root, name)
+        add_institution(fed.root, name, bank_a.request_path)
 
 
 def test_registry_lifecycle(tmp_path: Path) -> None:
     root = tmp_path / "FED"
     init_federation(root, ["127.0.0.1"])
-    add_institution(root, "clinic")
+    clinic = _enrol(root, "clinic", tmp_path / "site")
     record_node_id(root, "clinic", 42)
     assert FederationFolder(root).registry().institutions["clinic"].node_id == 42
     revoked = revoke_institution(root, "clinic")
@@ -251,7 +291,7 @@ def test_registry_lifecycle(tmp_path: Path) -> None:
     stored = FederationFolder(root).registry().institutions["clinic"]
     assert stored.status == "revoked" and stored.node_id is None
     with pytest.raises(ConfigError, match="already exists \\(revoked\\)"):
-        add_institution(root, "clinic")
+        add_institution(root, "clinic", clinic.request_path)
     with pytest.raises(ConfigError, match="no institution 'nobody'"):
         revoke_institution(root, "nobody")
 
@@ -260,10 +300,19 @@ def test_cli_federation_commands(tmp_path: Path) -> None:
     root = tmp_path / "FED"
     result = runner.invoke(app, ["federation", "init", "--dir", str(root), "--address", "127.0.0.1"])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["federation", "add-institution", "lab", "--dir", str(root)])
+    bundle = tmp_path / "lab-bundle"
+    result = runner.invoke(app, ["institution", "init", "lab", "--dir", str(bundle)])
+    assert result.exit_code == 0, result.output
+    assert "PRIVATE KEY" not in result.output and "enrolment-request.json" in result.output
+    result = runner.invoke(app, ["federation", "add-institution", "lab", "--dir", str(root),
+                                 "--request", str(bundle / "enrolment-request.json")])
     assert result.exit_code == 0, result.output
     assert "fedpeft federation register lab" in result.output
     assert "PRIVATE KEY" not in result.output
+    result = runner.invoke(app, ["institution", "complete", "--bundle", str(bundle),
+                                 "--from", str(root / "institutions" / "lab")])
+    assert result.exit_code == 0, result.output
+    assert FederationFolder(root).manifest().ca_fingerprint in result.output
     result = runner.invoke(app, ["federation", "revoke", "lab", "--dir", str(root)])
     assert result.exit_code == 0, result.output
     registry = json.loads((root / "institutions.json").read_text())
@@ -343,3 +392,28 @@ def test_empty_run_config_says_how_to_submit() -> None:
         read_run_config({CONFIG_KEY: ""})
     with pytest.raises(ConfigError, match="data.labels"):
         read_run_config({CONFIG_KEY: to_wire(RunConfig())})
+
+
+def test_a_deployed_institution_writes_its_ledger_to_its_state_folder(
+    bank_a: InstitutionBundle, tmp_path: Path
+) -> None:
+    """The ClientApp reads keys from the (read-only) bundle and writes only to `state-dir`."""
+    from flwr.app import Context, RecordDict
+
+    from fedpeft.client.identity import institution_keys
+    from fedpeft.client.stages.ledger import record_sent
+
+    before = {p.name: p.read_bytes() for p in bank_a.root.iterdir()}
+    state = tmp_path / "state"
+    node = {"bundle": str(bank_a.root), "state-dir": str(state), "name": "bank-a"}
+    context = Context(run_id=1, node_id=1, node_config=node, state=RecordDict(), run_config={})
+    keys = institution_keys(RunConfig(), context, "bank-a")
+    assert keys is not None and keys.state_dir == str(state)
+    state.mkdir()
+    record_sent(keys, {"round": 1})
+    assert (state / "ledger.jsonl").is_file()
+    assert {p.name: p.read_bytes() for p in bank_a.root.iterdir()} == before
+    default = institution_keys(RunConfig(), Context(
+        run_id=1, node_id=1, node_config={"bundle": str(bank_a.root)}, state=RecordDict(),
+        run_config={}), "bank-a")
+    assert default is not None and default.state_dir == str(bank_a.root.parent / "bank-a-state")

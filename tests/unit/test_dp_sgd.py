@@ -259,7 +259,7 @@ def test_client_rounds_report_the_running_epsilon_and_ledger_it(
                                       SERVER_ROUND: server_round}),
             }), dst_node_id=5, message_type="train")
             replies.append(train(message, context).content[METRICS])
-        ledgers = list(folder.rglob("ledger.jsonl"))
+        ledgers = list(folder.parent.rglob("ledger.jsonl"))  # bundles/ beside the federation
         lines = [json.loads(line) for path in ledgers for line in path.read_text().splitlines()]
 
     train_rows = replies[0]["num-examples"]

@@ -6,6 +6,7 @@ refusal below comes from the real checks, not from a mock.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -312,3 +313,41 @@ def test_client_refuses_an_older_signed_global_of_the_same_run(client_setup) -> 
     train(message(3), context)
     with pytest.raises(SecurityError, match="older than version 2.*replay"):
         train(message(2), context)
+
+
+# -- participants: only verified signers ---------------------------------------------------------
+def test_forged_and_unsigned_replies_are_not_participants_in_the_ledger(tmp_path: Path) -> None:
+    """The attacker on the relay adds replies that claim to come from bank-2 (signed with a key
+    of its own) and bank-3 (plaintext, unsigned): the aggregate and the signed ledger name only
+    bank-1, whose signature verified."""
+    from fedpeft.common.audit import verify_ledger
+    from fedpeft.server.audit_trail import AuditTrail
+
+    trail = AuditTrail(tmp_path, FED, SERVER_SIGN)
+    recorder = RoundRecorder(MetricsLog(tmp_path / "metrics.jsonl"), parallel_slots=2,
+                             on_round=trail.round, signed_updates=True)
+    strategy = _strategy(recorder)
+    _start(strategy, [0.0, 0.0])
+    forged = _sealed(2, [9, 9], 1000, key=generate_signing_key())
+    unsigned = _plain(3, [7, 7], 1000)
+    arrays, _ = strategy.aggregate_train(1, [_sealed(1, [1, 2], 5), forged, unsigned])
+    np.testing.assert_allclose(arrays["w"].numpy(), [1, 2])
+    record = recorder.close(1, {}, 0.0)
+    assert record["participants"] == ["bank-1"] and record["participants_verified"] is True
+    assert sorted(f["name"] for f in record["failures"]) == ["bank-2", "bank-3"]
+    rounds = _ledger_rounds(tmp_path / "ledger.jsonl")
+    assert [r["body"]["participants"] for r in rounds] == [["bank-1"]]
+    assert verify_ledger(tmp_path / "ledger.jsonl", SERVER_SIGN.public_key()).ok
+
+
+def _ledger_rounds(path: Path) -> list[dict]:
+    return [r for r in map(json.loads, path.read_text().splitlines()) if r["kind"] == "round"]
+
+
+def test_unsealed_rounds_say_their_participants_are_unverified(recorder: RoundRecorder) -> None:
+    strategy = _strategy(recorder, sealed=False)
+    _start(strategy, [0.0, 0.0])
+    strategy.aggregate_train(1, [_plain(1, [1, 2], 5), _plain(2, [3, 4], 5)])
+    record = recorder.close(1, {}, 0.0)
+    assert record["participants"] == ["bank-1", "bank-2"]
+    assert record["participants_verified"] is False

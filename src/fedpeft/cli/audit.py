@@ -1,8 +1,9 @@
 """`fedpeft audit ...`: what a compliance officer runs on a run folder handed to them.
 
-`verify` exits 0 only when every ledger given verifies; a broken one ends the command with a
-SecurityError (one line naming the file and the first bad record, exit code 4) after the
-table has shown what did verify.
+`verify` exits 0 only when every ledger given verifies and is whole; a broken one, a
+coordinator ledger without its `run-end` record (unless `--allow-incomplete`) or a head other
+than `--expect-head` ends the command with a SecurityError (one line naming the file and the
+reason, exit code 4) after the table has shown what did verify.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fedpeft.cli.display import console, err_console
-from fedpeft.common.audit import LEDGER_FILE, LedgerReport, verify_ledger
+from fedpeft.common.audit import LEDGER_FILE, LedgerReport, expectations_unmet, verify_ledger
 from fedpeft.common.crypto import load_signing_public_key
 from fedpeft.common.errors import ConfigError, SecurityError
 
@@ -31,6 +32,18 @@ PinnedKey = Annotated[
                  "(the coordinator's: FED/server/signing.pub)."),
 ]
 
+AllowIncomplete = Annotated[
+    bool,
+    typer.Option("--allow-incomplete", help="Accept a coordinator ledger without its run-end "
+                 "record (a run still in progress); otherwise that is a failure."),
+]
+ExpectHead = Annotated[
+    str | None,
+    typer.Option("--expect-head", help="SHA-256 the ledger's last record must have (the head "
+                 "kept in summary.json, a ticket or an e-mail): catches a cut or extended tail. "
+                 "One ledger only."),
+]
+
 
 @audit_app.callback()
 def _group() -> None:
@@ -39,8 +52,11 @@ def _group() -> None:
 
 
 @audit_app.command("verify")
-def verify(paths: LedgerPaths, key: PinnedKey = None) -> None:
-    """Verify ledgers: chain, signatures and (with --key) who signed them."""
+def verify(paths: LedgerPaths, key: PinnedKey = None, allow_incomplete: AllowIncomplete = False,
+           expect_head: ExpectHead = None) -> None:
+    """Verify ledgers: chain, signatures, completeness and (with --key) who signed them."""
+    if expect_head is not None and len(paths) != 1:
+        raise ConfigError(f"--expect-head: give exactly one ledger, not {len(paths)}")
     pinned = None if key is None else load_signing_public_key(key)
     reports = [verify_ledger(_ledger_file(path), pinned) for path in paths]
     for report in reports:
@@ -55,18 +71,24 @@ def verify(paths: LedgerPaths, key: PinnedKey = None) -> None:
             "run's summary.json.",
             soft_wrap=True, highlight=False,
         )
+    refused = [(report.path, report.reason) for report in reports if not report.ok]
     for report in reports:
-        if report.ok and report.complete is False:
+        if not report.ok:
+            continue
+        reason = expectations_unmet(report, allow_incomplete=allow_incomplete,
+                                    expect_head=expect_head)
+        if reason is not None:
+            refused.append((report.path, reason))
+        elif report.complete is False:
             err_console.print(
-                Text.assemble(("note: ", "yellow"), f"{report.path} has no run-end record: the "
-                              "run did not finish or the ledger's tail was cut; compare its "
-                              "records and head with the run's summary.json"),
+                Text.assemble(("note: ", "yellow"), f"{report.path} has no run-end record "
+                              "(accepted with --allow-incomplete): compare its records and head "
+                              "with the run's summary.json once the run ends"),
                 soft_wrap=True, highlight=False,
             )
-    broken = [report for report in reports if not report.ok]
-    if broken:
-        others = f" ({len(broken) - 1} more broken ledger(s) above)" if len(broken) > 1 else ""
-        raise SecurityError(f"{broken[0].path}: {broken[0].reason}{others}")
+    if refused:
+        others = f" ({len(refused) - 1} more refused ledger(s) above)" if len(refused) > 1 else ""
+        raise SecurityError(f"{refused[0][0]}: {refused[0][1]}{others}")
 
 
 def _ledger_file(path: Path) -> Path:

@@ -1,8 +1,10 @@
-"""`fedpeft federation|server|client ...` and `fedpeft run`: a federation across machines.
+"""`fedpeft federation|server|institution|client ...` and `fedpeft run`: a federation across
+machines.
 
-Three roles, three command groups: the coordinator creates the federation's credentials and
-enrols institutions (`federation`), runs the SuperLink (`server start`) and submits runs
-(`run`); each institution joins with the bundle it was handed (`client join`). The commands
+The coordinator creates the federation's credentials and enrols institutions (`federation`),
+runs the SuperLink (`server start`) and submits runs (`run`); each institution makes its own
+keys and completes its bundle with the coordinator's public reply (`institution`), then joins
+(`client join`). No private key crosses from one party to the other. The commands
 only decide and check; the processes are Flower's own, run in the foreground so that a
 service manager or container runtime supervises them directly.
 """
@@ -34,6 +36,7 @@ from fedpeft.deployment.control import (
     submit_run,
     unregister_node,
 )
+from fedpeft.deployment.bundle import complete_bundle, init_bundle
 from fedpeft.deployment.enrolment import (
     add_institution,
     forget_node_id,
@@ -52,6 +55,8 @@ federation_app = typer.Typer(help="Federation credentials and institutions (coor
                              no_args_is_help=True)
 server_app = typer.Typer(help="The federation's SuperLink (coordinator).", no_args_is_help=True)
 client_app = typer.Typer(help="An institution's SuperNode.", no_args_is_help=True)
+institution_app = typer.Typer(help="An institution's own keys and bundle (institution).",
+                              no_args_is_help=True)
 
 FedDir = Annotated[Path, typer.Option("--dir", help="Federation folder (from `federation init`).")]
 ControlAddress = Annotated[
@@ -80,7 +85,7 @@ def _connection(folder: FederationFolder, address: str, insecure: bool) -> Contr
 
 def _register(folder: FederationFolder, record: InstitutionRecord, address: str, insecure: bool) -> None:
     node_id = register_node(_connection(folder, address, insecure),
-                            folder.bundle(record.name).node_auth_pub, record.name)
+                            folder.reply(record.name).node_auth_pub, record.name)
     record_node_id(folder.root, record.name, node_id)
     _say(f"[green]registered[/] {record.name} with the SuperLink at {address} "
                   f"(node id {node_id})")
@@ -113,14 +118,17 @@ def federation_init(
 def federation_add_institution(
     name: InstitutionName,
     directory: FedDir,
+    request: Annotated[Path, typer.Option(
+        "--request", help="The institution's enrolment-request.json (public keys only).")],
     superlink_control: ControlAddress = None,
     insecure: Insecure = False,
 ) -> None:
-    """Create an institution's keys and bundle folder; register it when a SuperLink is given."""
+    """Register an institution's public keys and write the public reply it completes its
+    bundle with; register it with a SuperLink when one is given."""
     folder = FederationFolder(directory)
-    record = add_institution(folder.root, name)
-    bundle = folder.bundle(name)
-    _say(f"[green]institution {name} added;[/] hand over this folder securely: {bundle.root}")
+    record = add_institution(folder.root, name, request)
+    _say(f"[green]institution {name} enrolled[/] (signing key SHA-256 {record.signing_fingerprint})")
+    _say(f"Hand this folder back to {name} (public files only): {folder.reply(name).root}")
     if superlink_control:
         _register(folder, record, superlink_control, insecure)
     else:
@@ -189,6 +197,36 @@ def server_start(
     _serve(superlink_command(settings), settings.flwr_home)
 
 
+@institution_app.command("init")
+def institution_init(
+    name: InstitutionName,
+    bundle: Annotated[Path, typer.Option("--dir", help="New bundle folder for this institution.")],
+) -> None:
+    """Make this institution's key pairs here and the enrolment request to send the coordinator."""
+    request = init_bundle(bundle, name)
+    folder = InstitutionBundle(bundle)
+    _say(f"[green]bundle created:[/] {folder.root} (private keys 0600; they never leave it)")
+    _say(f"Send the coordinator only: {folder.request_path}")
+    _say(f"  signing key SHA-256  {request.signing_fingerprint}")
+    _say("Read this fingerprint to the coordinator through a second channel.")
+
+
+@institution_app.command("complete")
+def institution_complete(
+    bundle: Annotated[Path, typer.Option("--bundle", help="This institution's bundle folder.")],
+    reply: Annotated[Path, typer.Option(
+        "--from", help="The coordinator's reply folder (FED/institutions/NAME).")],
+) -> None:
+    """Check the coordinator's reply and add its public files to the bundle."""
+    manifest = complete_bundle(bundle, reply)
+    _say(f"[green]bundle complete:[/] {InstitutionBundle(bundle).root} "
+         f"(federation {manifest.federation_id})")
+    _say(f"  CA certificate SHA-256      {manifest.ca_fingerprint}")
+    _say(f"  server signing key SHA-256  {manifest.server_signing_fingerprint}")
+    _say(f"  server sealing key SHA-256  {manifest.server_encryption_fingerprint}")
+    _say("Compare them with the fingerprints the coordinator published out of band.")
+
+
 @client_app.command("join")
 def client_join(
     superlink: Annotated[str, typer.Option("--superlink", help="SuperLink Fleet API HOST:PORT.")],
@@ -204,6 +242,9 @@ def client_join(
     lora_rank: Annotated[int | None, typer.Option(
         "--lora-rank", help="This institution's LoRA rank when the federation uses "
         "heterogeneous ranks (lora.mode ffa or stacking); at most the run's peft.r.")] = None,
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir", help="Writable folder for this institution's ledger (default: "
+        "BUNDLE-state beside the bundle); the bundle itself may be read-only.")] = None,
     insecure: Insecure = False,
 ) -> None:
     """Run this institution's SuperNode in the foreground; training data stays here."""
@@ -211,7 +252,7 @@ def client_join(
     name = institution.manifest().name
     home = work_dir if work_dir is not None else Path.home() / ".fedpeft" / name
     settings = SuperNodeSettings(superlink, institution, data, home, port, insecure, max_wait,
-                                 lora_rank)
+                                 lora_rank, state_dir)
     _serve(supernode_command(settings), settings.flwr_home)
 
 

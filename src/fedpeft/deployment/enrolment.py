@@ -1,5 +1,11 @@
 """Creating a federation's credentials and enrolling or revoking institutions (files only).
 
+Enrolment registers public keys only: the institution makes its key pairs on its own machine
+(`fedpeft.deployment.bundle`) and sends `enrolment-request.json`; this module checks it, records
+the keys in the registry and writes the reply, the federation's public files, for the
+institution to complete its bundle with. The coordinator never holds an institution's private
+key.
+
 Every step builds its files in a hidden staging folder and renames it into place at the end:
 a failure half-way (bad address, full disk) leaves no half-made federation or bundle that a
 later command could mistake for a complete one. Talking to a running SuperLink is
@@ -17,20 +23,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fedpeft.common.crypto import (
+    check_node_auth_public_key,
     create_ca,
-    create_node_auth_key,
     create_server_cert,
     fingerprint,
     generate_encryption_key,
     generate_signing_key,
     save_private_key,
     save_public_key,
+    signing_public_key_from_pem,
 )
-from fedpeft.common.crypto.keys import PUBLIC_FILE_MODE
-from fedpeft.common.errors import ConfigError
+from fedpeft.common.crypto.keys import PUBLIC_FILE_MODE, write_file_atomically
+from fedpeft.common.errors import ConfigError, SecurityError
 from fedpeft.deployment.federation_files import (
-    NODE_AUTH_KEY,
     BundleManifest,
+    EnrolmentRequest,
     FederationFolder,
     FederationManifest,
     InstitutionBundle,
@@ -38,6 +45,7 @@ from fedpeft.deployment.federation_files import (
     Registry,
     certificate_fingerprint,
     check_institution_name,
+    read_record,
     utc_now,
     write_record,
 )
@@ -48,7 +56,7 @@ LOOPBACK_SANS = ("127.0.0.1", "localhost")
 
 
 @contextmanager
-def _staged(target: Path) -> Iterator[Path]:
+def staged(target: Path) -> Iterator[Path]:
     """A private (0700) staging folder that becomes `target` only if the block succeeds."""
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ConfigError(f"{target}: already exists and is not empty")
@@ -73,29 +81,29 @@ def init_federation(root: Path, addresses: list[str]) -> FederationManifest:
     """Create the CA, the SuperLink's TLS certificate and keys, and an empty registry."""
     folder = FederationFolder(root)
     sans = _sans(addresses)
-    with _staged(folder.root) as staging:
-        staged = FederationFolder(staging)
-        ca = create_ca(f"fedpeft federation {folder.root.name}", staged.root)
+    with staged(folder.root) as staging:
+        new = FederationFolder(staging)
+        ca = create_ca(f"fedpeft federation {folder.root.name}", new.root)
         try:
-            create_server_cert(ca, sans, staged.server_dir)
+            create_server_cert(ca, sans, new.server_dir)
         except ValueError as err:
             raise ConfigError(f"--address: {err}") from None
-        staged.server_dir.chmod(0o700)  # holds the TLS and signing keys
+        new.server_dir.chmod(0o700)  # holds the TLS and signing keys
         signing, encryption = generate_signing_key(), generate_encryption_key()
-        save_private_key(signing, staged.server_signing_key)
-        save_public_key(signing.public_key(), staged.server_signing_pub)
-        save_private_key(encryption, staged.server_encryption_key)
-        save_public_key(encryption.public_key(), staged.server_encryption_pub)
+        save_private_key(signing, new.server_signing_key)
+        save_public_key(signing.public_key(), new.server_signing_pub)
+        save_private_key(encryption, new.server_encryption_key)
+        save_public_key(encryption.public_key(), new.server_encryption_pub)
         manifest = FederationManifest(
             federation_id=f"fed-{secrets.token_hex(8)}",
             created_at=utc_now(),
             addresses=addresses,
-            ca_fingerprint=certificate_fingerprint(staged.ca_cert),
+            ca_fingerprint=certificate_fingerprint(new.ca_cert),
             server_signing_fingerprint=fingerprint(signing.public_key()),
             server_encryption_fingerprint=fingerprint(encryption.public_key()),
         )
-        write_record(staged.manifest_path, manifest, overwrite=False)
-        write_record(staged.registry_path, Registry(federation_id=manifest.federation_id),
+        write_record(new.manifest_path, manifest, overwrite=False)
+        write_record(new.registry_path, Registry(federation_id=manifest.federation_id),
                      overwrite=False)
     return manifest
 
@@ -105,28 +113,54 @@ def _copy_public(source: Path, target: Path) -> None:
     target.chmod(PUBLIC_FILE_MODE)
 
 
-def add_institution(root: Path, name: str) -> InstitutionRecord:
-    """Write institution `name`'s bundle and record it as active in the registry.
+def read_request(path: Path) -> EnrolmentRequest:
+    """An institution's enrolment request, after checking every key in it parses and matches."""
+    if b"PRIVATE KEY" in _bytes(path):
+        raise SecurityError(f"{path}: holds a private key; an institution sends only its "
+                            "enrolment-request.json, never a private key")
+    request = read_record(path, EnrolmentRequest)
+    check_institution_name(request.name)
+    check_node_auth_public_key(request.node_auth_public_key, f"{path}: node_auth_public_key")
+    key = signing_public_key_from_pem(request.signing_public_key.encode("ascii"),
+                                      f"{path}: signing_public_key")
+    if fingerprint(key) != request.signing_fingerprint:
+        raise SecurityError(f"{path}: signing_fingerprint does not match signing_public_key")
+    return request
+
+
+def add_institution(root: Path, name: str, request_path: Path) -> InstitutionRecord:
+    """Register the public keys of `name`'s request and write its reply folder.
 
     Names are never reused, not even after revocation: the registry is an audit trail, and one
-    name must always mean one set of keys.
+    name must always mean one set of keys. A key already registered under another name is
+    refused too: one key pair, one institution.
     """
     folder = FederationFolder(root)
     manifest, registry = folder.manifest(), folder.registry()
     check_institution_name(name)
+    request = read_request(request_path)
+    if request.name != name:
+        raise ConfigError(f"{request_path}: the request is for institution {request.name!r}, "
+                          f"not {name!r}")
     if name in registry.institutions:
         status = registry.institutions[name].status
         raise ConfigError(f"{folder.registry_path}: institution {name!r} already exists ({status})")
-    with _staged(folder.bundle(name).root) as staging:
-        bundle = InstitutionBundle(staging)
-        node_key = create_node_auth_key(bundle.root, NODE_AUTH_KEY)
-        signing = generate_signing_key()
-        save_private_key(signing, bundle.signing_key)
-        save_public_key(signing.public_key(), bundle.signing_pub)
-        _copy_public(folder.ca_cert, bundle.ca_cert)
-        _copy_public(folder.server_signing_pub, bundle.server_signing_pub)
-        _copy_public(folder.server_encryption_pub, bundle.server_encryption_pub)
-        write_record(bundle.manifest_path, BundleManifest(
+    node_key = request.node_auth_public_key.strip()  # checked by read_request
+    for other in registry.institutions.values():
+        if (other.signing_fingerprint == request.signing_fingerprint
+                or other.node_auth_public_key.split()[:2] == node_key.split()[:2]):
+            raise SecurityError(f"{request_path}: a key of this request is already registered "
+                                f"for institution {other.name!r}")
+    with staged(folder.reply(name).root) as staging:
+        reply = InstitutionBundle(staging)
+        _copy_public(folder.ca_cert, reply.ca_cert)
+        _copy_public(folder.server_signing_pub, reply.server_signing_pub)
+        _copy_public(folder.server_encryption_pub, reply.server_encryption_pub)
+        write_file_atomically(reply.signing_pub, request.signing_public_key.encode("ascii"),
+                              mode=PUBLIC_FILE_MODE, overwrite=False)
+        write_file_atomically(reply.node_auth_pub, f"{node_key}\n".encode("ascii"),
+                              mode=PUBLIC_FILE_MODE, overwrite=False)
+        write_record(reply.manifest_path, BundleManifest(
             federation_id=manifest.federation_id,
             name=name,
             superlink_addresses=manifest.addresses,
@@ -136,14 +170,24 @@ def add_institution(root: Path, name: str) -> InstitutionRecord:
         ), overwrite=False)
         record = InstitutionRecord(
             name=name,
-            node_auth_public_key=node_key.public_key_path.read_text(encoding="ascii").strip(),
-            signing_fingerprint=fingerprint(signing.public_key()),
-            signing_public_key=bundle.signing_pub.read_text(encoding="ascii"),
+            node_auth_public_key=node_key,
+            signing_fingerprint=request.signing_fingerprint,
+            signing_public_key=request.signing_public_key,
             added_at=utc_now(),
         )
         registry.institutions[name] = record
         write_record(folder.registry_path, registry, overwrite=True)
     return record
+
+
+def _bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: enrolment request not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder; give the request file "
+                          "(BUNDLE/enrolment-request.json)") from None
 
 
 def record_node_id(root: Path, name: str, node_id: int) -> None:

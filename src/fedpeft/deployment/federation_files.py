@@ -6,7 +6,11 @@ disagree on a path. The JSON records are pydantic models with `extra="forbid"`: 
 back by other people's tools and by fedpeft on other machines, so a hand-edited typo fails
 loudly instead of being ignored.
 
-    FED/
+Each side makes its own private keys and hands over only public ones, the way a certificate
+signing request works: the coordinator never holds an institution's private key, so it can
+neither sign an update nor write a ledger in an institution's name.
+
+    FED/                        the coordinator's folder
       federation.json           id, addresses, fingerprints (public: give it to everyone)
       institutions.json         registry: name, public keys, active/revoked, SuperLink node id
       ca.pem, ca.key            the federation's private CA (ca.key 0600, stays here)
@@ -16,12 +20,21 @@ loudly instead of being ignored.
         encryption.key/.pub     X25519: institutions seal their updates to it
         state.db, flwr-home/    the SuperLink's database and FLWR_HOME (unless --state-dir)
       flwr-home/                FLWR_HOME of the coordinator's `flwr` CLI (connection config)
-      institutions/NAME/        the bundle handed to institution NAME
+      institutions/NAME/        the enrolment reply for NAME: public files only
         institution.json        who it is, which federation, where the SuperLink is
         ca.pem                  the only CA it trusts
         server-signing.pub, server-encryption.pub
-        supernode-auth, supernode-auth.pub   SuperNode authentication key (OpenSSH, EC)
-        signing.key/.pub        Ed25519: signs its updates
+        supernode-auth.pub, signing.pub    NAME's own public keys, as registered
+
+    BUNDLE/                     an institution's bundle, on its own machine (`institution init`)
+      enrolment-request.json    its public keys: the only file it hands to the coordinator
+      supernode-auth, supernode-auth.pub   SuperNode authentication key (OpenSSH, EC; 0600)
+      signing.key/.pub          Ed25519: signs its updates (0600)
+      institution.json, ca.pem, server-*.pub   copied from the reply (`institution complete`)
+
+The institution's ledger and any other state it writes live in a separate, writable state
+folder (`client join --state-dir`, default `BUNDLE-state/` beside the bundle), so the bundle
+itself can be mounted read-only.
 """
 
 from __future__ import annotations
@@ -43,6 +56,9 @@ from fedpeft.common.errors import ConfigError
 FEDERATION_FILE = "federation.json"
 REGISTRY_FILE = "institutions.json"
 BUNDLE_FILE = "institution.json"
+REQUEST_FILE = "enrolment-request.json"
+STATE_SUFFIX = "-state"
+SIMULATED_BUNDLES = "bundles"
 NODE_AUTH_KEY = "supernode-auth"
 SIGNING_KEY = "signing.key"
 SIGNING_PUB = "signing.pub"
@@ -94,6 +110,19 @@ class Registry(_Record):
 
     federation_id: str
     institutions: dict[str, InstitutionRecord] = Field(default_factory=dict)
+
+
+class EnrolmentRequest(_Record):
+    """`enrolment-request.json`: an institution's public keys, made on its own machine.
+
+    The fingerprint is there to be read aloud: the coordinator compares it over a second
+    channel before enrolling, so a request swapped in transit is caught."""
+
+    name: str
+    node_auth_public_key: str = Field(description="OpenSSH public key line (EC, NIST curve).")
+    signing_public_key: str = Field(description="Ed25519 public key, PEM.")
+    signing_fingerprint: str = Field(description="SHA-256 of the raw Ed25519 public key, hex.")
+    created_at: datetime
 
 
 class BundleManifest(_Record):
@@ -182,7 +211,8 @@ class FederationFolder:
         self.cli_flwr_home = self.root / "flwr-home"
         self.institutions_dir = self.root / "institutions"
 
-    def bundle(self, name: str) -> InstitutionBundle:
+    def reply(self, name: str) -> InstitutionBundle:
+        """The public files enrolment wrote for `name`: a bundle without any private key."""
         return InstitutionBundle(self.institutions_dir / check_institution_name(name))
 
     def require(self) -> FederationFolder:
@@ -214,11 +244,27 @@ class InstitutionBundle:
         self.signing_pub = self.root / SIGNING_PUB
         self.server_signing_pub = self.root / SERVER_SIGNING_PUB
         self.server_encryption_pub = self.root / SERVER_ENCRYPTION_PUB
+        self.request_path = self.root / REQUEST_FILE
 
     def manifest(self) -> BundleManifest:
         if not self.manifest_path.is_file():
-            raise ConfigError(
-                f"{self.root}: not an institution bundle (no {BUNDLE_FILE}); use the folder "
-                "`fedpeft federation add-institution` wrote"
-            )
+            hint = ("complete it with `fedpeft institution complete` and the coordinator's reply"
+                    if self.request_path.is_file()
+                    else "create it with `fedpeft institution init`")
+            raise ConfigError(f"{self.root}: not a complete institution bundle (no {BUNDLE_FILE}); "
+                              f"{hint}")
         return read_record(self.manifest_path, BundleManifest)
+
+    def request(self) -> EnrolmentRequest:
+        return read_record(self.request_path, EnrolmentRequest)
+
+
+def default_state_dir(bundle_root: Path) -> Path:
+    """`BUNDLE-state/` beside the bundle: where the institution writes when no --state-dir."""
+    return bundle_root.parent / f"{bundle_root.name}{STATE_SUFFIX}"
+
+
+def simulated_bundle(credentials_dir: Path, name: str) -> InstitutionBundle:
+    """A simulated institution's bundle: in `bundles/` beside the simulation's federation
+    folder (one process plays every role, but keeps each role's files apart)."""
+    return InstitutionBundle(credentials_dir.parent / SIMULATED_BUNDLES / credential_name(name))

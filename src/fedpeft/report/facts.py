@@ -231,9 +231,12 @@ def _round(record: dict[str, Any], names: dict[Any, str]) -> RoundFacts:
     clients = _dicts(record.get("clients"))
     traffic = record.get("bytes") if isinstance(record.get("bytes"), dict) else {}
     updates = record.get("updates_sha256")
+    participants = record.get("participants")  # verified signers in a sealed run
+    contributed = ([str(p) for p in participants] if isinstance(participants, list)
+                   else [_client_name(c) for c in clients if "train" in c])
     return RoundFacts(
         number=record["round"],
-        contributed=tuple(sorted({_client_name(c) for c in clients if "train" in c})),
+        contributed=tuple(sorted(set(contributed))),
         evaluated=tuple(sorted({_client_name(c) for c in clients if "evaluate" in c})),
         failures=tuple(_failure(record["round"], f, names) for f in _dicts(record.get("failures"))),
         bytes_sent=_int_or_none(traffic.get("sent")),

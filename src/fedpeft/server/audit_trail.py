@@ -2,7 +2,8 @@
 
 One record per event, each chained to the previous and signed with the server's signing key
 (`fedpeft.common.audit`): `run-start` (config hash, protection settings, initial adapter hash),
-one `round` per round (who took part, the SHA-256 of every sealed update as it arrived,
+one `round` per round (who took part: in a sealed run only the institutions whose signed
+update verified, not the names replies claim; the SHA-256 of every sealed update as it arrived,
 secure-aggregation and privacy facts, refusals, the resulting global adapter's hash, the test
 metrics), and `run-end`. A run without sealing keys signs with a key made for the run, whose
 fingerprint the summary names; such a ledger proves integrity, not who wrote it.
@@ -22,7 +23,7 @@ from fedpeft.common.config import RunConfig
 from fedpeft.common.crypto import SigningPrivateKey, generate_signing_key
 from fedpeft.common.errors import SecurityError
 
-_ROUND_FIELDS = ("updates_sha256", "failures", "secure_aggregation", "privacy", "global_sha256",
+_ROUND_FIELDS = ("participants_verified", "updates_sha256", "failures", "secure_aggregation", "privacy", "global_sha256",
                  "server_eval")
 
 
@@ -92,8 +93,7 @@ class AuditTrail:
         """The round record of `metrics.jsonl` (round 0 is the initial evaluation: skipped)."""
         if record.get("round", 0) == 0:
             return
-        body = {"round": record["round"],
-                "participants": sorted(str(c.get("name")) for c in record.get("clients", []))}
+        body = {"round": record["round"], "participants": record.get("participants", [])}
         body.update({key: record[key] for key in _ROUND_FIELDS if key in record})
         self.ledger.append("round", _finite(body))
 

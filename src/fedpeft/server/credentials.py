@@ -60,7 +60,7 @@ def _public_key(folder: FederationFolder, record: InstitutionRecord) -> SigningP
     if record.signing_public_key is not None:
         key = signing_public_key_from_pem(record.signing_public_key.encode("ascii"), source)
     else:
-        path = folder.bundle(record.name).signing_pub
+        path = folder.reply(record.name).signing_pub
         if not path.is_file():
             logger.warning("institution %s: no signing public key in the registry nor at %s; "
                            "its updates will be refused", record.name, path)

@@ -5,6 +5,10 @@ server-side evaluation closes the round. A round record holds the aggregate and 
 metrics, the bytes the server sent and received, and the round's wall time split into local
 compute (what the institutions report), server evaluation and everything else ("framework":
 serialisation, scheduling, transport, aggregation).
+
+A reply names its institution in an unsigned record that anyone on the relay can write, so in a
+sealed run the round's `participants` are only the institutions whose update's signature
+verified (`accepted`, called by the sealing strategy), never the names replies claim.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class _Round:
     sealing_s: float = 0.0
     secure_aggregation: dict[str, Any] | None = None
     updates: dict[str, str] = field(default_factory=dict)
+    accepted: set[str] = field(default_factory=set)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -82,7 +87,11 @@ class RoundRecorder:
         parallel_slots: int,
         on_round: Callable[[dict[str, Any]], None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        signed_updates: bool = False,
     ) -> None:
+        """`signed_updates`: updates are sealed and signed, so participants are the verified
+        signers; otherwise they are the names replies claim, and the record says so."""
+        self._signed_updates = signed_updates
         self._log = log
         self._slots = parallel_slots
         self._on_round = on_round
@@ -131,6 +140,10 @@ class RoundRecorder:
         exactly what each institution sent, refused or not."""
         self._round(number).updates[name] = sha256
 
+    def accepted(self, number: int, name: str) -> None:
+        """Institution `name`'s update in round `number` verified (signature, context, seal)."""
+        self._round(number).accepted.add(name)
+
     def failure(self, number: int, node_id: int | None, phase: str, reason: str) -> None:
         """Anything else refused or lost in round `number` (`node_id` None: the whole round)."""
         self._round(number).failures.append({"node_id": node_id, "phase": phase, "reason": reason})
@@ -150,6 +163,11 @@ class RoundRecorder:
     def aggregated(self, number: int, phase: str, metrics: MetricRecord | None) -> None:
         target = "train_metrics" if phase == "train" else "eval_metrics"
         setattr(self._round(number), target, _metric_dict(metrics))
+
+    def _participants(self, current: _Round) -> list[str]:
+        if self._signed_updates:
+            return sorted(current.accepted)
+        return sorted({str(c["name"]) for c in current.clients.values() if "train" in c})
 
     # -- called by the server-side evaluation ---------------------------------------------
     def close(self, number: int, server_eval: dict[str, float], server_eval_s: float) -> dict[str, Any]:
@@ -185,6 +203,8 @@ class RoundRecorder:
                     "framework_s": max(0.0, round_s - compute_s - server_eval_s),
                 },
             )
+            record["participants"] = self._participants(current)
+            record["participants_verified"] = self._signed_updates
             if current.updates:
                 record["updates_sha256"] = dict(sorted(current.updates.items()))
             if current.secure_aggregation is not None:

@@ -206,7 +206,8 @@ def run_federation(
         if on_round is not None:
             on_round(record)
 
-    recorder = RoundRecorder(log, parallel_slots, _on_round)
+    recorder = RoundRecorder(log, parallel_slots, _on_round,
+                             signed_updates=cfg.security.seal_updates)
     chain = _strategy(polling, cfg, recorder)
     evaluator = ServerEvaluator(learner, test, recorder, folder.best_dir, cfg.model.task)
     if resume is None:

@@ -2,10 +2,13 @@
 
 A simulation seals and signs exactly as a deployment does, so it needs the same files: the
 server's keys, one signing key per virtual institution and a registry. They are made with the
-coordinator's own commands (`init_federation`, `add_institution`) in a private (0700)
-folder inside the run's checkpoint folder, live as long as the run (a crashed run keeps them
-so that `fedpeft resume` can sign on with them), and are removed when it completes; only their
-public-key fingerprints are kept, in the run's `summary.json`.
+same functions as in a deployment, playing both roles: each virtual institution makes its own
+bundle and request (`init_bundle`), the coordinator enrols it (`add_institution`), the
+institution completes its bundle from the reply (`complete_bundle`). Everything lives in a
+private (0700) folder (`federation/` and `bundles/NAME/`) inside the run's checkpoint folder as
+long as the run (a crashed run keeps it, so that `fedpeft resume` signs on with the same keys)
+and is removed when the run completes; only public-key fingerprints are kept, in the run's
+`summary.json`.
 """
 
 from __future__ import annotations
@@ -17,8 +20,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fedpeft.common.config import RunConfig
-from fedpeft.deployment.federation_files import FederationFolder, credential_name
+from fedpeft.deployment.bundle import complete_bundle, init_bundle
 from fedpeft.deployment.enrolment import add_institution, init_federation
+from fedpeft.deployment.federation_files import (
+    FederationFolder,
+    InstitutionBundle,
+    credential_name,
+    simulated_bundle,
+)
 
 
 def run_credentials(keys_dir: Path, institutions: list[str]) -> tuple[Path, str]:
@@ -33,7 +42,10 @@ def run_credentials(keys_dir: Path, institutions: list[str]) -> tuple[Path, str]
         raise ValueError(f"institution names collide after sanitising: {institutions}")
     manifest = init_federation(folder, ["127.0.0.1"])
     for name in names:
-        add_institution(folder, name)
+        bundle = simulated_bundle(folder, name).root
+        init_bundle(bundle, name)
+        add_institution(folder, name, InstitutionBundle(bundle).request_path)
+        complete_bundle(bundle, FederationFolder(folder).reply(name).root)
     return folder, manifest.federation_id
 
 

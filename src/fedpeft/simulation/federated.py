@@ -29,6 +29,7 @@ from fedpeft.common.config import RunConfig, load_config
 from fedpeft.common.errors import ConfigError, RunInterrupted
 from fedpeft.common.runs.checkpoint import Checkpoint, checkpoint_dir, private_dir, read_checkpoint
 from fedpeft.common.runs.folder import RunFolder, open_run_folder
+from fedpeft.deployment.federation_files import SIMULATED_BUNDLES
 from fedpeft.server.run_checkpoint import check_resumable
 from fedpeft.server.stop_signals import stop_on_signals
 from fedpeft.server.run_loop import FederationOutcome, check_round_settings, run_federation
@@ -80,7 +81,7 @@ def _backend_config(cfg: RunConfig) -> dict[str, Any]:
 def _keep_institution_ledgers(keys_dir: Path, run_dir: Path) -> None:
     """Each virtual institution's own ledger, moved out of the run's temporary key folder into
     `institutions/<name>/` of the run folder before the keys are deleted."""
-    for ledger in sorted((keys_dir / "institutions").glob(f"*/{LEDGER_FILE}")):
+    for ledger in sorted((keys_dir.parent / SIMULATED_BUNDLES).glob(f"*/{LEDGER_FILE}")):
         target = run_dir / "institutions" / ledger.parent.name / LEDGER_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ledger, target)

@@ -1,4 +1,7 @@
-"""`fedpeft audit verify`: the verdict, the pinning warning and exit codes 0 and 4."""
+"""`fedpeft audit verify`: the verdict, the pinning warning and exit codes 0 and 4.
+
+Every test goes through the real `fedpeft` application (`fedpeft.cli.main.app`), as a
+compliance officer's shell would."""
 
 from __future__ import annotations
 
@@ -6,12 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from fedpeft.cli import main as cli_main
-from fedpeft.cli.audit import audit_app
-from fedpeft.common.audit import Ledger
+from fedpeft.cli.main import app
+from fedpeft.common.audit import Ledger, verify_ledger
 from fedpeft.common.crypto import (
     SigningPrivateKey,
     fingerprint,
@@ -50,7 +52,7 @@ def _break(run_folder: Path) -> None:
 
 
 def test_verify_a_run_folder_without_a_pinned_key(run_folder: Path, key: SigningPrivateKey) -> None:
-    result = runner.invoke(audit_app, ["verify", str(run_folder)])
+    result = runner.invoke(app, ["audit", "verify", str(run_folder)])
     assert result.exit_code == 0, result.output
     assert "verified" in result.output
     assert fingerprint(key.public_key()) in result.output
@@ -60,7 +62,7 @@ def test_verify_a_run_folder_without_a_pinned_key(run_folder: Path, key: Signing
 def test_verify_with_the_pinned_key(
     run_folder: Path, key: SigningPrivateKey, tmp_path: Path
 ) -> None:
-    result = runner.invoke(audit_app, ["verify", str(run_folder / "ledger.jsonl"),
+    result = runner.invoke(app, ["audit", "verify", str(run_folder / "ledger.jsonl"),
                                        "--key", str(_pem(tmp_path, key))])
     assert result.exit_code == 0, result.output
     assert "not pinned" not in result.output
@@ -68,7 +70,7 @@ def test_verify_with_the_pinned_key(
 
 def test_a_broken_ledger_is_a_security_error(run_folder: Path) -> None:
     _break(run_folder)
-    result = runner.invoke(audit_app, ["verify", str(run_folder)])
+    result = runner.invoke(app, ["audit", "verify", str(run_folder)])
     assert isinstance(result.exception, SecurityError) and result.exception.exit_code == 4
     message = str(result.exception)
     assert message.startswith(f"{run_folder / 'ledger.jsonl'}: record 1 (line 2): ")
@@ -77,7 +79,7 @@ def test_a_broken_ledger_is_a_security_error(run_folder: Path) -> None:
 
 
 def test_a_ledger_signed_by_another_key_fails_the_pin(run_folder: Path, tmp_path: Path) -> None:
-    result = runner.invoke(audit_app, ["verify", str(run_folder),
+    result = runner.invoke(app, ["audit", "verify", str(run_folder),
                                        "--key", str(_pem(tmp_path, generate_signing_key()))])
     assert isinstance(result.exception, SecurityError)
     assert "record 0 (line 1)" in str(result.exception)
@@ -85,17 +87,14 @@ def test_a_ledger_signed_by_another_key_fails_the_pin(run_folder: Path, tmp_path
 
 
 def test_a_folder_without_a_ledger(tmp_path: Path) -> None:
-    result = runner.invoke(audit_app, ["verify", str(tmp_path)])
+    result = runner.invoke(app, ["audit", "verify", str(tmp_path)])
     assert isinstance(result.exception, ConfigError) and "no ledger.jsonl" in str(result.exception)
 
 
 def test_fedpeft_audit_verify_exits_4_with_one_red_line(
     run_folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Through the console-script entry point, as `fedpeft audit verify` will run once added."""
-    app = typer.Typer()
-    app.add_typer(audit_app, name="audit")
-    monkeypatch.setattr(cli_main, "app", app)
+    """Through the console-script entry point, as the `fedpeft` command runs it."""
     monkeypatch.setattr(sys, "argv", ["fedpeft", "audit", "verify", str(run_folder)])
     with pytest.raises(SystemExit) as exited:
         cli_main.main()
@@ -106,3 +105,60 @@ def test_fedpeft_audit_verify_exits_4_with_one_red_line(
     assert exited.value.code == 4
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "ledger.jsonl: record 1 (line 2):" in errors[0]
+
+
+# --- a cut tail: an incomplete coordinator ledger and --expect-head --------------------------
+
+def _cut_tail(run_folder: Path) -> None:
+    """What an attacker who controls the coordinator's disk does: drop the run-end record."""
+    ledger = run_folder / "ledger.jsonl"
+    ledger.write_bytes(b"".join(ledger.read_bytes().splitlines(keepends=True)[:-1]))
+
+
+def test_a_coordinator_ledger_cut_before_run_end_fails(run_folder: Path) -> None:
+    _cut_tail(run_folder)
+    result = runner.invoke(app, ["audit", "verify", str(run_folder)])
+    assert isinstance(result.exception, SecurityError) and result.exception.exit_code == 4
+    assert str(result.exception).startswith(f"{run_folder / 'ledger.jsonl'}: no run-end record")
+    assert "--allow-incomplete" in str(result.exception)
+    allowed = runner.invoke(app, ["audit", "verify", str(run_folder), "--allow-incomplete"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "accepted with --allow-incomplete" in allowed.output
+
+
+def test_an_institution_ledger_needs_no_run_end(tmp_path: Path, key: SigningPrivateKey) -> None:
+    ledger = Ledger.create(tmp_path / "ledger.jsonl", key, owner="bank-a", role="institution")
+    ledger.append("update-sent", {"round": 1})
+    result = runner.invoke(app, ["audit", "verify", str(tmp_path / "ledger.jsonl")])
+    assert result.exit_code == 0, result.output
+
+
+def test_expect_head_pins_the_last_record(run_folder: Path) -> None:
+    head = verify_ledger(run_folder / "ledger.jsonl").head
+    assert head is not None
+    result = runner.invoke(app, ["audit", "verify", str(run_folder), "--expect-head", head.upper()])
+    assert result.exit_code == 0, result.output
+    _cut_tail(run_folder)
+    cut = runner.invoke(app, ["audit", "verify", str(run_folder), "--expect-head", head,
+                              "--allow-incomplete"])
+    assert isinstance(cut.exception, SecurityError) and cut.exception.exit_code == 4
+    assert f"not the expected {head}" in str(cut.exception)
+
+
+def test_expect_head_refuses_a_malformed_hash_and_several_ledgers(run_folder: Path) -> None:
+    result = runner.invoke(app, ["audit", "verify", str(run_folder), "--expect-head", "abc"])
+    assert isinstance(result.exception, ConfigError) and "64 hexadecimal" in str(result.exception)
+    result = runner.invoke(app, ["audit", "verify", str(run_folder), str(run_folder),
+                                 "--expect-head", "ab" * 32])
+    assert isinstance(result.exception, ConfigError) and "exactly one ledger" in str(result.exception)
+
+
+def test_cut_ledger_exits_non_zero_through_the_entry_point(
+    run_folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _cut_tail(run_folder)
+    monkeypatch.setattr(sys, "argv", ["fedpeft", "audit", "verify", str(run_folder)])
+    with pytest.raises(SystemExit) as exited:
+        cli_main.main()
+    assert exited.value.code == 4
+    assert "no run-end record" in capsys.readouterr().err

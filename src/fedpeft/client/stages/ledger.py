@@ -1,9 +1,10 @@
 """The institution's own signed ledger of what left its site.
 
-Kept next to its bundle (its keys), signed with its own key, so the institution, not the
-coordinator, holds the record: one `update-sent` entry per update, with the SHA-256 of the exact
+Kept in the institution's writable state folder (`client join --state-dir`, the bundle itself
+may be read-only), signed with its own key, so the institution, not the coordinator, holds the
+record: one `update-sent` entry per update, with the SHA-256 of the exact
 sealed bytes that left (which the coordinator's ledger quotes as received), the form they took
-and the privacy settings applied before they left. `fedpeft audit verify BUNDLE/ledger.jsonl`
+and the privacy settings applied before they left. `fedpeft audit verify STATE/ledger.jsonl`
 checks it.
 """
 
@@ -20,7 +21,7 @@ from fedpeft.common.wire.names import DP_CLIP_NORM, DP_NOISE_STD
 
 def record_sent(keys: InstitutionKeys, body: dict[str, Any]) -> None:
     """Append one `update-sent` record (the ledger is created on the first update)."""
-    path = Path(keys.bundle_dir) / LEDGER_FILE
+    path = Path(keys.state_dir) / LEDGER_FILE
     if path.exists():
         ledger = Ledger.open(path, keys.signing_key)
     else:

@@ -14,7 +14,7 @@ cut from the end, since any prefix of a ledger is a valid ledger. Keep the head 
 count somewhere the ledger's keeper cannot rewrite to detect a cut tail.
 
 - `ledger`: `Ledger.create` / `Ledger.open` / `Ledger.append`.
-- `verify`: `verify_ledger` and its `LedgerReport`.
+- `verify`: `verify_ledger`, its `LedgerReport`, and `expectations_unmet` (cut tails).
 - `hashing`: the digests bodies quote (canonical JSON, bytes, named arrays).
 """
 
@@ -26,7 +26,7 @@ from fedpeft.common.audit.hashing import (
 )
 from fedpeft.common.audit.ledger import LEDGER_FILE, Ledger
 from fedpeft.common.audit.records import COORDINATOR, GENESIS, INSTITUTION, RUN_END
-from fedpeft.common.audit.verify import LedgerReport, verify_ledger
+from fedpeft.common.audit.verify import LedgerReport, expectations_unmet, verify_ledger
 
 __all__ = [
     "COORDINATOR",
@@ -38,6 +38,7 @@ __all__ = [
     "RUN_END",
     "canonical_json",
     "canonical_sha256",
+    "expectations_unmet",
     "sha256_arrays",
     "sha256_bytes",
     "verify_ledger",

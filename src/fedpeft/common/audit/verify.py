@@ -5,7 +5,8 @@ added by another key. It cannot show that records were cut from the end: a ledge
 after any record is itself a valid ledger. That is why the report gives the record count and
 the head hash (of the last line), for comparison with a copy kept elsewhere (the run's
 summary, a ticket, an e-mail to the compliance officer), and marks a coordinator ledger whose
-last record is not `run-end` as incomplete.
+last record is not `run-end` as incomplete. `expectations_unmet` turns both into refusals: a
+cut coordinator ledger, or a head other than the one kept elsewhere, is not a verified run.
 """
 
 from __future__ import annotations
@@ -80,6 +81,30 @@ def verify_ledger(
     """
     path = Path(path)
     return check_ledger(path, read_ledger(path), expected_public_key)
+
+
+def expectations_unmet(
+    report: LedgerReport, *, allow_incomplete: bool = False, expect_head: str | None = None
+) -> str | None:
+    """Why a ledger that verified must still be refused, or None.
+
+    A coordinator ledger without `run-end` is the trace a cut tail leaves (the chain cannot
+    show it), so it is refused unless the caller accepts a run still in progress; with
+    `expect_head` (a head hash kept where the ledger's keeper cannot rewrite it) any ledger
+    whose last record is another one is refused, which catches a cut tail of any ledger.
+    """
+    if expect_head is not None:
+        wanted = expect_head.strip().lower()
+        if not _HEX64.fullmatch(wanted):
+            raise ConfigError(f"--expect-head {expect_head!r}: expected a SHA-256 hash "
+                              "(64 hexadecimal digits)")
+        if report.head != wanted:
+            return (f"head is {report.head or 'none'} after {report.records} record(s), not the "
+                    f"expected {wanted} (records were cut, added or replaced)")
+    if report.complete is False and not allow_incomplete:
+        return ("no run-end record: the run did not finish or the ledger's tail was cut "
+                "(--allow-incomplete accepts a run still in progress)")
+    return None
 
 
 def read_ledger(path: Path) -> bytes:

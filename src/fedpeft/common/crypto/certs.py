@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -36,6 +37,7 @@ CLOCK_SKEW = dt.timedelta(minutes=5)
 """Certificates start this long before `now`, so a node whose clock lags still accepts them."""
 
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+_NIST_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -202,6 +204,20 @@ def create_node_auth_key(
     private_path, public_path = directory / name, directory / f"{name}.pub"
     _write_pair(private_path, private, public_path, public + f" {name}\n".encode(), overwrite)
     return NodeAuthKey(private_path, public_path)
+
+
+def check_node_auth_public_key(line: str, source: str) -> str:
+    """`line` stripped, if it is an OpenSSH EC public key on a NIST curve, as Flower's
+    `flwr supernode register` requires; else a ConfigError naming `source` (never the text)."""
+    text = line.strip()
+    try:
+        key = serialization.load_ssh_public_key(text.encode("ascii"))
+    except (ValueError, UnicodeEncodeError, UnsupportedAlgorithm):
+        raise ConfigError(f"{source}: not an OpenSSH public key line") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _NIST_CURVES:
+        raise ConfigError(f"{source}: expected an EC public key on a NIST curve "
+                          f"(ecdsa-sha2-nistp256), found {type(key).__name__.removeprefix('_')}")
+    return text
 
 
 def _general_name(san: str) -> x509.GeneralName:

@@ -50,6 +50,9 @@ DATA_PATH = "data-path"
 NODE_NAME = "name"
 BUNDLE = "bundle"
 """Absolute path of the institution's bundle folder (its signing key and the server's keys)."""
+STATE_DIR = "state-dir"
+"""Absolute path of the institution's writable state folder (its own ledger); the bundle may be
+read-only. Default: `BUNDLE-state` beside the bundle."""
 ALLOW_PLAINTEXT = "allow-plaintext"
 """`true` lets a deployed institution honour a run with security.seal_updates = false."""
 

@@ -145,6 +145,8 @@ class SealedStrategy(StrategyWrapper):
                 self._refuse(server_round, node, name, str(err))
                 continue
             accepted[name] = node
+            if self.recorder is not None:
+                self.recorder.accepted(server_round, name)
             content = RecordDict({
                 key: to_array_record(state) if isinstance(record, ArrayRecord) else record
                 for key, record in reply.content.items()
