@@ -171,7 +171,7 @@ def test_metrics_shorter_than_the_checkpoint_are_refused(tmp_path: Path) -> None
 
 def test_ledger_continues_only_from_the_checkpointed_head(tmp_path: Path) -> None:
     key = generate_signing_key()
-    trail = AuditTrail.create(tmp_path, "fed", key)
+    trail = AuditTrail(tmp_path, "fed", key)
     trail.start(load_config(), 1, {"w": START})
     records, head = trail.ledger.records, trail.ledger.head
     trail.round({"round": 1, "clients": []})  # the round under way when the run stopped

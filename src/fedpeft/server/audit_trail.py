@@ -41,17 +41,12 @@ def _finite(value: Any) -> Any:
 class AuditTrail:
     """Writes the run's `ledger.jsonl` as the run happens."""
 
-    def __init__(self, ledger: Ledger, ephemeral_key: bool) -> None:
-        self.ledger = ledger
-        self.ephemeral_key = ephemeral_key
-
-    @classmethod
-    def create(cls, folder: Path, owner: str, signing_key: SigningPrivateKey | None,
-               ephemeral_key: bool = False) -> AuditTrail:
+    def __init__(self, folder: Path, owner: str, signing_key: SigningPrivateKey | None,
+                 ephemeral_key: bool = False) -> None:
         """A new ledger; without `signing_key` one is made for the run (and then lost)."""
         key = signing_key or generate_signing_key()
-        ledger = Ledger.create(folder / LEDGER_FILE, key, owner=owner, role=COORDINATOR)
-        return cls(ledger, ephemeral_key or signing_key is None)
+        self.ledger = Ledger.create(folder / LEDGER_FILE, key, owner=owner, role=COORDINATOR)
+        self.ephemeral_key = ephemeral_key or signing_key is None
 
     @classmethod
     def reopen(cls, folder: Path, signing_key: SigningPrivateKey, ephemeral_key: bool,
@@ -64,7 +59,9 @@ class AuditTrail:
         if ledger.records < records or line_hash(lines[records - 1]) != head:
             raise SecurityError(f"{path}: record {records - 1} is not the head the checkpoint "
                                 "saved; refusing to continue a ledger that was rewritten")
-        return cls(ledger, ephemeral_key)
+        trail = cls.__new__(cls)
+        trail.ledger, trail.ephemeral_key = ledger, ephemeral_key
+        return trail
 
     def resumed(self, run_id: int, after_round: int, checkpoint_head: str,
                 checkpoint_records: int) -> None:

@@ -213,8 +213,8 @@ def run_federation(
     if resume is None:
         initial_state = learner.get_state()
         if cfg.audit.ledger:
-            trail = AuditTrail.create(folder.path, chain.federation_id,
-                                      *_ledger_key(folder, chain, create=True))
+            trail = AuditTrail(folder.path, chain.federation_id,
+                               *_ledger_key(folder, chain, create=True))
             trail.start(cfg, grid.run.run_id, initial_state)
     else:
         initial_state = restore_run(resume, chain.strategy, evaluator.best)
