@@ -16,6 +16,7 @@ demo: setup
 	$(VENV)/bin/fedpeft simulate
 
 test: setup
+	bash scripts/setup-test.sh
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -294,3 +294,44 @@ def test_missing_partition_column_names_the_file(tmp_path: Path) -> None:
         DataError, match=r"train\.csv: data\.partition=column:hospital: column 'hospital' not found"
     ):
         load_federated_data(cfg, 2)
+
+
+@pytest.mark.parametrize(
+    ("clients", "expected"),
+    [
+        (3, ["Alder Federal Bank + Dunmore Savings & Loan",
+             "Brightwater Credit Union + Eastgate Commercial Bank", "Corvid"]),
+        (1, [" + ".join(sorted(generate_bank_support()[0]["site"].unique()))]),
+        (7, ["Alder Federal Bank (1/2)", "Alder Federal Bank (2/2)",
+             "Brightwater Credit Union (1/2)", "Brightwater Credit Union (2/2)", "Corvid",
+             "Dunmore Savings & Loan", "Eastgate Commercial Bank"]),
+    ],
+)
+def test_builtin_banks_fold_into_the_requested_institutions(
+    builtin: FederatedData, clients: int, expected: list[str]
+) -> None:
+    """`--clients N` on the built-in data gives N institutions, each made of whole banks or
+    of one bank's share, so they stay as different as the banks are."""
+    folded = load_federated_data(_cfg(**{"simulation.num_clients": clients}), clients)
+    assert folded.partition_names == expected
+    rows = np.concatenate(folded.partitions)
+    assert sorted(rows) == list(range(len(builtin.train.frame)))  # disjoint and covering
+    sites = generate_bank_support()[0]["site"]
+    for name, part in zip(folded.partition_names, folded.partitions, strict=True):
+        banks = {bank.split(" (")[0] for bank in name.split(" + ")}
+        assert set(sites.iloc[part]) == banks
+
+
+def test_builtin_explicit_column_partition_still_refuses_another_count() -> None:
+    with pytest.raises(DataError, match=r"column:site gives 5 institutions but simulation.num_clients=3"):
+        load_federated_data(_cfg(**{"data.partition": "column:site"}), 3)
+
+
+def test_simulate_clients_flag_on_builtin_data(tiny_bert_dir: str) -> None:
+    """What `fedpeft simulate --clients 3` prepares: three institutions, config to match."""
+    from fedpeft.cli.options import build_config
+    from fedpeft.simulation.preparation import prepare_run
+
+    prepared = prepare_run(build_config(None, clients=3, model=tiny_bert_dir))
+    assert prepared.cfg.simulation.num_clients == 3
+    assert len(prepared.data.partitions) == 3

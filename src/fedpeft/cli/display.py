@@ -12,8 +12,26 @@ from rich.table import Table
 
 console = Console()
 err_console = Console(stderr=True)
+for _console in (console, err_console):
+    # Piped or logged output keeps each line whole: a path cut at column 80 cannot be copied.
+    _console.soft_wrap = not _console.is_terminal
 
 _SHOWN = ("accuracy", "macro_f1", "loss", "perplexity")
+
+
+def print_table(table: Table) -> None:
+    """A table at its natural width when not on a terminal (a log or a pipe has no 80-column
+    screen to fit, and cut cells lose the numbers); fitted to the terminal otherwise."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = console.measure(table, options=console.options.update(width=10_000)).maximum
+    fitted = console.width
+    console.width = max(fitted, natural)
+    try:
+        console.print(table)
+    finally:
+        console.width = fitted
 
 
 def _metrics_text(metrics: dict[str, Any]) -> str:

@@ -14,11 +14,13 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from fedpeft.cli.report import report as report_command
-from fedpeft.cli.audit import audit_app
 from fedpeft.cli import deployment
 from fedpeft.cli import options as opt
-from fedpeft.cli.display import console, err_console, round_progress, summary_table
+from fedpeft.cli.audit import audit_app
+from fedpeft.cli.dashboard import dashboard as dashboard_command
+from fedpeft.cli.display import console, err_console, print_table, round_progress, summary_table
+from fedpeft.cli.report import report as report_command
+from fedpeft.cli.runs import runs_app
 from fedpeft.common.config import to_toml
 from fedpeft.common.errors import FedpeftError
 
@@ -38,14 +40,16 @@ app.add_typer(deployment.server_app, name="server")
 app.add_typer(deployment.institution_app, name="institution")
 app.add_typer(deployment.client_app, name="client")
 app.add_typer(audit_app, name="audit")
+app.add_typer(runs_app, name="runs")
 app.command("run")(deployment.run)
 app.command("report")(report_command)
+app.command("dashboard")(dashboard_command)
 
 
 def _report(report_path: Path, summary: dict, records_path: Path, title: str) -> None:
     from fedpeft.common.runs.metrics_log import read_metrics
 
-    console.print(summary_table(read_metrics(records_path), title))
+    print_table(summary_table(read_metrics(records_path), title))
     console.print(f"[green]run folder:[/] {report_path}")
 
 
@@ -162,9 +166,11 @@ def export(
 
 @data_app.command("demo")
 def data_demo(
-    out: Annotated[Path, typer.Option("--out", help="Folder for train.csv and test.csv.")] = Path("demo-data"),
+    out: Annotated[Path, typer.Option(
+        "--out", help="Folder for bank-support-train.csv and bank-support-test.csv.")] = Path("demo-data"),
 ) -> None:
-    """Write the built-in dataset as CSV files (to inspect it or to start from its format)."""
+    """Write the built-in dataset as OUT/bank-support-train.csv and OUT/bank-support-test.csv
+    (columns text, label, site) to inspect it or to start from its format."""
     from fedpeft.common.config import BUILTIN_DATASET
     from fedpeft.common.data.builtin import write_builtin
 

@@ -17,7 +17,12 @@ from fedpeft.common.config import RunConfig, load_config
 from fedpeft.common.errors import ConfigError
 
 ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")]
-Clients = Annotated[int | None, typer.Option("--clients", help="Simulated institutions.")]
+Clients = Annotated[int | None, typer.Option(
+    "--clients",
+    help="Simulated institutions. On the built-in data (5 banks, one institution each by "
+         "default) fewer merge whole banks (3: two pairs and one bank alone), more split banks "
+         "into shares; set --partition iid for identical random shards instead.",
+)]
 Rounds = Annotated[int | None, typer.Option("--rounds", help="Federated rounds.")]
 TrainData = Annotated[str | None, typer.Option("--data", help="Training file (CSV, JSONL, Parquet).")]
 TestData = Annotated[str | None, typer.Option("--test-data", help="Held-out test file.")]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from fedpeft.common.audit import LEDGER_FILE, LedgerReport, verify_ledger
 from fedpeft.common.errors import DataError, FedpeftError
 from fedpeft.common.runs.folder import FAILED_SUFFIX, PARTIAL_SUFFIX
 from fedpeft.common.runs.metrics_log import read_metrics
+from fedpeft.deployment.federation_files import credential_name
 
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
@@ -140,7 +142,8 @@ def read_run(run_dir: Path) -> RunFacts:
     summary = _read_summary(run_dir / SUMMARY_FILE)
     config, config_sha256 = _read_config(run_dir / CONFIG_FILE)
     names = _node_names(records)
-    rounds = tuple(_round(record, names) for record in records if record["round"] > 0)
+    aliases = display_names(summary)
+    rounds = tuple(_round(record, names, aliases) for record in records if record["round"] > 0)
     status, error = _status(run_dir, summary)
     return RunFacts(
         run_dir=run_dir,
@@ -227,8 +230,22 @@ def _node_names(records: list[dict[str, Any]]) -> dict[Any, str]:
     return names
 
 
-def _round(record: dict[str, Any], names: dict[Any, str]) -> RoundFacts:
+def display_names(summary: dict[str, Any]) -> dict[str, str]:
+    """credential name -> the name `summary.json` lists: a sealed simulation's institutions
+    report the folder-safe name of their keys (`Corvid`, `Alder-Federal-Bank-1a2b3c4d`), the
+    summary lists the data's names (`Alder Federal Bank`); both mean one institution."""
+    listed = summary.get("institutions")
+    if not isinstance(listed, list):
+        return {}
+    return {credential_name(str(name)): str(name) for name in listed}
+
+
+def _round(record: dict[str, Any], names: dict[Any, str], aliases: dict[str, str]) -> RoundFacts:
     clients = _dicts(record.get("clients"))
+
+    def named(name: str) -> str:
+        return aliases.get(name, name)
+
     traffic = record.get("bytes") if isinstance(record.get("bytes"), dict) else {}
     updates = record.get("updates_sha256")
     participants = record.get("participants")  # verified signers in a sealed run
@@ -236,9 +253,10 @@ def _round(record: dict[str, Any], names: dict[Any, str]) -> RoundFacts:
                    else [_client_name(c) for c in clients if "train" in c])
     return RoundFacts(
         number=record["round"],
-        contributed=tuple(sorted(set(contributed))),
-        evaluated=tuple(sorted({_client_name(c) for c in clients if "evaluate" in c})),
-        failures=tuple(_failure(record["round"], f, names) for f in _dicts(record.get("failures"))),
+        contributed=tuple(sorted({named(name) for name in contributed})),
+        evaluated=tuple(sorted({named(_client_name(c)) for c in clients if "evaluate" in c})),
+        failures=tuple(_failure(record["round"], f, {k: named(v) for k, v in names.items()},
+                                named) for f in _dicts(record.get("failures"))),
         bytes_sent=_int_or_none(traffic.get("sent")),
         bytes_received=_int_or_none(traffic.get("received")),
         updates_sha256=({str(k): str(v) for k, v in updates.items()}
@@ -250,10 +268,11 @@ def _round(record: dict[str, Any], names: dict[Any, str]) -> RoundFacts:
     )
 
 
-def _failure(number: int, failure: dict[str, Any], names: dict[Any, str]) -> Failure:
+def _failure(number: int, failure: dict[str, Any], names: dict[Any, str],
+             named: Callable[[str], str]) -> Failure:
     node = failure.get("node_id")
     if isinstance(failure.get("name"), str):
-        who = failure["name"]
+        who = named(failure["name"])
     elif node is None:
         who = "(whole round)"
     else:

@@ -164,3 +164,25 @@ def test_not_a_run_folder_is_a_data_error_naming_the_path(tmp_path: Path, missin
     expected = run if missing == "folder" else run / "metrics.jsonl"
     assert message.startswith(f"{expected}: ")
     assert not (run / "report.md").exists()
+
+
+def test_summary_counts_each_institution_once_when_rounds_use_key_names(make_run) -> None:
+    """A sealed simulation of the built-in data: summary.json lists the banks' names, the
+    rounds the folder-safe names of their keys; the report counts five, not nine or ten."""
+    from fedpeft.deployment.federation_files import credential_name
+
+    banks = ("Alder Federal Bank", "Brightwater Credit Union", "Corvid",
+             "Dunmore Savings & Loan", "Eastgate Commercial Bank")
+    run = make_run(institutions=banks)
+    lines = (run / "metrics.jsonl").read_text(encoding="utf-8")
+    for bank in banks:
+        lines = lines.replace(json.dumps(bank), json.dumps(credential_name(bank)))
+    assert credential_name("Alder Federal Bank") in lines
+    (run / "metrics.jsonl").write_text(lines, encoding="utf-8")
+
+    facts = read_run(run)
+    assert facts.institutions == banks
+    assert facts.rounds[1].failures[0].institution == "Eastgate Commercial Bank"
+    md = write_report(run).markdown.read_text(encoding="utf-8")
+    listed = ", ".join(banks).replace("&", "&amp;")  # Markdown escapes the ampersand
+    assert f"| Institutions | 5: {listed} |" in _section(md, "Summary")

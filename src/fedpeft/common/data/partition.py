@@ -117,7 +117,7 @@ def _partitioner(
     return partitioner
 
 
-def _check_sizes(partitions: list[np.ndarray], names: list[str], min_partition_size: int) -> None:
+def check_sizes(partitions: list[np.ndarray], names: list[str], min_partition_size: int) -> None:
     needed = max(1, min_partition_size)
     for name, rows in zip(names, partitions, strict=True):
         if len(rows) < needed:
@@ -171,5 +171,5 @@ def partition_indices(
             f"data.min_partition_size={min_partition_size} rows ({len(frame)} rows, "
             f"{num_partitions} institutions); raise ALPHA or lower data.min_partition_size"
         ) from None
-    _check_sizes(partitions, names, min_partition_size)
+    check_sizes(partitions, names, min_partition_size)
     return partitions

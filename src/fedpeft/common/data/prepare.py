@@ -18,7 +18,8 @@ import pandas as pd
 from fedpeft.common.config.models import RunConfig
 from fedpeft.common.data.builtin import builtin_dataset
 from fedpeft.common.data.loading import load_table
-from fedpeft.common.data.partition import partition_indices, partition_names
+from fedpeft.common.data.fold import fold_sites
+from fedpeft.common.data.partition import check_sizes, partition_indices, partition_names
 from fedpeft.common.errors import ConfigError, DataError
 
 _BUILTIN_COLUMNS = {"text": "text", "label": "label"}
@@ -226,6 +227,16 @@ def _institutions(
 ) -> tuple[list[np.ndarray], list[str]]:
     """Partition the raw rows (a `column:` spec may name any column of the file)."""
     spec = cfg.data.effective_partition
+    if cfg.data.partition is None and cfg.data.is_builtin and num_partitions is not None:
+        # The default split of the built-in data is by bank; a user asking for another count
+        # gets that many institutions made of whole or shared banks (see `fold_sites`).
+        partitions, names = _institutions(raw, train, cfg, None, label_column)
+        partitions, names = fold_sites(partitions, names, num_partitions, cfg.training.seed)
+        try:
+            check_sizes(partitions, names, cfg.data.min_partition_size)
+        except DataError as err:
+            raise DataError(f"{train.source}: {err}") from None
+        return partitions, names
     try:
         if num_partitions is None:
             if not spec.startswith("column:"):

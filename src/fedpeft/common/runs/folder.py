@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from fedpeft.common.config import RunConfig, save_config
 from fedpeft.common.errors import ConfigError
 from fedpeft.common.runs.checkpoint import remove_checkpoint
+from fedpeft.common.tracking import check_trackers, end_trackers
 
 PARTIAL_SUFFIX = ".partial"
 FAILED_SUFFIX = ".failed"
@@ -178,6 +179,7 @@ class RunFolder:
         self._release()
         self._detach_log()
         os.replace(self.path, self.final_path)
+        end_trackers(self.path, self.final_path, "FINISHED")
         self.path = self.final_path
         return self.path
 
@@ -191,6 +193,7 @@ class RunFolder:
         self._detach_log()
         target = self.parent / f"{self.name}{FAILED_SUFFIX}"
         os.replace(self.path, target)
+        end_trackers(self.path, target, "FAILED")
         self.path = target
         return target
 
@@ -198,6 +201,7 @@ class RunFolder:
 def open_run_folder(cfg: RunConfig, kind: str) -> RunFolder:
     """Create the run folder for `cfg`, save the effective config, and start `run.log`."""
     name = cfg.output.run_name or default_run_name(kind)
+    check_trackers(cfg)
     folder = RunFolder.create(Path(cfg.output.dir), name)
     save_config(cfg, folder.config_path)
     folder.attach_log()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fedpeft.common.errors import ConfigError
+from fedpeft.common.tracking import open_trackers
 
 
 def _finite(value: Any) -> Any:
@@ -25,11 +26,13 @@ def _finite(value: Any) -> Any:
 
 
 class MetricsLog:
-    """Append-only writer for one run's `metrics.jsonl`."""
+    """Append-only writer for one run's `metrics.jsonl`; each record also goes to the tracking
+    tools the run folder's config asks for (`common.tracking`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.records: list[dict[str, Any]] = []
+        self.trackers = open_trackers(path.parent)
 
     @classmethod
     def resume(cls, path: Path, nbytes: int) -> MetricsLog:
@@ -56,6 +59,8 @@ class MetricsLog:
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(clean, sort_keys=True) + "\n")
         self.records.append(clean)
+        for tracker in self.trackers:
+            tracker.log_round(clean)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
