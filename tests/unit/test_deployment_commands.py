@@ -16,6 +16,7 @@ from fedpeft.common.config import RunConfig, to_wire
 from fedpeft.common.errors import ConfigError, DataError
 from fedpeft.deployment.app_bundle import (
     CONFIG_KEY,
+    RESUME_KEY,
     app_pyproject,
     check_deployable,
     read_run_config,
@@ -213,6 +214,12 @@ def test_flower_env_is_offline_and_finds_flower_helpers(tmp_path: Path) -> None:
     assert (first / "flower-superexec").is_file()
 
 
+def test_superexec_polls_for_tasks_every_tenth_of_a_second_unless_the_operator_says() -> None:
+    assert flower_env(None, base={})["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] == "0.1"
+    chosen = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "2"}
+    assert flower_env(None, base=chosen)["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] == "2"
+
+
 def test_display_redacts_only_secret_values() -> None:
     command = FlowerCommand(["x", "--key", "/k", "--cert", "/c"], frozenset({"--key"}))
     assert command.display() == f"x --key {REDACTED} --cert /c"
@@ -351,11 +358,21 @@ def test_run_config_round_trips_through_the_overrides_file(tmp_path: Path) -> No
     assert run.cfg == cfg and run.test_path == str(tmp_path / "test.csv")
 
 
+def test_a_resumed_run_names_its_folder_on_the_superlink_host(tmp_path: Path) -> None:
+    cfg = _deployable(tmp_path)
+    folder = tmp_path / "runs" / "r1.failed"
+    overrides = tomllib.loads(write_run_overrides(tmp_path / "run.toml", cfg, folder).read_text())
+    assert read_run_config(overrides).resume == folder
+    assert read_run_config({**overrides, RESUME_KEY: ""}).resume is None
+    with pytest.raises(ConfigError, match="fedpeft-resume.*absolute path"):
+        read_run_config({**overrides, RESUME_KEY: "runs/r1.failed"})
+
+
 def test_app_pyproject_names_installed_components() -> None:
     app_cfg = app_pyproject()["tool"]["flwr"]["app"]
     assert app_cfg["components"] == {"serverapp": "fedpeft.server.app:app",
                                      "clientapp": "fedpeft.client.app:app"}
-    assert app_cfg["config"] == {CONFIG_KEY: ""}
+    assert app_cfg["config"] == {CONFIG_KEY: "", RESUME_KEY: ""}
 
 
 @pytest.mark.parametrize(("update", "field"), [

@@ -21,6 +21,7 @@ from rich.markup import escape
 
 from fedpeft.cli import options as opt
 from fedpeft.cli.display import console
+from fedpeft.common.config import load_config
 from fedpeft.common.errors import ConfigError, RunError
 from fedpeft.common.runs.folder import default_run_name
 from fedpeft.deployment.app_bundle import check_deployable, write_app_dir, write_run_overrides
@@ -282,8 +283,9 @@ def client_model_hash(
 
 def run(
     directory: FedDir,
-    test_data: Annotated[Path, typer.Option(
-        "--test-data", help="Test file on the SuperLink host (relative: to this directory).")],
+    test_data: Annotated[Path | None, typer.Option(
+        "--test-data", help="Test file on the SuperLink host (relative: to this directory).")]
+    = None,
     config: opt.ConfigFile = None,
     superlink_control: Annotated[str, typer.Option(
         "--superlink-control", help="SuperLink Control API HOST:PORT.")] = DEFAULT_CONTROL_ADDRESS,
@@ -298,10 +300,20 @@ def run(
     name: opt.RunName = None,
     sets: opt.Sets = None,
     insecure: Insecure = False,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="Continue this interrupted run folder (NAME.partial or NAME.failed on "
+                         "the SuperLink host) from its last complete round, with its own "
+                         "config.toml.")] = None,
 ) -> None:
     """Submit a run to a deployed federation; its run folder is written on the SuperLink host."""
     folder = FederationFolder(directory).require()
     split_address(superlink_control, "--superlink-control")
+    if resume is not None:
+        _resume_run(folder, resume.expanduser().absolute(), superlink_control, insecure, stream,
+                    given=[config, test_data, rounds, model, peft, strategy, out, name, sets])
+        return
+    if test_data is None:
+        raise ConfigError("--test-data: a deployed run needs the coordinator's test file")
     cfg = opt.build_config(config, rounds=rounds, model=model, peft=peft, strategy=strategy,
                            test_data=str(test_data.expanduser().absolute()), out=out, name=name,
                            sets=sets)
@@ -324,6 +336,34 @@ def run(
     if not stream:
         _say(f"Follow it with:  FLWR_HOME={folder.cli_flwr_home} flwr log {run_id} fedpeft")
         return
+    _follow(connection, run_id, run_folder)
+
+
+def _resume_run(folder: FederationFolder, run_dir: Path, superlink_control: str, insecure: bool,
+                stream: bool, given: list[object]) -> None:
+    """Submit the continuation of `run_dir`, checked first so a refusal changes nothing."""
+    if any(value not in (None, []) for value in given):
+        raise ConfigError("--resume continues a run with its own config.toml: drop --config, "
+                          "--test-data, --set and the other run settings")
+    from fedpeft.common.runs.checkpoint import read_checkpoint
+    from fedpeft.common.runs.folder import RunFolder
+    from fedpeft.server.run_checkpoint import check_resumable
+
+    run = RunFolder.resolve(run_dir)
+    cfg = check_deployable(load_config(run_dir / "config.toml"))
+    checkpoint = read_checkpoint(run_dir)
+    check_resumable(checkpoint, cfg, run)
+    connection = _connection(folder, superlink_control, insecure)
+    with tempfile.TemporaryDirectory(prefix="fedpeft-app-") as scratch:
+        app_dir = write_app_dir(Path(scratch) / "app")
+        overrides = write_run_overrides(Path(scratch) / "run.toml", cfg, resume=run_dir)
+        run_id = submit_run(connection, app_dir, overrides)
+    _say(f"[green]run {run_id} submitted:[/] continues {run_dir} after round {checkpoint.round}")
+    if stream:
+        _follow(connection, run_id, run.final_path)
+
+
+def _follow(connection: ControlConnection, run_id: int, run_folder: Path) -> None:
     stream_logs(connection, run_id)
     status = run_status(connection, run_id)
     deadline = time.monotonic() + STATUS_WAIT_S

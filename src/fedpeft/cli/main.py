@@ -103,6 +103,24 @@ def simulate(
 
 
 @app.command()
+def resume(
+    run: Annotated[Path, typer.Argument(help="An interrupted simulation's folder (NAME.partial "
+                                             "or NAME.failed).")],
+) -> None:
+    """Continue an interrupted simulated federation from its last complete round."""
+    from fedpeft.common.config import load_config
+    from fedpeft.common.runs.folder import RunFolder
+    from fedpeft.simulation.federated import resume_simulation
+
+    RunFolder.resolve(run)
+    rounds = load_config(run / "config.toml").federation.num_rounds
+    console.print(f"[bold]fedpeft resume[/]: {run}")
+    with round_progress(rounds, "federated rounds") as on_round:
+        report = resume_simulation(run, on_round)
+    _report(report.path, report.summary, report.path / "metrics.jsonl", "federated run")
+
+
+@app.command()
 def baseline(
     kind: Annotated[str, typer.Argument(help="centralized (all data pooled) | local (each alone)")],
     config: opt.ConfigFile = None,

@@ -52,3 +52,10 @@ class DeploymentError(FedpeftError):
 class RoundAborted(RunError):
     """A round that cannot produce a correct aggregate (e.g. more secure-aggregation dropouts
     than the threshold tolerates): the global adapter stays as it was and the run goes on."""
+
+
+class RunInterrupted(RunError):
+    """A run stopped on request (SIGTERM, SIGINT): its folder keeps the checkpoint of the last
+    complete round, from which `fedpeft resume` continues."""
+
+    exit_code = 130

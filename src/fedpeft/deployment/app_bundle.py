@@ -29,6 +29,10 @@ from fedpeft.common.errors import ConfigError
 CONFIG_KEY = "fedpeft-config"
 """Run config key holding `RunConfig` as JSON (the same encoding the clients receive)."""
 
+RESUME_KEY = "fedpeft-resume"
+"""Run config key holding the absolute path (on the SuperLink host) of an interrupted run
+folder to continue, or "" for a new run."""
+
 SERVER_APP = "fedpeft.server.app:app"
 CLIENT_APP = "fedpeft.client.app:app"
 
@@ -49,7 +53,7 @@ def app_pyproject() -> dict[str, Any]:
                     "publisher": "fedpeft",
                     "components": {"serverapp": SERVER_APP, "clientapp": CLIENT_APP},
                     # An empty default: `flwr run --run-config` may only override declared keys.
-                    "config": {CONFIG_KEY: ""},
+                    "config": {CONFIG_KEY: "", RESUME_KEY: ""},
                 }
             }
         },
@@ -63,9 +67,10 @@ def write_app_dir(directory: Path) -> Path:
     return directory
 
 
-def write_run_overrides(path: Path, cfg: RunConfig) -> Path:
-    """The `--run-config` TOML file carrying this run's config."""
-    path.write_text(tomli_w.dumps({CONFIG_KEY: to_wire(cfg)}), encoding="utf-8")
+def write_run_overrides(path: Path, cfg: RunConfig, resume: Path | None = None) -> Path:
+    """The `--run-config` TOML file carrying this run's config (and the folder it resumes)."""
+    overrides = {CONFIG_KEY: to_wire(cfg), RESUME_KEY: "" if resume is None else str(resume)}
+    path.write_text(tomli_w.dumps(overrides), encoding="utf-8")
     return path
 
 
@@ -103,6 +108,8 @@ class DeployedRun:
 
     cfg: RunConfig
     test_path: str
+    resume: Path | None = None
+    """The interrupted run folder to continue, on the SuperLink host."""
 
 
 def read_run_config(run_config: dict[str, Any]) -> DeployedRun:
@@ -113,4 +120,8 @@ def read_run_config(run_config: dict[str, Any]) -> DeployedRun:
             f"run config key {CONFIG_KEY!r} is empty: submit deployed runs with `fedpeft run`"
         )
     cfg = check_deployable(from_wire(text))
-    return DeployedRun(cfg, str(cfg.data.test))
+    resume = str(run_config.get(RESUME_KEY) or "")
+    if resume and not Path(resume).is_absolute():
+        raise ConfigError(f"run config key {RESUME_KEY!r}={resume!r}: must be an absolute path "
+                          "on the SuperLink host")
+    return DeployedRun(cfg, str(cfg.data.test), Path(resume) if resume else None)

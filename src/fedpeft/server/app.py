@@ -9,6 +9,7 @@ the SuperLink host, under the absolute `output.dir` the run was submitted with.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from flwr.app import Context
@@ -17,10 +18,13 @@ from flwr.serverapp import Grid, ServerApp
 from fedpeft.common.adapter.state import full_model_nbytes
 from fedpeft.common.config import RunConfig
 from fedpeft.common.data import load_institution_data
-from fedpeft.common.runs.folder import open_run_folder
+from fedpeft.common.runs.checkpoint import read_checkpoint
+from fedpeft.common.runs.folder import RunFolder, open_run_folder
 from fedpeft.common.training.learner import Learner
 from fedpeft.deployment.app_bundle import read_run_config
+from fedpeft.server.run_checkpoint import check_resumable
 from fedpeft.server.run_loop import FederationOutcome, run_federation
+from fedpeft.server.stop_signals import stop_on_signals
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +59,27 @@ def _summary(cfg: RunConfig, learner: Learner, test_rows: int,
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Load the test set and model first (a bad path fails before any folder exists), then run."""
+    """Load the test set and model first (a bad path fails before any folder exists), then run
+    (or continue an interrupted run from its checkpoint). SIGTERM/SIGINT stop it within a poll
+    interval, leaving the folder resumable with `fedpeft run --resume`."""
     run = read_run_config(dict(context.run_config))
     cfg = run.cfg
     test = load_institution_data(run.test_path, cfg.data, cfg.model.task, cfg.data.labels).frame
     learner = Learner(cfg, cfg.data.labels)
-    folder = open_run_folder(cfg, "run")
+    checkpoint = None
+    if run.resume is None:
+        folder = open_run_folder(cfg, "run")
+    else:
+        checkpoint = read_checkpoint(run.resume)
+        check_resumable(checkpoint, cfg, RunFolder.resolve(run.resume))
+        folder = RunFolder.reopen(run.resume)
+        folder.attach_log()
+        logger.info("fedpeft run %s resumed after round %d", folder.name, checkpoint.round)
+    stop = threading.Event()
     try:
-        result = run_federation(grid, cfg, learner, test, folder, _parallel_slots(grid, cfg))
+        with stop_on_signals(stop):
+            result = run_federation(grid, cfg, learner, test, folder, _parallel_slots(grid, cfg),
+                                    resume=checkpoint, stop=stop)
         path = folder.finish(_summary(cfg, learner, len(test), result))
     except BaseException as err:
         folder.fail(err)

@@ -25,8 +25,10 @@ from fedpeft.common.audit import (
     canonical_sha256,
     sha256_arrays,
 )
+from fedpeft.common.audit.records import line_hash
 from fedpeft.common.config import RunConfig
 from fedpeft.common.crypto import SigningPrivateKey, generate_signing_key
+from fedpeft.common.errors import SecurityError
 from fedpeft.common.wire.run_record import RunRecord
 
 _ROUND_FIELDS = ("participants_verified", "updates_sha256", "failures", "secure_aggregation",
@@ -48,10 +50,39 @@ def _finite(value: Any) -> Any:
 class AuditTrail:
     """Writes the run's `ledger.jsonl` as the run happens."""
 
-    def __init__(self, folder: Path, owner: str, signing_key: SigningPrivateKey | None) -> None:
-        self.ephemeral_key = signing_key is None
-        self.ledger = Ledger.create(folder / LEDGER_FILE, signing_key or generate_signing_key(),
-                                    owner=owner, role=COORDINATOR)
+    def __init__(self, folder: Path, owner: str, signing_key: SigningPrivateKey | None,
+                 ephemeral_key: bool = False) -> None:
+        """A new ledger; without `signing_key` one is made for the run (and then lost)."""
+        key = signing_key or generate_signing_key()
+        self.ledger = Ledger.create(folder / LEDGER_FILE, key, owner=owner, role=COORDINATOR)
+        self.ephemeral_key = ephemeral_key or signing_key is None
+
+    @classmethod
+    def reopen(cls, folder: Path, signing_key: SigningPrivateKey, ephemeral_key: bool,
+               records: int, head: str) -> AuditTrail:
+        """The ledger of an interrupted run, verified whole before anything is appended, whose
+        record `records - 1` must be the checkpoint's `head`."""
+        path = folder / LEDGER_FILE
+        ledger = Ledger.open(path, signing_key)
+        lines = path.read_bytes().split(b"\n")
+        if ledger.records < records or line_hash(lines[records - 1]) != head:
+            raise SecurityError(f"{path}: record {records - 1} is not the head the checkpoint "
+                                "saved; refusing to continue a ledger that was rewritten")
+        trail = cls.__new__(cls)
+        trail.ledger, trail.ephemeral_key = ledger, ephemeral_key
+        return trail
+
+    def resumed(self, run_id: int, after_round: int, checkpoint_head: str,
+                checkpoint_records: int, run_record: RunRecord) -> None:
+        """Say where the run continues: records after the checkpoint's head (at most the
+        round that was under way when the run stopped) are superseded by what follows. The
+        continuation is a new Flower run, with its own signed run record."""
+        self.ledger.append("run-resumed", {
+            "run_id": run_id, "resumed_after_round": after_round,
+            "checkpoint_head": checkpoint_head, "checkpoint_records": checkpoint_records,
+            "superseded_records": self.ledger.records - checkpoint_records,
+            "run_record_sha256": run_record.sha256(),
+        })
 
     def start(self, cfg: RunConfig, run_id: int, initial: AdapterState, run_record: RunRecord,
               signed: bool) -> None:

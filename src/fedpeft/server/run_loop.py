@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,8 +30,16 @@ from fedpeft.common.adapter.state import (
 )
 from fedpeft.common.config import RunConfig, to_wire
 from fedpeft.common.config.plan import RoundPlanner, rounds_allowed
-from fedpeft.common.crypto import Manifest, SigningPrivateKey, TensorSpec
+from fedpeft.common.crypto import (
+    Manifest,
+    SigningPrivateKey,
+    TensorSpec,
+    generate_signing_key,
+    load_signing_private_key,
+    save_private_key,
+)
 from fedpeft.common.lora.stacking_math import shapes_of, update_shapes
+from fedpeft.common.runs.checkpoint import Checkpoint, private_dir
 from fedpeft.common.runs.folder import RunFolder
 from fedpeft.common.runs.metrics_log import MetricsLog
 from fedpeft.common.runs.plots import write_plots
@@ -41,7 +50,11 @@ from fedpeft.common.wire.run_record import run_config_record
 from fedpeft.server.audit_trail import AuditTrail
 from fedpeft.server.credentials import load_server_keys
 from fedpeft.server.evaluation import ServerEvaluator
+from fedpeft.server.polling_grid import PollingGrid
+from fedpeft.server.quorum import QuorumPolicy
+from fedpeft.server.round_driver import RoundPlan, drive_rounds
 from fedpeft.server.round_recorder import RoundRecorder
+from fedpeft.server.run_checkpoint import RunCheckpointer, check_resumable, restore_run
 from fedpeft.server.strategies import (
     InstrumentedStrategy,
     PrivateStrategy,
@@ -152,8 +165,11 @@ def run_federation(
     folder: RunFolder,
     parallel_slots: int,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    resume: Checkpoint | None = None,
+    stop: threading.Event | None = None,
 ) -> FederationOutcome:
-    """Run all rounds on `grid`; `learner` holds the initial adapter and evaluates on `test`."""
+    """Run all rounds on `grid` (or those after `resume`'s round); `learner` holds the initial
+    adapter and evaluates on `test`. Setting `stop` ends the run with RunInterrupted."""
     started = time.perf_counter()
     rounds = rounds_allowed(cfg)
     if rounds < cfg.federation.num_rounds:
@@ -161,7 +177,11 @@ def run_federation(
             "privacy budget: target_epsilon=%s allows %d of the %d planned rounds; the run "
             "stops after round %d and keeps that global adapter", cfg.privacy.target_epsilon,
             rounds, cfg.federation.num_rounds, rounds)
-    log = MetricsLog(folder.metrics_path)
+    if resume is not None:
+        check_resumable(resume, cfg, folder)
+    polling = PollingGrid(grid, stop)
+    log = (MetricsLog(folder.metrics_path) if resume is None
+           else MetricsLog.resume(folder.metrics_path, int(resume.meta["metrics_bytes"])))
     trail: AuditTrail | None = None
 
     def _on_round(record: dict[str, Any]) -> None:
@@ -173,26 +193,37 @@ def run_federation(
     recorder = RoundRecorder(log, parallel_slots, _on_round,
                              signed_updates=cfg.security.seal_updates,
                              withhold_client_metrics=cfg.privacy.withholds_statistics)
-    chain = _strategy(grid, cfg, recorder)
+    chain = _strategy(polling, cfg, recorder)
     logger.info("strategy layers: %r", chain.strategy)
-    initial_state = learner.get_state()
     round_config, run_record = run_config_record(to_wire(cfg), chain.federation_id,
                                                  grid.run.run_id, rounds, chain.signing_key)
-    if cfg.audit.ledger:
-        trail = AuditTrail(folder.path, chain.federation_id, chain.signing_key)
-        trail.start(cfg, grid.run.run_id, initial_state, run_record,
-                    signed=chain.signing_key is not None)
     evaluator = ServerEvaluator(learner, test, recorder, folder.best_dir, cfg.model.task)
-    result = chain.strategy.start(
-        grid=grid,
-        initial_arrays=to_array_record(initial_state),
-        num_rounds=rounds,
-        timeout=cfg.federation.round_timeout,
-        train_config=round_config,
-        evaluate_config=ConfigRecord(dict(round_config)),
-        evaluate_fn=evaluator,
-    )
-    final_state = from_array_record(result.arrays)
+    if resume is None:
+        initial_state = learner.get_state()
+        if cfg.audit.ledger:
+            trail = AuditTrail(folder.path, chain.federation_id,
+                               *_ledger_key(folder, chain, create=True))
+            trail.start(cfg, grid.run.run_id, initial_state, run_record,
+                        signed=chain.signing_key is not None)
+    else:
+        initial_state = restore_run(resume, chain.strategy, evaluator.best)
+        logger.info("resuming after round %d of %d", resume.round, rounds)
+        if cfg.audit.ledger:
+            saved = resume.meta["ledger"]
+            trail = AuditTrail.reopen(folder.path, *_ledger_key(folder, chain, create=False),
+                                      records=int(saved["records"]), head=str(saved["head"]))
+            trail.resumed(grid.run.run_id, resume.round, str(saved["head"]),
+                          int(saved["records"]), run_record)
+    checkpointer = RunCheckpointer(folder, cfg, rounds, chain.strategy, log, evaluator.best, trail)
+    plan = RoundPlan(evaluate_initial=resume is None,
+                     first_round=1 if resume is None else resume.round + 1, last_round=rounds,
+                     timeout=cfg.federation.round_timeout, train_config=round_config,
+                     evaluate_config=ConfigRecord(dict(round_config)))
+    final = drive_rounds(chain.strategy, polling, to_array_record(initial_state), plan, evaluator,
+                         lambda number, arrays: checkpointer.save(number,
+                                                                  from_array_record(arrays)),
+                         recorder, QuorumPolicy.from_config(cfg))
+    final_state = from_array_record(final)
     save_adapter(learner, final_state, folder.adapter_dir)
     write_plots(log.records, folder.plots_dir)
     protection: dict[str, Any] = {"security": chain.security,
@@ -209,6 +240,23 @@ def run_federation(
         wall_seconds=time.perf_counter() - started,
         protection=protection,
     )
+
+
+_LEDGER_KEY_FILE = "ledger-signing.pem"
+
+
+def _ledger_key(folder: RunFolder, chain: _Chain, create: bool
+                ) -> tuple[SigningPrivateKey, bool]:
+    """(key, ephemeral): the server's signing key, or, without one, a key made for this run
+    and kept in its checkpoint folder until it completes, so a resumed run signs on."""
+    if chain.signing_key is not None:
+        return chain.signing_key, False
+    path = private_dir(folder.path, "keys") / _LEDGER_KEY_FILE
+    if create:
+        key = generate_signing_key()
+        save_private_key(key, path)
+        return key, True
+    return load_signing_private_key(path), True
 
 
 def _privacy_summary(cfg: RunConfig, rounds: int, records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -224,7 +224,20 @@ class FederationConfig(StrictModel):
     min_train_clients: int = Field(2, ge=1)
     min_evaluate_clients: int = Field(2, ge=0)
     min_available_clients: int = Field(2, ge=1)
-    round_timeout: float = Field(3600.0, gt=0, description="Seconds to wait for replies per round.")
+    round_timeout: float = Field(
+        900.0, gt=0,
+        description="Deadline in seconds of each message exchange of a round (training, "
+        "evaluation, and each secure-aggregation stage); replies after it are dropped and "
+        "recorded as late.")
+    quorum: int | None = Field(
+        None, ge=1,
+        description="Institutions whose training replies must arrive before the deadline for "
+        "the round to count (at most those sampled); None: min_train_clients.")
+    below_quorum: Literal["retry", "skip", "stop"] = Field(
+        "retry",
+        description="A round below quorum is sent again (up to round_retries times, then "
+        "skipped), skipped (the global adapter stays as it was), or stops the run (resumable).")
+    round_retries: int = Field(1, ge=0, le=10, description="Retries of a round below quorum.")
 
 
 _PARTITION = re.compile(r"^(iid|dirichlet:(?P<alpha>[0-9.eE+-]+)|column:(?P<column>.+))$")
@@ -371,6 +384,10 @@ class RunConfig(StrictModel):
                 f"federation.min_train_clients={fed.min_train_clients} exceeds "
                 f"federation.min_available_clients={fed.min_available_clients}"
             )
+        if fed.quorum is not None and fed.quorum > fed.min_available_clients:
+            raise ValueError(
+                f"federation.quorum={fed.quorum} exceeds federation.min_available_clients="
+                f"{fed.min_available_clients}: a round could never reach it")
         partition = self.data.partition or ""
         if self.model.task == "causal-lm" and partition.startswith("dirichlet:"):
             raise ValueError(
@@ -529,6 +546,8 @@ class RunConfig(StrictModel):
                 "min_available_clients": min(self.federation.min_available_clients, num_clients),
                 "min_train_clients": min(self.federation.min_train_clients, num_clients),
                 "min_evaluate_clients": min(self.federation.min_evaluate_clients, num_clients),
+                "quorum": (None if self.federation.quorum is None
+                           else min(self.federation.quorum, num_clients)),
             }
         )
         return self.model_copy(update={"federation": fed})

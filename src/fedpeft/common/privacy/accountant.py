@@ -98,6 +98,19 @@ class PrivacyAccountant:
         self.rounds = 0
         self._rdp = np.zeros_like(_ORDERS)
 
+    def state(self) -> tuple[int, np.ndarray]:
+        """(rounds charged, RDP curve): what a checkpoint keeps so a resumed run goes on
+        spending from where it stopped instead of starting again at epsilon 0."""
+        return self.rounds, self._rdp.copy()
+
+    def restore(self, rounds: int, rdp: np.ndarray) -> None:
+        """Continue from a `state()` taken by an accountant with the same settings."""
+        if rounds < 0 or rdp.shape != self._rdp.shape:
+            raise ValueError(f"accountant state of {rounds} rounds and shape {rdp.shape} does "
+                             f"not fit {self._rdp.shape[0]} RDP orders")
+        self.rounds = int(rounds)
+        self._rdp = np.asarray(rdp, dtype=np.float64).copy()
+
     def _rdp_after(self, rounds: int, sampling_rate: float) -> np.ndarray:
         # Zero rounds must not touch the curve: 0 * inf (no noise) would be NaN.
         if rounds == 0:

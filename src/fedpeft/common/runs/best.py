@@ -53,6 +53,8 @@ class BestAdapter:
         self.round: int | None = None
         self.value: float | None = None
         self.selected_on: str | None = None
+        self.state: dict[str, np.ndarray] | None = None
+        """The best adapter itself, kept for the run's checkpoint."""
 
     def offer(self, server_round: int, validation: dict[str, float],
               state: dict[str, np.ndarray]) -> None:
@@ -68,9 +70,15 @@ class BestAdapter:
             return
         self._keep(server_round, float(value), state, SELECTED_ON_VALIDATION)
 
+    def restore(self, server_round: int, value: float | None, selected_on: str,
+                state: dict[str, np.ndarray]) -> None:
+        """Go back to a checkpointed best: `best/` may hold a round the resumed run redoes."""
+        self._keep(server_round, value, state, selected_on)
+
     def _keep(self, server_round: int, value: float | None, state: dict[str, np.ndarray],
               selected_on: str) -> None:
         self.round, self.value, self.selected_on = server_round, value, selected_on
+        self.state = state
         # Write beside, then swap: a crash mid-write never leaves a half-saved best/.
         staging = self.best_dir.with_name(self.best_dir.name + ".tmp")
         if staging.exists():

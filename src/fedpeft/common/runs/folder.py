@@ -8,20 +8,24 @@ ever overwritten: an existing target name is refused before any work starts.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from fedpeft.common.config import RunConfig, save_config
 from fedpeft.common.errors import ConfigError
+from fedpeft.common.runs.checkpoint import remove_checkpoint
 from fedpeft.common.tracking import check_trackers, end_trackers
 
 PARTIAL_SUFFIX = ".partial"
 FAILED_SUFFIX = ".failed"
 
+_LOCK_FILE = ".lock"
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -39,6 +43,7 @@ class RunFolder:
         self.name = name
         self.path = parent / f"{name}{PARTIAL_SUFFIX}"
         self._log_handler: logging.Handler | None = None
+        self._lock: TextIO | None = None
 
     @classmethod
     def create(cls, parent: Path, name: str) -> RunFolder:
@@ -54,7 +59,61 @@ class RunFolder:
         folder = cls(parent, name)
         folder.path.mkdir()
         folder.plots_dir.mkdir()
+        folder.hold()
         return folder
+
+    @classmethod
+    def resolve(cls, path: Path) -> RunFolder:
+        """The interrupted run at `path` (`<name>.partial` or `<name>.failed`), unchanged;
+        ConfigError for a completed run, a missing folder or anything else."""
+        name = path.name.removesuffix(PARTIAL_SUFFIX).removesuffix(FAILED_SUFFIX)
+        folder = cls(path.parent, name)
+        if path.name == name:
+            if (path / "summary.json").is_file():
+                raise ConfigError(f"{path}: the run is complete; there is nothing to resume")
+            raise ConfigError(f"{path}: not an interrupted run folder (expected "
+                              f"{name}{PARTIAL_SUFFIX} or {name}{FAILED_SUFFIX})")
+        if not path.is_dir():
+            raise ConfigError(f"{path}: no such run folder")
+        if folder.final_path.exists():
+            raise ConfigError(f"{folder.final_path} exists already: the run completed once")
+        folder.path = path
+        return folder
+
+    @classmethod
+    def reopen(cls, path: Path) -> RunFolder:
+        """The interrupted run at `path`, locked for this process and renamed back to
+        `.partial` to go on (a `.failed` run's error.txt is kept under another name)."""
+        folder = cls.resolve(path)
+        folder.hold()
+        error = path / "error.txt"
+        if error.exists():
+            count = len(list(path.glob("error-before-resume-*.txt")))
+            error.rename(path / f"error-before-resume-{count + 1}.txt")
+        if path.name.endswith(FAILED_SUFFIX):
+            partial = folder.parent / f"{folder.name}{PARTIAL_SUFFIX}"
+            os.replace(path, partial)
+            folder.path = partial
+        return folder
+
+    def hold(self) -> None:
+        """Lock the folder for this process (released when it exits, however it exits), so
+        a resume cannot run while the run itself still does."""
+        lock_path = self.path / _LOCK_FILE
+        handle = lock_path.open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise ConfigError(f"{self.path}: the run is still going in another process; stop "
+                              "it first") from None
+        self._lock = handle
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            (self.path / _LOCK_FILE).unlink(missing_ok=True)
+            self._lock.close()
+            self._lock = None
 
     @property
     def final_path(self) -> Path:
@@ -116,6 +175,8 @@ class RunFolder:
     def finish(self, summary: dict[str, Any]) -> Path:
         """Write `summary.json` and publish the folder under its final name."""
         self.write_summary({**summary, "status": "completed"})
+        remove_checkpoint(self.path)
+        self._release()
         self._detach_log()
         os.replace(self.path, self.final_path)
         end_trackers(self.path, self.final_path, "FINISHED")
@@ -125,7 +186,10 @@ class RunFolder:
     def fail(self, error: BaseException) -> Path:
         """Keep what was written for diagnosis, clearly marked as a failed run."""
         logging.getLogger(__name__).error("run failed: %s", error)
-        (self.path / "error.txt").write_text(f"{type(error).__name__}: {error}\n", encoding="utf-8")
+        with contextlib.suppress(OSError):  # e.g. the disk is full: the rename still tells
+            (self.path / "error.txt").write_text(f"{type(error).__name__}: {error}\n",
+                                                 encoding="utf-8")
+        self._release()
         self._detach_log()
         target = self.parent / f"{self.name}{FAILED_SUFFIX}"
         os.replace(self.path, target)

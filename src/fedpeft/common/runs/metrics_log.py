@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from fedpeft.common.errors import ConfigError
 from fedpeft.common.tracking import open_trackers
 
 
@@ -32,6 +33,26 @@ class MetricsLog:
         self.path = path
         self.records: list[dict[str, Any]] = []
         self.trackers = open_trackers(path.parent)
+
+    @classmethod
+    def resume(cls, path: Path, nbytes: int) -> MetricsLog:
+        """Continue a log whose first `nbytes` bytes were checkpointed: anything after them
+        (a round that was under way when the run stopped) is cut, so no round is counted
+        twice once it is run again."""
+        size = path.stat().st_size if path.exists() else 0
+        if size < nbytes:
+            raise ConfigError(f"{path}: {size} bytes, but the checkpoint counted {nbytes}; "
+                              "the metrics were changed since the run stopped")
+        with path.open("r+b") as handle:
+            handle.truncate(nbytes)
+        log = cls(path)
+        log.records = read_metrics(path)
+        return log
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes written so far: what a checkpoint records to cut the log back to."""
+        return self.path.stat().st_size if self.path.exists() else 0
 
     def append(self, record: dict[str, Any]) -> None:
         clean = _finite(record)

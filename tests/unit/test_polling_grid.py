@@ -1,0 +1,67 @@
+"""The coordinator's grid: replies are collected as they arrive, the unanswered are given up
+after the deadline, and a stop request ends the wait at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+
+import pytest
+from flwr.app import Message, Metadata, RecordDict
+from flwr.app.message.message import make_message
+
+from fedpeft.common.errors import RunInterrupted
+from fedpeft.server.polling_grid import PollingGrid
+
+
+def _reply(to: str) -> Message:
+    meta = Metadata(run_id=1, message_id=f"r-{to}", src_node_id=1, dst_node_id=0,
+                    reply_to_message_id=to, group_id="1", created_at=time.time(), ttl=60.0,
+                    message_type="train")
+    return make_message(meta, RecordDict())
+
+
+class _Link:
+    """A grid whose replies arrive on the pulls listed in `schedule` (pull index -> ids)."""
+
+    def __init__(self, ids: list[str], schedule: dict[int, list[str]]) -> None:
+        self.ids, self.schedule, self.pulls = ids, schedule, 0
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        list(messages)
+        return list(self.ids)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        wanted = set(message_ids)
+        arrived = [_reply(i) for i in self.schedule.get(self.pulls, []) if i in wanted]
+        self.pulls += 1
+        return arrived
+
+
+def test_all_replies_are_collected_across_pulls() -> None:
+    link = _Link(["a", "b", "c"], {0: ["a"], 2: ["b", "c"]})
+    grid = PollingGrid(link, poll_interval=0.001)  # type: ignore[arg-type]
+    replies = grid.send_and_receive([], timeout=30)
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == ["a", "b", "c"]
+    assert link.pulls == 3  # stopped pulling as soon as every reply was in
+
+
+def test_unanswered_messages_are_given_up_at_the_deadline() -> None:
+    link = _Link(["a", "b"], {0: ["a"]})
+    grid = PollingGrid(link, poll_interval=0.001)  # type: ignore[arg-type]
+    replies = grid.send_and_receive([], timeout=0.05)
+    assert [r.metadata.reply_to_message_id for r in replies] == ["a"]
+
+
+def test_a_stop_request_ends_the_wait() -> None:
+    stop = threading.Event()
+    link = _Link(["a"], {})
+    grid = PollingGrid(link, stop=stop, poll_interval=0.001)  # type: ignore[arg-type]
+    threading.Timer(0.05, stop.set).start()
+    with pytest.raises(RunInterrupted, match="fedpeft resume"):
+        grid.send_and_receive([], timeout=None)
+    pulls = link.pulls
+    with pytest.raises(RunInterrupted, match="stop requested"):
+        grid.send_and_receive([], timeout=None)
+    assert link.pulls == pulls  # nothing more is sent once stopped
