@@ -64,7 +64,8 @@ def write_checkpoint(run_dir: Path, meta: dict[str, Any], arrays: dict[str, np.n
     document = {**meta, "format": FORMAT, "fedpeft_version": __version__}
     encoded = np.frombuffer(json.dumps(document, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     buffer = io.BytesIO()
-    np.savez(buffer, **{_META: encoded}, **arrays)
+    contents: dict[str, np.ndarray] = {_META: encoded, **arrays}
+    np.savez(buffer, **contents)  # type: ignore[arg-type]  # numpy's stub types allow_pickle too
     write_file_atomically(folder / STATE_FILE, buffer.getvalue(), mode=_FILE_MODE, overwrite=True)
 
 

@@ -208,7 +208,7 @@ def _str_list(record: ConfigRecord, key: str, length: int) -> list[str]:
     if (not isinstance(value, list) or len(value) != length
             or not all(isinstance(v, str) for v in value)):
         raise SecurityError(f"secure aggregation record: {key!r} must be {length} strings")
-    return list(value)
+    return [str(v) for v in value]
 
 
 def _bytes_list(record: ConfigRecord, key: str, length: int) -> list[bytes]:
