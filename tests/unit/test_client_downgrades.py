@@ -44,6 +44,7 @@ from fedpeft.common.wire.names import (
     SERVER_ROUND,
     SIGNED_GLOBAL_STYPE,
 )
+from fedpeft.common.wire.run_record import run_config_record
 from fedpeft.server.credentials import load_server_keys
 from fedpeft.simulation.credentials import ephemeral_credentials, with_credentials
 
@@ -124,6 +125,9 @@ def test_a_run_of_another_federation_is_refused(make_config,
 
     def signed(cfg: RunConfig) -> Message:
         message = _plain_message(cfg)
+        config, _ = run_config_record(to_wire(cfg), federation_id, RUN, 2, server.signing_key)
+        config[SERVER_ROUND] = 1
+        message.content[CONFIG] = config  # the server signs what it sends: honest signature
         state = from_array_record(message.content[ARRAYS])
         blob = sign_global(state, global_context(federation_id, RUN, 0), server.signing_key)
         message.content[ARRAYS] = envelope_record(blob, SIGNED_GLOBAL_STYPE)
@@ -156,8 +160,10 @@ def test_a_dp_update_leaves_clipped_to_the_bound_the_message_carries(make_config
     (all tensors, L2), however far local training moved the adapter; under a bound it fits,
     it leaves as trained. Training is deterministic here, so both messages train alike."""
     bound = 1e-4
+    # adaptive clipping: the bound moves every round, so the institution takes the message's
+    # (under fixed clipping it must equal the signed config's, see test_run_config_attacks)
     cfg = make_config(**{"security.seal_updates": False, "privacy.enabled": True,
-                         "training.learning_rate": 0.5})
+                         "privacy.clipping": "adaptive", "training.learning_rate": 0.5})
     loose = _plain_message(cfg, **{DP_CLIP_NORM: 1e6})
     tight = _plain_message(cfg, **{DP_CLIP_NORM: bound})
     start = from_array_record(tight.content[ARRAYS])

@@ -13,7 +13,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, Metadata, Metric
 from flwr.app.message.message import make_message
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedpeft.common.config import load_config
+from fedpeft.common.config import load_config, to_wire
 from fedpeft.common.crypto import generate_signing_key
 from fedpeft.common.errors import ConfigError, SecurityError
 from fedpeft.common.privacy import PrivacyAccountant
@@ -21,6 +21,7 @@ from fedpeft.common.runs import checkpoint as checkpoint_module
 from fedpeft.common.runs.checkpoint import read_checkpoint, write_checkpoint
 from fedpeft.common.runs.metrics_log import MetricsLog, read_metrics
 from fedpeft.common.wire.names import ARRAYS, METRICS
+from fedpeft.common.wire.run_record import RunRecord
 from fedpeft.server.audit_trail import AuditTrail
 from fedpeft.server.run_checkpoint import config_digest
 from fedpeft.server.strategies import PrivateStrategy, build_strategy
@@ -172,12 +173,15 @@ def test_metrics_shorter_than_the_checkpoint_are_refused(tmp_path: Path) -> None
 def test_ledger_continues_only_from_the_checkpointed_head(tmp_path: Path) -> None:
     key = generate_signing_key()
     trail = AuditTrail(tmp_path, "fed", key)
-    trail.start(load_config(), 1, {"w": START})
+    cfg = load_config()
+    record = RunRecord.of(to_wire(cfg), "fed", 1, cfg.federation.num_rounds)
+    trail.start(cfg, 1, {"w": START}, record, signed=True)
     records, head = trail.ledger.records, trail.ledger.head
     trail.round({"round": 1, "clients": []})  # the round under way when the run stopped
 
     resumed = AuditTrail.reopen(tmp_path, key, False, records=records, head=head)
-    resumed.resumed(2, 0, head, records)
+    resumed.resumed(2, 0, head, records, RunRecord.of(to_wire(cfg), "fed", 2,
+                                                     cfg.federation.num_rounds))
     last = json.loads((tmp_path / "ledger.jsonl").read_text().splitlines()[-1])
     assert last["kind"] == "run-resumed"
     assert last["body"]["superseded_records"] == 1

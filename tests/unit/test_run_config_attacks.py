@@ -171,7 +171,8 @@ ATTACKS: dict[str, tuple[str | None, Callable[[Federation], Message], str]] = {
         STRICT, lambda f: _message(f, _altered(f, **{"privacy.enabled": False})),
         "privacy.enabled = false"),
     "server lowers the noise": (
-        STRICT, lambda f: _message(f, _altered(f, **{"privacy.noise_multiplier": 0.3})),
+        STRICT, lambda f: _message(f, _altered(f, **{"privacy.noise_multiplier": 0.3,
+                                                     "privacy.target_epsilon": 50.0})),
         "below this institution's floor"),
     "server drops the epsilon target": (
         STRICT, lambda f: _message(f, _altered(f, **{"privacy.target_epsilon": None})),

@@ -306,12 +306,14 @@ def test_delivered_noise_variance_through_the_real_stages_is_at_least_the_accoun
         "privacy.enabled": True, "privacy.noise_multiplier": sigma, "privacy.clip_norm": clip,
         "federation.min_train_clients": n, "federation.min_available_clients": n,
     })
+    issue = {"secure_aggregation.enabled": True, "privacy.enabled": True,
+             "privacy.noise_multiplier": sigma, "privacy.clip_norm": clip,
+             "federation.min_train_clients": n, "federation.min_available_clients": n}
     with pytest.raises(ConfigError, match=r"clip_range=4 cannot hold an update clipped to 0.5 "
                                           r"plus a noise share .* at least 12.63"):
-        load_config(overrides={"secure_aggregation.enabled": True, "privacy.enabled": True,
-                               "privacy.noise_multiplier": sigma, "privacy.clip_norm": clip,
-                               "federation.min_train_clients": n,
-                               "federation.min_available_clients": n})
+        load_config(overrides={**issue, "secure_aggregation.clip_range": 4.0})
+    # left unset, the range widens to what the noise share needs, in whole units
+    assert load_config(overrides=issue).secure_aggregation.clip_range == 13.0
     recorder = RoundRecorder(MetricsLog(tmp_path / "metrics.jsonl"), parallel_slots=2)
     strategy = SecureAggregationStrategy(
         PrivateStrategy(build_strategy(cfg), cfg, masked=True, recorder=recorder),

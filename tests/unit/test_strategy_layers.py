@@ -32,7 +32,7 @@ def test_masking_and_privacy_name_their_settings(tmp_path: Path) -> None:
     layers = _layers(tmp_path, **{"secure_aggregation.enabled": True, "privacy.enabled": True,
                                   "privacy.target_epsilon": 8.0})
     assert layers == (
-        "Instrumented(SecureAggregation(k=auto, max_dropouts=1, clip_range=4, "
+        "Instrumented(SecureAggregation(k=auto, max_dropouts=1, clip_range=6, "
         "quantization_bits=20, ring_bits=48)(Private(fixed clipping, clip_norm=1, "
         "noise_multiplier=1, noise=distributed, target_epsilon=8)(FedAvg)))"
     )

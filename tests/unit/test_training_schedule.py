@@ -78,7 +78,7 @@ def test_unknown_scheduler_is_a_config_error_naming_the_field() -> None:
 
 
 def test_local_epochs_and_local_steps_together_are_refused() -> None:
-    with pytest.raises(ConfigError, match=r"training: .*local_epochs=2 and "
+    with pytest.raises(ConfigError, match=r"training.local_epochs=2 and "
                                           r"training.local_steps=10 are both set; set exactly one"):
         load_config(overrides={"training.local_epochs": 2, "training.local_steps": 10})
 

@@ -23,7 +23,7 @@ from flwr.app.message.message import make_message
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedpeft.client.stages import masking as handlers
-from fedpeft.common.config import RunConfig, load_config, to_wire
+from fedpeft.common.config import RunConfig, SecurityConfig, load_config, to_wire
 from fedpeft.common.crypto.secagg import (
     AdvertisedKeys,
     SecAggParams,
@@ -45,8 +45,17 @@ from fedpeft.common.crypto.secagg.agreement import (
 from fedpeft.common.crypto.secagg.graph import neighbour_graph
 from fedpeft.common.errors import SecurityError
 from fedpeft.common.wire import secagg as wire
-from fedpeft.common.wire.names import BUNDLE, CONFIG, RUN_CONFIG, STATE_DIR
+from fedpeft.common.wire.names import (
+    BUNDLE,
+    CONFIG,
+    NUM_ROUNDS,
+    RUN_CONFIG,
+    SERVER_ROUND,
+    STATE_DIR,
+)
+from fedpeft.common.wire.run_record import run_config_record
 from fedpeft.deployment.federation_files import simulated_bundle
+from fedpeft.server.credentials import load_server_keys
 from fedpeft.simulation.credentials import ephemeral_credentials
 
 RUN, ROUND, COUNT, SIZE = 11, 3, 5, 1000
@@ -75,13 +84,15 @@ class Institutions:
     cfg: RunConfig
     federation_id: str
     contexts: dict[int, Context]
+    run_config: ConfigRecord
+    """What every stage message carries: the run config as the (malicious) server signs it."""
     values: dict[int, np.ndarray] = field(default_factory=dict)
 
     def send(self, kind: str, sid: int, values: Mapping[str, object]) -> ConfigRecord:
         """Deliver one crafted stage message to institution `sid`; its reply's record."""
         content = RecordDict({
             wire.RECORD: ConfigRecord({**values, wire.ID: sid}),  # type: ignore[dict-item]
-            CONFIG: ConfigRecord({RUN_CONFIG: to_wire(self.cfg), "server-round": ROUND}),
+            CONFIG: ConfigRecord({**self.run_config, SERVER_ROUND: ROUND}),
         })
         msg = make_message(Metadata(
             run_id=RUN, message_id=f"m{next(_ids)}", src_node_id=0, dst_node_id=sid,
@@ -104,6 +115,7 @@ def _institutions(federation: tuple[Path, str] | None) -> Institutions:
                                      "security.seal_updates": False})
         config: dict[int, dict[str, str]] = {sid: {} for sid in range(1, COUNT + 1)}
         federation_id = wire.UNSEALED_FEDERATION
+        run_config = ConfigRecord({RUN_CONFIG: to_wire(cfg), NUM_ROUNDS: ROUND})
     else:
         root, federation_id = federation
         cfg = load_config(overrides={"secure_aggregation.enabled": True,
@@ -111,10 +123,13 @@ def _institutions(federation: tuple[Path, str] | None) -> Institutions:
         config = {sid: {BUNDLE: str(simulated_bundle(root, f"hospital-{sid}").root),
                         STATE_DIR: str(root.parent / "state" / f"hospital-{sid}")}
                   for sid in range(1, COUNT + 1)}
+        server = load_server_keys(SecurityConfig(credentials_dir=str(root)))
+        run_config, _ = run_config_record(to_wire(cfg), federation_id, RUN, ROUND,
+                                          server.signing_key)
     contexts = {sid: Context(RUN, sid, config[sid], RecordDict(), {}) for sid in config}
     rng = np.random.default_rng(7)
     values = {sid: rng.uniform(-1, 1, SIZE) for sid in contexts}
-    return Institutions(cfg, federation_id, contexts, values)
+    return Institutions(cfg, federation_id, contexts, run_config, values)
 
 
 def _params(federation_id: str, **change: object) -> dict[str, object]:

@@ -19,6 +19,7 @@ from fedpeft.common.config.base import StrictModel
 from fedpeft.common.config.lora import LoraAggregationConfig
 from fedpeft.common.config.privacy import PrivacyConfig
 from fedpeft.common.config.secure_aggregation import (
+    NOISE_TAIL_SIGMAS,
     SecureAggregationConfig,
     noise_headroom_problem,
 )
@@ -518,15 +519,20 @@ class RunConfig(StrictModel):
                 )
 
     def _check_noise_fits(self) -> None:
-        """The distributed noise share of the smallest round this config allows must fit in the
-        clip range: sigma C / sqrt(m) (`fedpeft.common.privacy.distributed_noise_std`) with m
-        the round's institutions less the tolerated dropouts, the round at least
+        """The distributed noise share of the smallest round this config allows must fit in
+        the clip range (an unset clip range is widened to fit it, in whole units): sigma C /
+        sqrt(m) (`fedpeft.common.privacy.distributed_noise_std`) with m the round's
+        institutions less the tolerated dropouts, the round at least
         federation.min_train_clients and at least 2 * max_dropouts + 1 institutions (fewer
         cannot keep the threshold above half of the share holders)."""
         privacy, masking = self.privacy, self.secure_aggregation
         smallest = max(self.federation.min_train_clients, 2 * masking.max_dropouts + 1)
         std = privacy.noise_multiplier * privacy.clip_norm / math.sqrt(
             max(1, smallest - masking.max_dropouts))
+        if "clip_range" not in masking.model_fields_set:  # the default widens to fit the noise
+            needed = math.ceil(privacy.clip_norm + NOISE_TAIL_SIGMAS * std)
+            if needed > masking.clip_range:
+                masking.clip_range = float(needed)
         problem = noise_headroom_problem(masking.clip_range, privacy.clip_norm, std)
         if problem:
             raise ValueError(

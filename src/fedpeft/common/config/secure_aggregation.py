@@ -71,7 +71,10 @@ class SecureAggregationConfig(StrictModel):
         1, ge=0, description="Institutions that may drop out after the key exchange per round."
     )
     clip_range: float = Field(
-        4.0, gt=0, le=1e6, description="Each update value is clipped to +/- this before encoding."
+        4.0, gt=0, le=1e6,
+        description="Each update value is clipped to +/- this before encoding. Left unset under "
+        "DP, it widens to hold the clipped update plus its noise share (6 std); a value set "
+        "explicitly is checked instead.",
     )
     quantization_bits: int = Field(20, ge=8, le=40, description="Fixed-point levels: 2**bits.")
     ring_bits: int = Field(
