@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 
 from fedpeft.client.identity import InstitutionKeys
-from fedpeft.common.adapter.state import AdapterState
 from fedpeft.common.config import RunConfig
 from fedpeft.common.wire import secagg as secagg_wire
 
 if TYPE_CHECKING:  # torch-heavy: the secure-aggregation handlers import this module too
     from fedpeft.client.local_data import LocalData
+    from fedpeft.common.adapter.state import AdapterState
     from fedpeft.common.training.learner import Learner
 
 
