@@ -114,7 +114,8 @@ def test_a_round_below_quorum_is_retried_then_counts(tmp_path: Path) -> None:
 
 def test_a_round_below_quorum_after_its_retries_is_skipped_and_the_run_goes_on(
         tmp_path: Path) -> None:
-    records = _run(tmp_path, _Federation(3, {1: {2, 3}, 2: {1, 2, 3}}))
+    records = _run(tmp_path, _Federation(3, {1: {2, 3}, 2: {1, 2, 3}}),
+                   **{"federation.below_quorum": "retry"})
     assert records[1]["server_eval"]["w"] == 0.0  # the global stayed as it was
     assert len([f for f in records[1]["failures"] if f["phase"] == "quorum"]) == 2
     assert records[2]["server_eval"]["w"] == pytest.approx(2.0)

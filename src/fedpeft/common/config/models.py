@@ -235,9 +235,11 @@ class FederationConfig(StrictModel):
         description="Institutions whose training replies must arrive before the deadline for "
         "the round to count (at most those sampled); None: min_train_clients.")
     below_quorum: Literal["retry", "skip", "stop"] = Field(
-        "retry",
-        description="A round below quorum is sent again (up to round_retries times, then "
-        "skipped), skipped (the global adapter stays as it was), or stops the run (resumable).")
+        "skip",
+        description="A round below quorum is skipped (the global adapter stays as it was), "
+        "sent again (up to round_retries times, then skipped: only institutions that never "
+        "handled the first attempt can answer it, since an institution refuses to train a "
+        "round twice), or stops the run (resumable).")
     round_retries: int = Field(1, ge=0, le=10, description="Retries of a round below quorum.")
 
 
