@@ -13,7 +13,7 @@ import itertools
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,7 @@ from fedpeft.common.wire.names import (
     CONFIG,
     NUM_ROUNDS,
     RUN_CONFIG,
+    RUN_CONFIG_SIGNATURE,
     SERVER_ROUND,
     STATE_DIR,
 )
@@ -109,17 +110,19 @@ class Institutions:
         return handler[kind](msg, context).content[wire.RECORD]
 
 
-def _institutions(federation: tuple[Path, str] | None) -> Institutions:
+def _institutions(federation: tuple[Path, str] | None, **settings: object) -> Institutions:
+    """The institutions of a run whose config is the default with secure aggregation on,
+    changed by `settings` (dotted config fields), as the server signs it."""
     if federation is None:  # an unsealed run: no bundles, no identities
         cfg = load_config(overrides={"secure_aggregation.enabled": True,
-                                     "security.seal_updates": False})
+                                     "security.seal_updates": False, **settings})
         config: dict[int, dict[str, str]] = {sid: {} for sid in range(1, COUNT + 1)}
         federation_id = wire.UNSEALED_FEDERATION
         run_config = ConfigRecord({RUN_CONFIG: to_wire(cfg), NUM_ROUNDS: ROUND})
     else:
         root, federation_id = federation
         cfg = load_config(overrides={"secure_aggregation.enabled": True,
-                                     "security.federation_id": federation_id})
+                                     "security.federation_id": federation_id, **settings})
         config = {sid: {BUNDLE: str(simulated_bundle(root, f"hospital-{sid}").root),
                         STATE_DIR: str(root.parent / "state" / f"hospital-{sid}")}
                   for sid in range(1, COUNT + 1)}
@@ -321,7 +324,8 @@ def test_advertisements_signed_for_other_parameters_are_refused(
 
 def test_neighbours_outside_the_public_graph_or_too_few_are_refused(
         federation: tuple[Path, str]) -> None:
-    inst = _institutions(federation)
+    inst = _institutions(federation, **{"secure_aggregation.neighbours": 2,
+                                        "secure_aggregation.max_dropouts": 0})
     params = _params(inst.federation_id, degree=2, threshold=3, max_dropouts=0)
     adverts = _advertise(inst, params)
     graph = neighbour_graph(range(1, COUNT + 1), 2, bytes(range(32)))
@@ -345,3 +349,38 @@ def test_more_dropouts_than_allowed_in_total_are_refused(
                                             "max_dropouts=1"):
         inst.send(wire.CONFIRM, 1, {**params, wire.SURVIVORS: [1, 2, 3]})
     _refused(caplog, "consistency check")
+
+
+# -- the round's terms must be the signed config's ----------------------------------------------
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"max_dropouts": 2, "threshold": 3}, "max_dropouts=2, but the signed run config fixes 1"),
+    ({"clip_range": 64.0}, "clip_range=64, but the signed run config fixes 4"),
+    ({"degree": 2, "threshold": 2},
+     "degree 2 and threshold 2 for 5 institutions, but the signed run config gives 4 and 4"),
+])
+def test_round_terms_other_than_the_signed_config_are_refused(
+        federation: tuple[Path, str], caplog: pytest.LogCaptureFixture,
+        change: dict[str, object], problem: str) -> None:
+    """The config says one dropout (threshold 4 of 5 holders); the server claims two, which
+    lowers the threshold to 3, thins the graph to threshold 2 of 3 holders, or widens the clip
+    range: each valid terms for SecAgg+, none the signed ones."""
+    inst = _institutions(federation)
+    with pytest.raises(SecurityError, match=problem):
+        inst.send(wire.SETUP, 1, _params(inst.federation_id, **change))
+    _refused(caplog, "setup")
+
+
+def test_a_stage_message_with_its_signature_stripped_is_refused(
+        federation: tuple[Path, str], caplog: pytest.LogCaptureFixture) -> None:
+    """A relay strips the signature, or switches sealing off, in a key-exchange message's
+    config, to make the institution advertise unsigned keys and accept unsigned ones."""
+    inst = _institutions(federation)
+    unsigned = ConfigRecord({key: value for key, value in inst.run_config.items()
+                             if key != RUN_CONFIG_SIGNATURE})
+    with pytest.raises(SecurityError, match="not signed"):
+        replace(inst, run_config=unsigned).send(wire.SETUP, 1, _params(inst.federation_id))
+    plaintext = ConfigRecord({**inst.run_config, RUN_CONFIG: to_wire(inst.cfg.model_copy(
+        update={"security": inst.cfg.security.model_copy(update={"seal_updates": False})}))})
+    with pytest.raises(SecurityError):
+        replace(inst, run_config=plaintext).send(wire.SETUP, 2, _params(inst.federation_id))

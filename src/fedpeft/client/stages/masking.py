@@ -36,9 +36,10 @@ from fedpeft.client.admission import admit_config
 from fedpeft.client.identity import InstitutionKeys
 from fedpeft.client.peers import load_roster
 from fedpeft.client.stages.base import ClientStage, Outgoing, RoundInput
-from fedpeft.common.config.secure_aggregation import noise_headroom_problem
+from fedpeft.common.config import RunConfig
+from fedpeft.common.config.secure_aggregation import masking_plan, noise_headroom_problem
 from fedpeft.common.crypto.secagg import Identity, SecAggClient, SecAggParams
-from fedpeft.common.errors import SecurityError
+from fedpeft.common.errors import ConfigError, SecurityError
 from fedpeft.common.wire import secagg as wire
 from fedpeft.common.wire.names import DP_CLIP_NORM, DP_NOISE_STD, NUM_EXAMPLES
 
@@ -83,6 +84,37 @@ def bundle_identity(msg: Message, context: Context) -> Identity | None:
     return identity(keys)
 
 
+def _check_terms(params: SecAggParams, cfg: RunConfig) -> None:
+    """The round's terms must be the ones the signed run config fixes: the encoding and the
+    tolerated dropouts as configured, at least federation.min_train_clients participants, and
+    the degree and threshold the config's own rule gives for that many (`masking_plan`).
+    Otherwise a server could claim more dropouts to lower the threshold to just over half of
+    the share holders, so that fewer colluding neighbours rebuild a secret."""
+    sa = cfg.secure_aggregation
+    configured = {"ring_bits": sa.ring_bits, "quantization_bits": sa.quantization_bits,
+                  "max_dropouts": sa.max_dropouts}
+    for name, value in configured.items():
+        if getattr(params, name) != value:
+            raise SecurityError(f"secure aggregation {name}={getattr(params, name)}, but the "
+                                f"signed run config fixes {value}: refused")
+    if not math.isclose(params.clip_range, sa.clip_range):
+        raise SecurityError(f"secure aggregation clip_range={params.clip_range:g}, but the "
+                            f"signed run config fixes {sa.clip_range:g}: refused")
+    if params.participants < cfg.federation.min_train_clients:
+        raise SecurityError(f"secure aggregation round of {params.participants} institutions, "
+                            f"below federation.min_train_clients="
+                            f"{cfg.federation.min_train_clients}: refused")
+    try:
+        planned = masking_plan(sa, params.participants)
+    except ConfigError as err:
+        raise SecurityError(f"secure aggregation round the config cannot hold: {err}") from None
+    if (params.degree, params.threshold) != (planned.degree, planned.threshold):
+        raise SecurityError(
+            f"secure aggregation degree {params.degree} and threshold {params.threshold} for "
+            f"{params.participants} institutions, but the signed run config gives "
+            f"{planned.degree} and {planned.threshold}: refused")
+
+
 def _save(context: Context, client: SecAggClient, params: SecAggParams) -> None:
     context.state[wire.STATE] = ConfigRecord({_CLIENT: client.to_bytes(), _CONTEXT: params.context})
 
@@ -110,7 +142,9 @@ def handle_setup(msg: Message, context: Context) -> Message:
         record = context.state.config_records.get(wire.STATE)
         if record is not None and record.get(_CONTEXT) == params.context:
             raise SecurityError("this node refuses a second key exchange for the same round")
-        who = bundle_identity(msg, context)
+        cfg, institution = admit_config(msg, context)
+        _check_terms(params, cfg)
+        who = identity(institution)
         if who is None:
             logger.warning("secure aggregation without an identity (unsealed run): the keys "
                            "are not signed and neighbours are not authenticated")

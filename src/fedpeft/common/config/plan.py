@@ -13,18 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fedpeft.common.config.models import RunConfig
-from fedpeft.common.config.secure_aggregation import SecureAggregationConfig
+from fedpeft.common.config.secure_aggregation import MaskingPlan, masking_plan
 from fedpeft.common.errors import ConfigError
 from fedpeft.common.privacy import AdaptiveClipping, PrivacyAccountant, distributed_noise_std
-
-
-@dataclass(frozen=True)
-class MaskingPlan:
-    """Secure aggregation for one round: each institution's neighbours and how many of its
-    share holders rebuild its secrets."""
-
-    degree: int
-    threshold: int
 
 
 @dataclass(frozen=True)
@@ -41,31 +32,6 @@ class RoundPlan:
     noise_std: float | None
     """Under secure aggregation, the std of each institution's share of the noise (the sum of
     any round that completes carries at least the central std); None otherwise."""
-
-
-def masking_plan(sa: SecureAggregationConfig, participants: int) -> MaskingPlan:
-    """Degree and threshold for `participants`, or ConfigError explaining why not.
-
-    The threshold must exceed half of each institution's share holders: otherwise a server
-    that declared an institution dropped and also asked for its self-mask shares could
-    rebuild both of its secrets and unmask its update.
-    """
-    if participants < 2:
-        raise ConfigError(
-            "secure_aggregation.enabled needs at least 2 institutions per round, got "
-            f"{participants}"
-        )
-    degree = sa.degree(participants)
-    threshold = sa.threshold(participants)
-    holders = degree + 1
-    if threshold <= holders / 2 or threshold < 2:
-        raise ConfigError(
-            f"secure_aggregation.max_dropouts={sa.max_dropouts} is too many for {participants} "
-            f"institutions with {degree} neighbours each: a secret needs {threshold} of "
-            f"{holders} shares, which must be more than half (at most "
-            f"{max(0, (holders - 1) // 2)} dropouts)"
-        )
-    return MaskingPlan(degree, threshold)
 
 
 def rounds_allowed(cfg: RunConfig) -> int:

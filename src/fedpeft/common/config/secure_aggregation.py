@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from pydantic import Field, model_validator
 
 from fedpeft.common.config.base import StrictModel
+from fedpeft.common.errors import ConfigError
 from fedpeft.common.ring import headroom_problem
 
 NOISE_TAIL_SIGMAS = 6.0
@@ -99,3 +101,37 @@ class SecureAggregationConfig(StrictModel):
         if problem:
             raise ValueError(f"secure_aggregation.{problem}")
         return self
+
+
+@dataclass(frozen=True)
+class MaskingPlan:
+    """Secure aggregation for one round: each institution's neighbours and how many of its
+    share holders rebuild its secrets."""
+
+    degree: int
+    threshold: int
+
+
+def masking_plan(sa: SecureAggregationConfig, participants: int) -> MaskingPlan:
+    """Degree and threshold for `participants`, or ConfigError explaining why not.
+
+    The threshold must exceed half of each institution's share holders: otherwise a server
+    that declared an institution dropped and also asked for its self-mask shares could
+    rebuild both of its secrets and unmask its update.
+    """
+    if participants < 2:
+        raise ConfigError(
+            "secure_aggregation.enabled needs at least 2 institutions per round, got "
+            f"{participants}"
+        )
+    degree = sa.degree(participants)
+    threshold = sa.threshold(participants)
+    holders = degree + 1
+    if threshold <= holders / 2 or threshold < 2:
+        raise ConfigError(
+            f"secure_aggregation.max_dropouts={sa.max_dropouts} is too many for {participants} "
+            f"institutions with {degree} neighbours each: a secret needs {threshold} of "
+            f"{holders} shares, which must be more than half (at most "
+            f"{max(0, (holders - 1) // 2)} dropouts)"
+        )
+    return MaskingPlan(degree, threshold)
