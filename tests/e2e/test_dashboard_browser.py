@@ -53,7 +53,7 @@ def _write_runs(runs_dir: Path) -> Path:
     for name, rounds, finished in (("finished-dp", 3, True), ("still-going", 1, False)):
         cfg = load_config(overrides={"output.dir": str(runs_dir), "output.run_name": name,
                                      "tracking.tensorboard": False, "federation.num_rounds": 3,
-                                     "privacy.enabled": True, "privacy.target_epsilon": 3.0})
+                                     "privacy.enabled": True, "privacy.target_epsilon": 8.0})
         folder = open_run_folder(cfg, "sim")
         log = MetricsLog(folder.metrics_path)
         for number in range(rounds + 1):
@@ -145,7 +145,7 @@ def test_the_dashboard_in_a_headless_browser(tmp_path: Path) -> None:
         assert "data-refreshed=" in page  # the live script fetched and swapped the fragment
         assert "round 2 of 3" in page
         assert '<polyline class="series" data-series="accuracy"' in page
-        assert 'data-chart="epsilon"' in page and "target 3" in page
+        assert 'data-chart="epsilon"' in page and "target 8" in page
         assert "clinic-north" in page  # participants of each round
 
         shot = tmp_path / "dashboard.png"

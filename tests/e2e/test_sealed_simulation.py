@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,8 @@ from fedpeft.simulation.federated import simulate
 pytestmark = pytest.mark.e2e
 
 
-def test_simulation_seals_by_default(write_words_csv, tiny_bert_dir: str, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_simulation_seals_by_default(write_words_csv, tiny_bert_dir: str,
+                                     tmp_path: Path) -> None:
     train, test = write_words_csv(seed=0, per_label=15, test_rows=10)
     cfg = load_config(overrides={
         "model.name": tiny_bert_dir, "model.max_seq_length": 16, "data.train": train,
@@ -25,17 +24,6 @@ def test_simulation_seals_by_default(write_words_csv, tiny_bert_dir: str, tmp_pa
         "output.dir": str(tmp_path / "runs"), "output.run_name": "sealed",
     })
     assert cfg.security.seal_updates  # on unless switched off
-    # The key folders this run makes (other runs on the machine make and remove their own).
-    made: list[str] = []
-    mkdtemp = tempfile.mkdtemp
-
-    def recording_mkdtemp(*args, **kwargs):  # type: ignore[no-untyped-def]
-        folder = mkdtemp(*args, **kwargs)
-        if Path(folder).name.startswith("fedpeft-sim-keys-"):
-            made.append(folder)
-        return folder
-
-    monkeypatch.setattr(tempfile, "mkdtemp", recording_mkdtemp)
     report = simulate(cfg)
 
     security = report.summary["security"]
@@ -49,9 +37,13 @@ def test_simulation_seals_by_default(write_words_csv, tiny_bert_dir: str, tmp_pa
         assert sorted(c["name"] for c in record["clients"]) == ["institution-0", "institution-1"]
         assert all(c["train"]["seal-s"] > 0 for c in record["clients"])
         assert record["time"]["server_sealing_s"] > 0
-    # The run's config file names no temporary key folder, and the key folder is gone.
+    # The run's config file names no key folder; the keys were made inside the run's private
+    # checkpoint folder (a resumed run signs with them again) and left with it when the run
+    # completed: no private key stays behind in the run folder.
     assert "credentials_dir" not in (report.path / "config.toml").read_text()
-    assert len(made) == 1 and not Path(made[0]).exists()
+    assert not (report.path / "checkpoint").exists()
+    assert not [p for p in report.path.rglob("*") if p.is_file() and "PRIVATE KEY" in
+                p.read_bytes()[:200].decode("latin-1")]
 
 
 def test_simulation_without_sealing_warns(write_words_csv, tiny_bert_dir: str, tmp_path: Path,
