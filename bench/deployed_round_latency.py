@@ -121,8 +121,14 @@ labels = ["billing", "fraud"]
         subprocess.run([*cli, *args], env=env, check=True, capture_output=True, timeout=300)
 
     call("federation", "init", "--dir", str(fed), "--address", "127.0.0.1")
-    for name in INSTITUTIONS:
-        call("federation", "add-institution", name, "--dir", str(fed))
+    sites = work / "sites"
+    for name in INSTITUTIONS:  # each institution makes its own keys; the coordinator enrols
+        call("institution", "init", name, "--dir", str(sites / name))
+        call("federation", "add-institution", name, "--dir", str(fed),
+             "--request", str(sites / name / "enrolment-request.json"))
+    for name in INSTITUTIONS:  # after every enrolment: each roster names them all
+        call("institution", "complete", "--bundle", str(sites / name),
+             "--from", str(fed / "institutions" / name))
     started: list[subprocess.Popen[bytes]] = []
 
     def start(name: str, args: list[str]) -> None:
@@ -137,7 +143,7 @@ labels = ["billing", "fraud"]
             call("federation", "register", name, "--dir", str(fed), "--superlink-control",
                  f"127.0.0.1:{control}")
             start(name, ["client", "join", "--superlink", f"127.0.0.1:{fleet}", "--bundle",
-                         str(fed / "institutions" / name), "--data",
+                         str(sites / name), "--state-dir", str(work / "state" / name), "--data",
                          str(_csv(work / f"{name}.csv", 12, index)), "--port", str(_free_port()),
                          "--work-dir", str(work / name)])
         began = time.monotonic()
