@@ -120,6 +120,19 @@ WriteWordsCsv = Callable[..., tuple[str, str]]
 
 
 @pytest.fixture
+def card_fraud_csv(tmp_path: Path) -> Path:
+    """`tmp_path/train.csv`: 24 rows alternating "fraud scam i" / "my card number i", labels
+    fraud / card; the small table the client-handler tests train one institution on."""
+    import pandas as pd
+
+    rows = [{"text": f"my card number {i}" if i % 2 else f"fraud scam {i}",
+             "label": "card" if i % 2 else "fraud"} for i in range(24)]
+    path = tmp_path / "train.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
 def write_words_csv(tmp_path: Path) -> WriteWordsCsv:
     """Write train.csv and test.csv of word-bag rows to `tmp_path`; returns their paths.
 

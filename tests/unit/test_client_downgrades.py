@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
@@ -60,19 +59,11 @@ def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def table(tmp_path: Path) -> Path:
-    rows = [{"text": f"my card number {i}" if i % 2 else f"fraud scam {i}",
-             "label": "card" if i % 2 else "fraud"} for i in range(24)]
-    path = tmp_path / "train.csv"
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
-
-
-@pytest.fixture
-def make_config(table: Path, tiny_bert_dir: str):
+def make_config(card_fraud_csv: Path, tiny_bert_dir: str):
     def make(**overrides: object) -> RunConfig:
         return load_config(overrides={
-            "model.name": tiny_bert_dir, "model.max_seq_length": 16, "data.train": str(table),
+            "model.name": tiny_bert_dir, "model.max_seq_length": 16,
+            "data.train": str(card_fraud_csv),
             "data.partition": "iid", "data.labels": ["card", "fraud"],
             "training.local_steps": 1, "training.batch_size": 4, "peft.lora_dropout": 0.0,
             **overrides,
@@ -101,11 +92,11 @@ def _plain_message(cfg: RunConfig, **extra: object) -> Message:
 
 # -- sealing: an unsigned run config cannot turn it off for a deployed institution ----------
 def test_unsealed_run_is_refused_by_a_deployed_institution_without_its_consent(
-        make_config, federation: tuple[Path, str], table: Path) -> None:
+        make_config, federation: tuple[Path, str], card_fraud_csv: Path) -> None:
     folder, _ = federation
     cfg = make_config(**{"security.seal_updates": False})
     deployed = {BUNDLE: str(folder / "institutions" / "institution-0"),
-                DATA_PATH: str(table), NODE_NAME: "institution-0"}
+                DATA_PATH: str(card_fraud_csv), NODE_NAME: "institution-0"}
 
     with pytest.raises(SecurityError, match=ALLOW_PLAINTEXT):
         train(_plain_message(cfg), _context(deployed))

@@ -213,7 +213,7 @@ def test_epsilon_is_accounted_over_all_steps_in_the_context_state(tiny_config,
 
 
 def test_client_rounds_report_the_running_epsilon_and_ledger_it(
-        tmp_path: Path, tiny_bert_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        card_fraud_csv: Path, tiny_bert_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two train messages through the client app's own `train`, sharing one node context as
     Flower keeps it: the reply carries the cumulative epsilon and no training loss, and the
     institution's ledger records it."""
@@ -238,12 +238,9 @@ def test_client_rounds_report_the_running_epsilon_and_ledger_it(
     monkeypatch.setattr(TaskIdentity, "_run_id", run)
     monkeypatch.setattr(TaskIdentity, "_task_id", 1)
     monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    rows = [{"text": f"my card number {i}" if i % 2 else f"fraud scam {i}",
-             "label": "card" if i % 2 else "fraud"} for i in range(24)]
-    pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
     cfg = load_config(overrides={
         "model.name": tiny_bert_dir, "model.max_seq_length": 16,
-        "data.train": str(tmp_path / "train.csv"), "data.partition": "iid",
+        "data.train": str(card_fraud_csv), "data.partition": "iid",
         "data.labels": ["card", "fraud"], "training.local_steps": 3, "training.batch_size": 4,
         "peft.lora_dropout": 0.0, "privacy.example_level": True,
         "privacy.example_noise_multiplier": 0.8, "privacy.example_delta": 1e-4,

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
@@ -62,16 +61,13 @@ class Federation:
 
 
 @pytest.fixture
-def federation(tmp_path: Path, tiny_bert_dir: str) -> Iterator[Federation]:
+def federation(card_fraud_csv: Path, tiny_bert_dir: str) -> Iterator[Federation]:
     from fedpeft.deployment.federation_files import simulated_bundle
     from fedpeft.simulation.credentials import ephemeral_credentials, with_credentials
 
-    rows = [{"text": f"my card number {i}" if i % 2 else f"fraud scam {i}",
-             "label": "card" if i % 2 else "fraud"} for i in range(24)]
-    pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
     cfg = load_config(overrides={
         "model.name": tiny_bert_dir, "model.max_seq_length": 16,
-        "data.train": str(tmp_path / "train.csv"), "data.partition": "iid",
+        "data.train": str(card_fraud_csv), "data.partition": "iid",
         "data.labels": ["card", "fraud"], "training.local_steps": 1, "training.batch_size": 4,
         "peft.lora_dropout": 0.0, "privacy.enabled": True, "privacy.noise_multiplier": 1.2,
         "privacy.clip_norm": 0.5, "privacy.target_epsilon": 5.0,
@@ -80,7 +76,7 @@ def federation(tmp_path: Path, tiny_bert_dir: str) -> Iterator[Federation]:
         yield Federation(with_credentials(cfg, folder, federation_id),
                          load_server_keys(SecurityConfig(credentials_dir=str(folder))),
                          simulated_bundle(folder, "institution-0").root,
-                         tmp_path / "train.csv",
+                         card_fraud_csv,
                          tiny_bert_dir)
 
 

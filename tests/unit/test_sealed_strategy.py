@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from flwr.app import (
     Array,
@@ -253,15 +252,12 @@ def test_replay_of_the_previous_round_is_refused(recorder: RoundRecorder) -> Non
 
 # -- the client refuses a bad global -------------------------------------------------------
 @pytest.fixture
-def client_setup(tmp_path: Path, tiny_bert_dir: str):
+def client_setup(card_fraud_csv: Path, tiny_bert_dir: str):
     from fedpeft.simulation.credentials import ephemeral_credentials, with_credentials
 
-    rows = [{"text": f"my card number {i}" if i % 2 else f"fraud scam {i}",
-             "label": "card" if i % 2 else "fraud"} for i in range(24)]
-    pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
     cfg = load_config(overrides={
         "model.name": tiny_bert_dir, "model.max_seq_length": 16,
-        "data.train": str(tmp_path / "train.csv"),
+        "data.train": str(card_fraud_csv),
         "data.partition": "iid", "data.labels": ["card", "fraud"], "training.local_steps": 1,
         "training.batch_size": 4, "peft.lora_dropout": 0.0,
     })
