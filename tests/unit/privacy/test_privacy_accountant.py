@@ -171,3 +171,42 @@ def test_large_sampling_rates_do_not_flood_the_log(caplog: pytest.LogCaptureFixt
     with caplog.at_level(logging.WARNING):
         epsilon_for(0.93, 0.5, 3, DELTA)
     assert not [record for record in caplog.records if "converge" in record.getMessage()]
+
+
+def test_zero_rounds_to_plan_is_an_answer_not_an_error() -> None:
+    """A run with no rounds left asks how many fit: zero, not a refusal of the question."""
+    assert PrivacyAccountant(1.0, DELTA).rounds_within(5.0, 0.5, max_rounds=0) == 0
+    with pytest.raises(ValueError, match="max_rounds must be non-negative, got -1"):
+        PrivacyAccountant(1.0, DELTA).rounds_within(5.0, 0.5, max_rounds=-1)
+
+
+def test_restored_accountant_goes_on_spending_from_the_saved_state() -> None:
+    """A resumed run charges its next round on top of what the checkpoint held, even a
+    checkpoint of zero rounds or one whose curve was stored in float32."""
+    saved = PrivacyAccountant(1.1, DELTA)
+    for _ in range(3):
+        saved.step(0.5)
+    rounds, rdp = saved.state()
+
+    resumed = PrivacyAccountant(1.1, DELTA)
+    resumed.restore(rounds, rdp)
+    assert (resumed.rounds, resumed.epsilon) == (3, saved.epsilon)
+    assert resumed.step(0.5) == saved.step(0.5)
+    assert resumed.rounds == 4
+
+    fresh = PrivacyAccountant(1.1, DELTA)
+    fresh.restore(0, np.zeros_like(rdp))  # a checkpoint taken before the first round
+    assert (fresh.rounds, fresh.epsilon) == (0, 0.0)
+    narrow = PrivacyAccountant(1.1, DELTA)
+    narrow.restore(3, rdp.astype(np.float32))
+    assert narrow.state()[1].dtype == np.float64  # later rounds add in full precision
+
+
+@pytest.mark.parametrize(("rounds", "shape"), [(-1, None), (3, (5,))])
+def test_restore_refuses_a_state_of_other_settings(rounds: int, shape: tuple[int] | None) -> None:
+    _, rdp = PrivacyAccountant(1.1, DELTA).state()
+    curve = rdp if shape is None else np.zeros(shape)
+    accountant = PrivacyAccountant(1.1, DELTA)
+    with pytest.raises(ValueError, match=f"accountant state of {rounds} rounds"):
+        accountant.restore(rounds, curve)
+    assert (accountant.rounds, accountant.epsilon) == (0, 0.0)

@@ -98,3 +98,55 @@ def test_update_noise_pays_for_the_count_query() -> None:
     # Five institutions: count std 0.25 cannot carry a total multiplier of 1.
     with pytest.raises(ConfigError, match="clipped_count_stddev"):
         clipping.update_noise_multiplier(1.0, 5)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ((0.0, 0.5, 0.2), "clip_norm must be positive"),
+        ((1.0, 0.0, 0.2), "target_quantile must be in"),
+        ((1.0, 1.0, 0.2), "target_quantile must be in"),
+        ((1.0, 1.5, 0.2), "target_quantile must be in"),
+        ((1.0, 0.5, 0.0), "learning_rate must be positive"),
+        ((1.0, 0.5, 0.2, -0.1), "count_stddev must be non-negative"),
+    ],
+)
+def test_adaptive_clipping_refuses_settings_it_cannot_steer_with(
+    arguments: tuple[float, ...], message: str
+) -> None:
+    """A zero bound, a quantile at the ends (C would run to 0 or to infinity) or a step of
+    zero would make the bound meaningless or frozen: refused at construction."""
+    with pytest.raises(ValueError, match=message):
+        AdaptiveClipping(*arguments)
+
+
+def test_a_noiseless_count_is_allowed_but_cannot_carry_update_noise() -> None:
+    """count_stddev=0 (the count in the clear) is a valid setting, but then no multiplier is
+    left for the updates: asking for noise is a configuration error, not a division by 0."""
+    clipping = AdaptiveClipping(1.0, 0.5, 0.2, count_stddev=0.0)
+    assert clipping.count_noise_std(40) == 0.0
+    assert clipping.update_noise_multiplier(0.0, 40) == 0.0
+    with pytest.raises(ConfigError, match="clipped_count_stddev above 0.5"):
+        clipping.update_noise_multiplier(1.0, 40)
+
+
+def test_update_noise_for_a_multiplier_other_than_one() -> None:
+    """z_updates**-2 = z**-2 - (2 * count_std)**-2 at z = 2 (z = 1 would hide the exponent)."""
+    z_updates = AdaptiveClipping(1.0, 0.5, 0.2).update_noise_multiplier(2.0, 100)  # count std 5
+    assert z_updates == pytest.approx((2.0**-2 - 10.0**-2) ** -0.5, rel=1e-12)
+    assert z_updates == pytest.approx(2.0412414523, rel=1e-9)
+
+
+@pytest.mark.parametrize("noise_multiplier", [10.0, 12.0])
+def test_a_multiplier_at_or_above_twice_the_count_std_is_refused(noise_multiplier: float) -> None:
+    """At z = 2 * count_std the count alone would spend the whole budget (z_updates infinite)."""
+    with pytest.raises(ConfigError, match="clipped_count_stddev above"):
+        AdaptiveClipping(1.0, 0.5, 0.2).update_noise_multiplier(noise_multiplier, 100)
+
+
+def test_adaptive_step_with_one_participant_and_refusal_without_any() -> None:
+    clipping = AdaptiveClipping(clip_norm=2.0, target_quantile=0.5, learning_rate=0.2)
+    assert clipping.update(1.0, 1) == pytest.approx(2.0 * math.exp(-0.1))
+    with pytest.raises(ValueError, match="participants must be positive, got 0"):
+        clipping.update(0.0, 0)
+    assert clipping.clip_norm == pytest.approx(2.0 * math.exp(-0.1))

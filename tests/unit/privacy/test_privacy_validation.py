@@ -87,3 +87,42 @@ def test_norm_above_the_bound() -> None:
     message = _refusal(update, max_norm=1.5)
     assert "norm 4.9051 exceeds the bound 1.5" in message
     assert "largest tensor 'lora_B'" in message
+
+
+def _key_of_repr_length(length: int) -> str:
+    return "k" * (length - 2)  # repr adds the two quotes
+
+
+def test_a_key_at_the_limit_is_quoted_whole_and_a_longer_one_cut_to_the_limit() -> None:
+    whole = _key_of_repr_length(80)
+    update = {**_update(), whole: np.zeros(1, dtype=np.float32)}
+    assert f"unexpected tensor {whole!r} (1 unexpected)" in _refusal(update)
+
+    longer = _key_of_repr_length(81)
+    update = {**_update(), longer: np.zeros(1, dtype=np.float32)}
+    message = _refusal(update)
+    shown = message.split("unexpected tensor ", 1)[1].split(" (", 1)[0]
+    assert shown == repr(longer)[:77] + "..."
+    assert len(shown) == 80
+
+
+def test_update_exactly_at_the_bound_passes() -> None:
+    update = {name: np.zeros(shape, dtype=np.float32) for name, (shape, _) in EXPECTED.items()}
+    update["lora_A"][0, 0], update["lora_B"][0, 0] = 3.0, 4.0  # norm exactly 5
+    validate_update(update, EXPECTED, max_norm=5.0)
+    assert "norm 5 exceeds the bound 4.99" in _refusal(update, max_norm=4.99)
+
+
+def test_largest_tensor_is_the_one_with_the_largest_norm_not_the_last_name() -> None:
+    update = _update()
+    update["lora_A"] *= 100  # lora_A is first by name, and now the largest
+    assert "largest tensor 'lora_A', norm 24.4949" in _refusal(update, max_norm=1.5)
+
+
+def test_norm_is_accumulated_beyond_float32_range() -> None:
+    """Values whose squares overflow float32 (3e19 ** 2 > 3.4e38) are finite: the norm is
+    still measured (in float64), so a bound above it passes and one below it names it."""
+    update = {name: np.zeros(shape, dtype=np.float32) for name, (shape, _) in EXPECTED.items()}
+    update["lora_A"][0, 0] = 3e19
+    validate_update(update, EXPECTED, max_norm=4e19)
+    assert "norm 3e+19 exceeds the bound 2e+19" in _refusal(update, max_norm=2e19)
