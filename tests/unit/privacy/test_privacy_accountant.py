@@ -210,3 +210,21 @@ def test_restore_refuses_a_state_of_other_settings(rounds: int, shape: tuple[int
     with pytest.raises(ValueError, match=f"accountant state of {rounds} rounds"):
         accountant.restore(rounds, curve)
     assert (accountant.rounds, accountant.epsilon) == (0, 0.0)
+
+
+def test_delta_of_one_is_refused() -> None:
+    """delta = 1 would make every epsilon 0: a guarantee of nothing, reported as perfect."""
+    for delta in (1.0, 1.5):
+        with pytest.raises(ValueError, match="delta must be in"):
+            PrivacyAccountant(1.0, delta)
+
+
+def test_rounds_within_is_the_exact_count_of_a_linear_scan() -> None:
+    """For targets exactly at, and just around, the epsilon after k rounds, the planner's
+    binary search answers what charging round after round would (the budget is inclusive)."""
+    sigma, rate, cap = 1.5, 0.4, 12
+    curve = [epsilon_for(sigma, rate, k, DELTA) for k in range(cap + 1)]
+    for k in range(1, cap + 1):
+        for target in (curve[k], curve[k] * (1 + 1e-9), curve[k] * (1 - 1e-9)):
+            expected = max(j for j in range(cap + 1) if curve[j] <= target)
+            assert PrivacyAccountant(sigma, DELTA).rounds_within(target, rate, cap) == expected

@@ -150,3 +150,32 @@ def test_adaptive_step_with_one_participant_and_refusal_without_any() -> None:
     with pytest.raises(ValueError, match="participants must be positive, got 0"):
         clipping.update(0.0, 0)
     assert clipping.clip_norm == pytest.approx(2.0 * math.exp(-0.1))
+
+
+def test_clipped_update_never_exceeds_the_bound_even_by_float32_rounding() -> None:
+    """The bound is the sensitivity: not even a rounding step above it."""
+    rng = np.random.default_rng(4)
+    for scale in np.geomspace(1e-2, 1e3, 60):
+        result = clip_update(_delta(rng, float(scale)), 0.5)
+        assert result.clipped
+        assert update_norm(result.delta) <= 0.5
+
+
+def test_update_exactly_at_the_bound_is_not_clipped() -> None:
+    delta = {"a": np.array([3.0, 0.0], dtype=np.float32), "b": np.array([4.0], dtype=np.float32)}
+    result = clip_update(delta, 5.0)
+    assert not result.clipped and result.norm == 5.0
+    assert np.array_equal(result.delta["a"], delta["a"]) and result.delta["b"][0] == 4.0
+
+
+@pytest.mark.parametrize("clip_norm", [1e-3, 1e3])
+def test_float64_deltas_leave_as_float32_clipped_or_not(clip_norm: float) -> None:
+    delta = {"w": np.linspace(-1.0, 1.0, 7, dtype=np.float64)}
+    result = clip_update(delta, clip_norm)
+    assert result.clipped == (clip_norm < 1.0)
+    assert result.delta["w"].dtype == np.float32
+
+
+def test_zero_bound_is_refused() -> None:
+    with pytest.raises(ValueError, match="clip_norm must be positive, got 0"):
+        clip_update({"w": np.ones(2, dtype=np.float32)}, 0.0)

@@ -83,3 +83,12 @@ def test_summed_shares_empirically(present: int) -> None:
     expected = target * math.sqrt(present / 4)
     assert total.std() == pytest.approx(expected, rel=0.01)
     assert total.std() >= target * 0.99
+
+
+def test_noise_comes_from_the_given_generator_and_is_added() -> None:
+    """A seeded generator is used as given (reproducible tests of the mechanism), and the
+    result is value + draw, draw for draw."""
+    state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    noisy = add_gaussian_noise(state, 0.5, np.random.default_rng(7))
+    draws = np.random.default_rng(7).normal(0.0, 0.5, size=(2, 3))
+    np.testing.assert_array_equal(noisy["w"], (state["w"] + draws).astype(np.float32))
