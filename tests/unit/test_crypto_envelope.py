@@ -384,3 +384,54 @@ def test_misuse_raises_type_or_value_errors() -> None:
         UpdateContext(
             federation_id="f", run_id=7, server_round=3, node="bank-a", direction="update", x=1
         )  # type: ignore[call-arg]
+
+
+def test_transposed_array_round_trips() -> None:
+    """A transposed view is Fortran-ordered: it must be stored in C order, not as its memory."""
+    arrays = {"t": np.arange(12, dtype=np.float32).reshape(3, 4).T}
+    np.testing.assert_array_equal(_open(seal_update(arrays, CTX, AGGREGATOR.public_key(),
+                                                    BANK_A))["t"], arrays["t"])
+
+
+def test_non_ascii_tensor_names_round_trip() -> None:
+    arrays = {"poids_é": np.ones(2, dtype=np.float32)}
+    assert list(_open(seal_update(arrays, CTX, AGGREGATOR.public_key(), BANK_A))) == ["poids_é"]
+
+
+@pytest.mark.parametrize("weight", [0, -3, True, 2.0])
+def test_weights_that_are_not_positive_ints_are_refused_before_sealing(weight: object) -> None:
+    with pytest.raises(ValueError, match="weight must be a positive int or None"):
+        seal_update(_arrays(), CTX, AGGREGATOR.public_key(), BANK_A, weight)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["", 3])
+def test_tensor_names_must_be_non_empty_strings(name: object) -> None:
+    with pytest.raises(TypeError, match="tensor names must be non-empty strings"):
+        Manifest.of({name: np.ones(1, dtype=np.float32)})  # type: ignore[dict-item]
+
+
+def test_max_update_size_is_the_data_plus_twice_the_manifest_plus_slack() -> None:
+    arrays = {"a": np.zeros((3, 5), dtype=np.float32), "b": np.zeros(7, dtype=np.int8)}
+    manifest = Manifest.of(arrays)
+    expected = 3 * 5 * 4 + 7 + 2 * len(manifest.to_json()) + 64 * 1024
+    assert envelope.max_update_size(manifest) == expected
+    assert len(seal_update(arrays, CTX, AGGREGATOR.public_key(), BANK_A)) <= expected
+
+
+def _prefix(header_size: int) -> bytes:
+    return envelope.MAGIC + bytes([envelope.FORMAT_VERSION]) + header_size.to_bytes(4, "big")
+
+
+@pytest.mark.parametrize(
+    ("blob", "reason"),
+    [
+        (_prefix(0) + b"\x00" * 64, "invalid header"),  # the shortest blob is parsed
+        (_prefix(2) + b"{}" + b"\x00" * 64, "invalid header"),  # an empty payload too
+        (_prefix(envelope.MAX_HEADER_SIZE) + b"\x00" * 64, "truncated"),  # at the cap
+        (_prefix(envelope.MAX_HEADER_SIZE + 1) + b"\x00" * 64, "header too large"),
+        (_prefix(100) + b"\x00" * 74, "truncated"),  # header longer than what follows
+    ],
+)
+def test_envelope_length_checks_at_their_boundaries(blob: bytes, reason: str) -> None:
+    with pytest.raises(SecurityError, match=f"malformed envelope: {reason}"):
+        verify_global(blob, GLOBAL_CTX, SERVER.public_key())

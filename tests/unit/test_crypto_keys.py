@@ -21,6 +21,7 @@ from fedpeft.common.crypto.keys import (
     save_private_key,
     save_public_key,
     short_fingerprint,
+    signing_public_key_from_pem,
 )
 from fedpeft.common.crypto.signing import sign, verify
 from fedpeft.common.errors import ConfigError
@@ -122,3 +123,41 @@ def test_key_type_misuse(tmp_path: Path) -> None:
         save_private_key(key.public_key(), tmp_path / "k")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="expected a public key"):
         fingerprint(key)  # type: ignore[arg-type]
+
+
+def test_public_key_files_are_not_overwritten_unless_asked(tmp_path: Path) -> None:
+    path = tmp_path / "k.pub"
+    save_public_key(generate_signing_key().public_key(), path)
+    with pytest.raises(ConfigError, match="refusing to overwrite existing file"):
+        save_public_key(generate_signing_key().public_key(), path)
+    replacement = generate_signing_key().public_key()
+    save_public_key(replacement, path, overwrite=True)
+    assert fingerprint(load_signing_public_key(path)) == fingerprint(replacement)
+
+
+def test_refusals_name_the_expected_kind_and_the_source(tmp_path: Path) -> None:
+    signing = generate_signing_key()
+    save_private_key(signing, tmp_path / "ed.key")
+    save_public_key(signing.public_key(), tmp_path / "ed.pub")
+    (tmp_path / "junk.pub").write_bytes(b"not a key")
+    with pytest.raises(ConfigError, match="ed.key: expected an X25519 private key"):
+        load_encryption_private_key(tmp_path / "ed.key")
+    with pytest.raises(ConfigError, match="ed.pub: expected an X25519 public key"):
+        load_encryption_public_key(tmp_path / "ed.pub")
+    with pytest.raises(ConfigError, match=f"^{tmp_path / 'junk.pub'} is not a PEM public key$"):
+        load_signing_public_key(tmp_path / "junk.pub")
+    x25519_pem = (tmp_path / "x.pub")
+    save_public_key(generate_encryption_key().public_key(), x25519_pem)
+    with pytest.raises(ConfigError, match="^registry bank-a: expected an Ed25519 public key"):
+        signing_public_key_from_pem(x25519_pem.read_bytes(), "registry bank-a")
+
+
+def test_saving_does_not_depend_on_the_system_temporary_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file is written beside its final name, so the last step is an atomic link on the
+    same filesystem, whatever TMPDIR is."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-dir"))
+    save_private_key(generate_signing_key(), tmp_path / "k")
+    assert _mode(tmp_path / "k") == 0o600

@@ -236,3 +236,34 @@ def test_misuse_is_a_type_error_not_a_refusal() -> None:
         seal(signing.public_key(), b"x", b"")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="must return 32 bytes"):
         seal(encryption.public_key(), b"x", b"", randbytes=lambda n: b"k" * min(n, 8))
+
+
+def test_misused_arguments_are_named_in_the_type_error() -> None:
+    signing, encryption = generate_signing_key(), generate_encryption_key()
+    signature = sign(signing, b"x")
+    box = seal(encryption.public_key(), b"x", b"")
+    for call, name in [
+        (lambda: sign(signing, "x"), "data"),
+        (lambda: verify(signing.public_key(), "sig", b"x"), "signature"),
+        (lambda: verify(signing.public_key(), signature, "x"), "data"),
+        (lambda: seal(encryption.public_key(), "x", b""), "plaintext"),
+        (lambda: seal(encryption.public_key(), b"x", "aad"), "aad"),
+        (lambda: open_sealed(encryption, box, "aad"), "aad"),
+    ]:
+        with pytest.raises(TypeError, match=f"^{name} must be bytes, got str$"):
+            call()  # type: ignore[no-untyped-call]
+
+
+def test_box_of_an_empty_plaintext_parses_and_opens() -> None:
+    """The shortest valid box (prefix and tag only) is not mistaken for a truncated one."""
+    recipient = generate_encryption_key()
+    wire = seal(recipient.public_key(), b"", b"ctx").to_bytes()
+    assert len(wire) == 1 + 32 + 12 + 16
+    assert open_sealed(recipient, SealedBox.from_bytes(wire), b"ctx") == b""
+
+
+def test_box_with_a_wrong_nonce_length_is_refused_as_malformed() -> None:
+    recipient = generate_encryption_key()
+    box = seal(recipient.public_key(), b"secret", b"")
+    with pytest.raises(SecurityError, match="bad key or nonce length"):
+        open_sealed(recipient, SealedBox(box.ephemeral_pub, box.nonce[:11], box.ciphertext), b"")
