@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -24,15 +25,18 @@ from fedpeft.client.identity import InstitutionKeys
 from fedpeft.client.stages.base import Outgoing, RoundInput
 from fedpeft.client.stages.chain import chain
 from fedpeft.client.stages.ledger import UPDATE_SENT, Recording
-from fedpeft.client.stages.masking import Masking
+from fedpeft.client.stages.masking import Masking, handle_setup
 from fedpeft.client.stages.privacy import Privacy
 from fedpeft.client.stages.sealing import Sealing, open_global
 from fedpeft.common.audit import LEDGER_FILE
 from fedpeft.common.config import load_config
+from fedpeft.common.config.secure_aggregation import masking_plan
 from fedpeft.common.crypto import sign_global
 from fedpeft.common.crypto.envelope import open_weighted_update
 from fedpeft.common.crypto.keys import generate_encryption_key, generate_signing_key
+from fedpeft.common.crypto.secagg import SecAggParams
 from fedpeft.common.errors import SecurityError
+from fedpeft.common.wire import secagg as wire
 from fedpeft.common.wire.envelopes import (
     envelope_of,
     envelope_record,
@@ -231,3 +235,57 @@ def test_chain_under_dp_and_secure_aggregation_masks_after_clipping() -> None:
                               "federation.min_available_clients": 2})
     assert [repr(stage) for stage in chain(rnd)] == ["Privacy(masked=True)", "Masking()"]
     assert isinstance(chain(rnd)[1], Masking)
+
+
+# -- masking: the noise share and the round state it needs -----------------------------------
+def _masking_round(std: float, clip_range: float = 100.0) -> RoundInput:
+    """A round of 5 institutions tolerating 1 dropout, DP at sigma 1 and C 1: the share the
+    4 guaranteed institutions need is 1 / sqrt(4) = 0.5."""
+    rnd = _round(None, {DP_CLIP_NORM: 1.0, DP_NOISE_STD: std}, **{
+        "privacy.enabled": True, "privacy.noise_multiplier": 1.0, "privacy.clip_norm": 1.0})
+    sa = rnd.cfg.secure_aggregation.model_copy(update={"max_dropouts": 1})
+    plan = masking_plan(sa, 5)
+    params = SecAggParams(
+        ring_bits=sa.ring_bits, quantization_bits=sa.quantization_bits, clip_range=clip_range,
+        threshold=plan.threshold, context=wire.round_context(rnd.federation_id, RUN, 3),
+        participants=5, degree=plan.degree, max_dropouts=1, graph_seed=b"\x01" * 32)
+    rnd.msg.content.config_records[wire.RECORD] = ConfigRecord({**params.to_record(),
+                                                                wire.ID: 1})
+    return rnd
+
+
+def _masking_out() -> Outgoing:
+    return Outgoing(state={}, delta={"w": np.zeros(4, dtype=np.float32)}, weight=1, metrics={})
+
+
+@pytest.mark.parametrize("std", [0.45, 0.499])
+def test_a_noise_share_below_what_the_guaranteed_institutions_need_is_refused(
+        std: float, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR), pytest.raises(SecurityError, match="is below 0.5"):
+        Masking().apply(_masking_out(), _masking_round(std))
+    assert "secure aggregation masking refused: the noise share std" in caplog.text
+
+
+def test_a_sufficient_share_goes_on_to_masking_which_needs_the_key_exchange(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """0.5 is enough (the check allows for float rounding): the stage then needs this
+    node's key exchange for the round, and without one it refuses, logging why."""
+    with caplog.at_level(logging.ERROR), \
+            pytest.raises(SecurityError, match="no key exchange for this round"):
+        Masking().apply(_masking_out(), _masking_round(0.5))
+    assert "secure aggregation masking refused: secure aggregation: no key exchange" \
+        in caplog.text
+
+
+def test_a_noise_share_the_clip_range_would_truncate_is_refused() -> None:
+    with pytest.raises(SecurityError, match="refusing to mask: secure_aggregation.clip_range=2"):
+        Masking().apply(_masking_out(), _masking_round(0.5, clip_range=2.0))
+
+
+@pytest.mark.parametrize("sid", ["x", 0])
+def test_a_key_exchange_with_a_bad_protocol_id_is_refused(sid: object) -> None:
+    record = ConfigRecord({wire.ID: sid})  # type: ignore[dict-item]
+    msg = Message(RecordDict({wire.RECORD: record}), dst_node_id=5, message_type="query")
+    context = Context(run_id=RUN, node_id=5, node_config={}, state=RecordDict(), run_config={})
+    with pytest.raises(SecurityError, match="bad protocol id"):
+        handle_setup(msg, context)

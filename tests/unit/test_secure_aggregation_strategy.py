@@ -270,6 +270,8 @@ class _StagesGrid(_Grid):
                  vanish: dict[str, set[int]] | None = None, round_shift: int = 0) -> None:
         super().__init__({node: (delta, 1) for node, delta in deltas.items()}, vanish)
         self.cfg, self.current, self.round_shift = cfg, current, round_shift
+        self.sent: list[Outgoing] = []
+        """What each institution's stages made of its update, as it left."""
 
     def _handle(self, msg: Message, context: Context) -> Message:
         if msg.metadata.message_type != "train":
@@ -286,6 +288,7 @@ class _StagesGrid(_Grid):
         assert [stage.name for stage in stages] == ["privacy", "masking"]
         for stage in stages:
             out = stage.apply(out, rnd)
+        self.sent.append(out)
         return Message(RecordDict({ARRAYS: to_array_record(out.state),
                                    METRICS: MetricRecord(out.metrics)}), reply_to=msg)
 
