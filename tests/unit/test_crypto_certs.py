@@ -145,3 +145,72 @@ def test_node_auth_key_loads_the_way_flower_loads_it(tmp_path: Path) -> None:
     assert flower_public == private.public_key()
     with pytest.raises(ValueError, match="plain file name"):
         create_node_auth_key(tmp_path, "../escape")
+
+
+def test_default_validity_is_ten_years_for_the_ca_and_one_for_the_server(tmp_path: Path) -> None:
+    ca = create_ca("fedpeft test CA", tmp_path, now=NOW)
+    server = create_server_cert(ca, ["localhost"], tmp_path, now=NOW)
+    assert ca.certificate.not_valid_after_utc == NOW + dt.timedelta(days=3650)
+    assert _cert(server.cert_path).not_valid_after_utc == NOW + dt.timedelta(days=365)
+
+
+def test_a_server_cert_may_end_exactly_with_its_ca(tmp_path: Path) -> None:
+    ca = create_ca("fedpeft test CA", tmp_path, valid_days=30, now=NOW)
+    server = create_server_cert(ca, ["localhost"], tmp_path, valid_days=30, now=NOW)
+    assert _cert(server.cert_path).not_valid_after_utc == ca.certificate.not_valid_after_utc
+
+
+def test_server_cert_extensions_are_marked_as_tls_clients_expect(tmp_path: Path) -> None:
+    """BasicConstraints and KeyUsage critical (a client that does not understand them must
+    refuse), EKU and SAN not; the key signs handshakes, never certificates."""
+    ca = create_ca("fedpeft test CA", tmp_path, valid_days=30, now=NOW)
+    cert = _cert(create_server_cert(ca, ["localhost"], tmp_path, valid_days=10,
+                                    now=NOW).cert_path)
+    critical = {kind: cert.extensions.get_extension_for_class(kind).critical
+                for kind in (x509.BasicConstraints, x509.KeyUsage, x509.ExtendedKeyUsage,
+                             x509.SubjectAlternativeName)}
+    assert critical == {x509.BasicConstraints: True, x509.KeyUsage: True,
+                        x509.ExtendedKeyUsage: False, x509.SubjectAlternativeName: False}
+    usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert usage.digital_signature and not usage.key_cert_sign and not usage.crl_sign
+
+
+def test_server_cert_is_not_overwritten_unless_asked(tmp_path: Path) -> None:
+    ca = create_ca("fedpeft test CA", tmp_path / "ca", valid_days=30, now=NOW)
+    first = create_server_cert(ca, ["localhost"], tmp_path, valid_days=10, now=NOW)
+    before = first.key_path.read_bytes()
+    with pytest.raises(ConfigError, match="refusing to overwrite"):
+        create_server_cert(ca, ["localhost"], tmp_path, valid_days=10, now=NOW)
+    create_server_cert(ca, ["localhost"], tmp_path, valid_days=10, now=NOW, overwrite=True)
+    assert first.key_path.read_bytes() != before
+
+
+def test_loaded_ca_knows_its_files(tmp_path: Path) -> None:
+    ca = create_ca("fedpeft test CA", tmp_path, valid_days=30)
+    reloaded = load_ca(ca.cert_path, ca.key_path)
+    assert (reloaded.cert_path, reloaded.key_path) == (ca.cert_path, ca.key_path)
+
+
+def test_wildcard_and_longest_dns_names(tmp_path: Path) -> None:
+    longest = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+    assert len(longest) == 253
+    ca = create_ca("fedpeft test CA", tmp_path, valid_days=30)
+    server = create_server_cert(ca, ["*.superlink.example", longest], tmp_path / "s",
+                                valid_days=10)
+    san = _cert(server.cert_path).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["*.superlink.example", longest]
+    with pytest.raises(ValueError, match="neither an IP address nor a DNS name"):
+        create_server_cert(ca, [longest + "d"], tmp_path / "t", valid_days=10)
+
+
+def test_node_auth_key_of_another_type_is_refused_by_name() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from fedpeft.common.crypto.certs import check_node_auth_public_key
+
+    line = Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    with pytest.raises(ConfigError, match="bank-a.pub: expected an EC public key"):
+        check_node_auth_public_key(line, "bank-a.pub")
