@@ -214,3 +214,33 @@ def test_node_auth_key_of_another_type_is_refused_by_name() -> None:
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
     with pytest.raises(ConfigError, match="bank-a.pub: expected an EC public key"):
         check_node_auth_public_key(line, "bank-a.pub")
+
+
+def test_ca_may_sign_server_certificates_only(tmp_path: Path) -> None:
+    """Path length 0 and critical constraints: a certificate the CA issued cannot itself
+    issue certificates, and a client that does not understand that must refuse the CA."""
+    cert = create_ca("fedpeft test CA", tmp_path, valid_days=30, now=NOW).certificate
+    constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert constraints.critical and constraints.value.path_length == 0
+    usage = cert.extensions.get_extension_for_class(x509.KeyUsage)
+    assert usage.critical and usage.value.key_cert_sign and usage.value.crl_sign
+    assert not usage.value.digital_signature
+    assert not cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).critical
+
+
+def test_keys_are_for_signing_only_never_for_encryption(tmp_path: Path) -> None:
+    ca = create_ca("fedpeft test CA", tmp_path, valid_days=30, now=NOW)
+    server = _cert(create_server_cert(ca, ["localhost"], tmp_path, valid_days=10,
+                                      now=NOW).cert_path)
+    for cert in (ca.certificate, server):
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        assert not (usage.content_commitment or usage.key_encipherment
+                    or usage.data_encipherment or usage.key_agreement)
+
+
+def test_ca_is_replaced_only_when_asked_into_a_folder_made_on_the_way(tmp_path: Path) -> None:
+    folder = tmp_path / "federation" / "tls"
+    first = create_ca("fedpeft test CA", folder, valid_days=30)
+    second = create_ca("fedpeft test CA", folder, valid_days=30, overwrite=True)
+    assert second.key_path.read_bytes() != first.key_path.read_bytes()
+    assert load_ca(folder / "ca.pem", folder / "ca.key").certificate == second.certificate
