@@ -240,7 +240,7 @@ def test_keys_are_for_signing_only_never_for_encryption(tmp_path: Path) -> None:
 
 def test_ca_is_replaced_only_when_asked_into_a_folder_made_on_the_way(tmp_path: Path) -> None:
     folder = tmp_path / "federation" / "tls"
-    first = create_ca("fedpeft test CA", folder, valid_days=30)
+    before = create_ca("fedpeft test CA", folder, valid_days=30).key_path.read_bytes()
     second = create_ca("fedpeft test CA", folder, valid_days=30, overwrite=True)
-    assert second.key_path.read_bytes() != first.key_path.read_bytes()
+    assert second.key_path.read_bytes() != before
     assert load_ca(folder / "ca.pem", folder / "ca.key").certificate == second.certificate
