@@ -372,6 +372,10 @@ def test_institutions_clip_their_change_before_masking(tmp_path: Path) -> None:
     # whether one update fitted the bound is about that update: it stays at the institution
     assert all(DP_UNCLIPPED not in record for content in grid.seen
                for record in content.metric_records.values())
+    # each update left masked: its example count travels inside the masked vector, not
+    # beside it; the count of values outside the clip range (none here) and the form do
+    assert [(out.metrics, out.ledger) for out in grid.sent] == \
+        [({wire.CLIPPED: 0}, {"form": "masked"})] * n
     mean = arrays["w"].numpy().astype(np.float64)
     np.testing.assert_allclose(mean, direction * clip, atol=quantization_bound(2.0, 20) + 1e-6)
     assert metrics[NUM_EXAMPLES] == n  # weight 1 each under DP, not the 10 examples
