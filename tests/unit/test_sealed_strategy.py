@@ -615,3 +615,64 @@ def test_a_round_the_privacy_layer_refuses_entirely_leaves_no_new_global(
     arrays, metrics = strategy.aggregate_train(1, [_sealed(1, [90, 90], 1),
                                                    _sealed(2, [80, 80], 1)])
     assert arrays is None and metrics is None
+
+
+def test_evaluation_and_the_next_training_send_one_signed_global_with_flowers_metadata(
+        recorder: RoundRecorder) -> None:
+    """Evaluation in round 1 and training in round 2 carry global 1: signed once, the same
+    envelope; the rebuilt messages keep the inner strategy's ttl and group."""
+    plain = _strategy(recorder, sealed=False)
+    strategy = _strategy(recorder)
+    arrays = ArrayRecord({"w": Array(np.asarray([1.0, 2.0], dtype=np.float32))})
+    inner = list(plain.configure_train(2, arrays, ConfigRecord({}), _Grid()))  # type: ignore[arg-type]
+    evaluated = list(strategy.configure_evaluate(1, arrays, ConfigRecord({}), _Grid()))  # type: ignore[arg-type]
+    trained = list(strategy.configure_train(2, arrays, ConfigRecord({}), _Grid()))  # type: ignore[arg-type]
+    assert evaluated[0].content[ARRAYS] is trained[0].content[ARRAYS]
+    assert {(m.metadata.ttl, m.metadata.group_id) for m in trained} == {
+        (m.metadata.ttl, m.metadata.group_id) for m in inner}
+    third = list(strategy.configure_train(3, arrays, ConfigRecord({}), _Grid()))  # type: ignore[arg-type]
+    blob = envelope_of(third[0].content[ARRAYS], SIGNED_GLOBAL_STYPE)
+    verify_global(blob, global_context(FED, RUN, 2), SERVER_SIGN.public_key())  # not version 1
+
+
+def test_an_update_from_its_registered_node_is_accepted_and_its_digest_recorded(
+        recorder: RoundRecorder) -> None:
+    import hashlib
+
+    signers = {**_signers(), "bank-2": Signer("bank-2", INSTITUTION_KEYS["bank-2"].public_key(),
+                                              node_id=2)}
+    keys = ServerKeys(FED, SERVER_ENC, SERVER_SIGN, lambda: signers)
+    strategy = InstrumentedStrategy(SealedStrategy(build_strategy(load_config()), keys, RUN,
+                                                   recorder), recorder)
+    _start(strategy, [0.0, 0.0])
+    blobs: list[bytes] = []
+    first = _sealed(1, [1, 2], 1)
+    update = _sealed(2, [4, 8], 3, blob_hook=lambda blob: blobs.append(blob) or blob)
+    for reply in (first, update):  # the sealed weight counts, the metric record is optional
+        del reply.content["metrics"]
+    arrays, _ = strategy.aggregate_train(1, [first, update])
+    np.testing.assert_allclose(arrays["w"].numpy(), [3.25, 6.5])
+    record = recorder.close(1, {}, server_eval_s=0.0)
+    assert record["failures"] == []
+    assert record["updates_sha256"]["bank-2"] == hashlib.sha256(blobs[0]).hexdigest()
+
+
+def test_a_reply_whose_name_is_not_text_names_no_institution(recorder: RoundRecorder) -> None:
+    update = _sealed(1, [1, 2], 1)
+    update.content[INSTITUTION] = ConfigRecord({"name": 5})
+    strategy = _strategy(recorder)
+    _start(strategy, [0.0, 0.0])
+    with pytest.raises(RunError, match=r"node 1 \(unnamed\): reply names no institution"):
+        strategy.aggregate_train(1, [update])
+
+
+def test_the_aggregate_keeps_the_globals_tensor_order(recorder: RoundRecorder) -> None:
+    """The envelope holds tensors in name order; the saved adapter follows the global's."""
+    strategy = _strategy(recorder)
+    initial = {"z": np.zeros(2, np.float32), "a": np.zeros(3, np.float32)}
+    arrays = ArrayRecord({key: Array(value) for key, value in initial.items()})
+    list(strategy.configure_train(1, arrays, ConfigRecord({}), _Grid()))  # type: ignore[arg-type]
+    update = {"z": np.ones(2, np.float32), "a": np.ones(3, np.float32)}
+    aggregate, _ = strategy.aggregate_train(1, [_sealed(1, [], 1, arrays=update),
+                                                _sealed(2, [], 1, arrays=update)])
+    assert list(aggregate) == ["z", "a"]
