@@ -173,3 +173,18 @@ def test_share_ciphertexts_shorter_than_nonce_and_tag_are_malformed() -> None:
 def test_a_peer_key_of_the_wrong_length_is_malformed() -> None:
     with pytest.raises(SecurityError, match="node 2 advertised a malformed public key"):
         mask_seed(generate_private_key(), 1, bytes(31), 2, b"ctx")
+
+
+# -- server ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("step", "call"), [
+    ("route_shares", lambda server: server.route_shares({})),
+    ("receive_masked", lambda server: server.receive_masked({})),
+    ("receive_confirmations", lambda server: server.receive_confirmations({})),
+    ("unmask", lambda server: server.unmask({})),
+])
+def test_a_stage_called_out_of_order_is_named(step: str, call) -> None:  # type: ignore[no-untyped-def]
+    from fedpeft.common.crypto.secagg.server import SecAggServer
+
+    with pytest.raises(RuntimeError, match=rf"^{step} called out of order \(the round is at "
+                                           r"stage KEYS\)"):
+        call(SecAggServer(PARAMS))
