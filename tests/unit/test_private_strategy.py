@@ -126,3 +126,63 @@ def test_adaptive_clipping_moves_the_bound(tmp_path: Path) -> None:
     strategy.aggregate_train(1, [_reply(n, CURRENT + 0.01) for n in range(1, 6)])
     record = recorder.close(1, {}, 0.0)
     assert record["privacy"]["next_clip_norm"] < 1.0
+
+
+# -- issue #14: what the mutation run found untested ---------------------------------------
+def test_the_settings_line_names_clipping_noise_and_target(tmp_path: Path) -> None:
+    strategy, _ = _strategy(tmp_path)
+    assert strategy.inner.settings() == (  # type: ignore[attr-defined]
+        "fixed clipping, clip_norm=1, noise_multiplier=0, noise=central")
+    cfg = load_config(overrides={"privacy.enabled": True, "privacy.noise_multiplier": 1.0,
+                                 "privacy.target_epsilon": 50.0})
+    masked = PrivateStrategy(build_strategy(cfg), cfg, masked=True)
+    assert masked.settings().endswith("noise=distributed, target_epsilon=50")
+
+
+def test_the_round_record_states_every_privacy_fact(tmp_path: Path) -> None:
+    strategy, recorder = _strategy(tmp_path, **{"federation.fraction_train": 0.5})
+    messages = _configure(strategy, 4)
+    assert len(messages) == 2
+    replies = [_reply(m.metadata.dst_node_id, CURRENT + 0.01) for m in messages]
+    strategy.aggregate_train(1, replies)
+    privacy = recorder.close(1, {}, 0.0)["privacy"]
+    assert privacy == {"epsilon": float("inf"), "delta": 1e-5, "noise_multiplier": 0.0,
+                       "clip_norm": 1.0, "clipping": "fixed", "noise": "central",
+                       "sampling_rate": 0.5, "rounds_charged": 1}
+
+
+def test_a_round_past_the_target_epsilon_is_not_run_and_is_recorded(tmp_path: Path) -> None:
+    one_round = epsilon_for(1.0, 1.0, 1, 1e-5)
+    strategy, recorder = _strategy(tmp_path, **{"privacy.noise_multiplier": 1.0,
+                                                "privacy.target_epsilon": one_round * 1.01})
+    messages = _configure(strategy, 3)
+    strategy.aggregate_train(1, [_reply(m.metadata.dst_node_id, CURRENT) for m in messages])
+    arrays = ArrayRecord({"w": Array(CURRENT)})
+    assert list(strategy.configure_train(2, arrays, ConfigRecord({}), _Grid(3))) == []  # type: ignore[arg-type]
+    record = recorder.close(2, {}, 0.0)
+    assert record["failures"] == [{"node_id": None, "phase": "privacy",
+                                   "reason": "privacy budget exhausted: round not run"}]
+
+
+def test_the_adapted_clip_norm_is_the_one_sent_next_round(tmp_path: Path) -> None:
+    strategy, recorder = _strategy(tmp_path, **{"privacy.clipping": "adaptive",
+                                                "privacy.noise_multiplier": 0.1,
+                                                "privacy.clipped_count_stddev": 0.2})
+    _configure(strategy, 5)
+    strategy.aggregate_train(1, [_reply(n, CURRENT + 0.01) for n in range(1, 6)])
+    adapted = recorder.close(1, {}, 0.0)["privacy"]["next_clip_norm"]
+    arrays = ArrayRecord({"w": Array(CURRENT)})
+    messages = list(strategy.configure_train(2, arrays, ConfigRecord({}), _Grid(5)))  # type: ignore[arg-type]
+    assert {m.content[CONFIG][DP_CLIP_NORM] for m in messages} == {adapted}
+
+
+def test_the_refusal_bound_scales_with_a_clip_norm_below_one(tmp_path: Path) -> None:
+    """clip_norm 0.5, factor 1.5: an update of norm 2 is refused, not clipped in."""
+    strategy, recorder = _strategy(tmp_path, **{"privacy.clip_norm": 0.5,
+                                                "privacy.max_norm_factor": 1.5})
+    _configure(strategy, 2)
+    step = np.zeros(64)
+    step[0] = 2.0
+    strategy.aggregate_train(1, [_reply(1, CURRENT + 0.01), _reply(2, CURRENT + step)])
+    refused = [f["node_id"] for f in recorder.close(1, {}, 0.0)["failures"]]
+    assert refused == [2]

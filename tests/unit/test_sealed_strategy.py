@@ -20,6 +20,7 @@ from flwr.app import (
     ArrayRecord,
     ConfigRecord,
     Context,
+    Error,
     Message,
     Metadata,
     MetricRecord,
@@ -56,7 +57,12 @@ from fedpeft.common.wire.names import (
 from fedpeft.common.wire.run_record import run_config_record
 from fedpeft.server.credentials import ServerKeys, Signer
 from fedpeft.server.round_recorder import RoundRecorder
-from fedpeft.server.strategies import InstrumentedStrategy, SealedStrategy, build_strategy
+from fedpeft.server.strategies import (
+    InstrumentedStrategy,
+    PrivateStrategy,
+    SealedStrategy,
+    build_strategy,
+)
 
 FED, RUN = "fed-test", 1
 SERVER_SIGN, SERVER_ENC = generate_signing_key(), generate_encryption_key()
@@ -506,3 +512,167 @@ def test_the_global_version_a_message_carries() -> None:
     assert (global_version("train", 3), global_version("evaluate", 3)) == (2, 3)
     with pytest.raises(ValueError, match="no global adapter in a 'query' message"):
         global_version("query", 3)
+
+
+# -- issue #14: what the mutation run found untested ---------------------------------------
+def test_evaluation_messages_carry_the_global_signed_as_this_rounds_version(
+        recorder: RoundRecorder) -> None:
+    """Evaluation in round r judges global r: the institutions check that version, so the
+    evaluate messages must carry the very arrays handed in, signed for version r."""
+    strategy = _strategy(recorder)
+    arrays = ArrayRecord({"w": Array(np.asarray([0.25, -4.0], dtype=np.float32))})
+    messages = list(strategy.configure_evaluate(3, arrays, ConfigRecord({}), _Grid()))  # type: ignore[arg-type]
+    assert sorted(m.metadata.dst_node_id for m in messages) == [1, 2]
+    assert {m.metadata.message_type for m in messages} == {"evaluate"}
+    for message in messages:
+        blob = envelope_of(message.content[ARRAYS], SIGNED_GLOBAL_STYPE)
+        state = verify_global(blob, global_context(FED, RUN, 3), SERVER_SIGN.public_key())
+        np.testing.assert_array_equal(state["w"], [0.25, -4.0])
+
+
+def _failed(node: int) -> Message:
+    return make_message(_meta(node), error=Error(code=0, reason="institution timed out"))
+
+
+def test_a_failed_reply_does_not_stop_the_others_from_being_opened(
+        recorder: RoundRecorder) -> None:
+    """A node that timed out comes first: the sealed updates after it still count."""
+    strategy = _strategy(recorder)
+    _start(strategy, [0.0, 0.0])
+    arrays, metrics = strategy.aggregate_train(
+        1, [_failed(3), _sealed(1, [1, 2], 1), _sealed(2, [4, 8], 3)])
+    np.testing.assert_allclose(arrays["w"].numpy(), [3.25, 6.5])
+    assert metrics["num-examples"] == 4
+
+
+def test_the_stop_message_names_each_refused_node_and_its_institution(
+        recorder: RoundRecorder) -> None:
+    """The operator reads why a round could not go on: node, institution ('unnamed' when the
+    reply names none) and reason."""
+    unnamed = _sealed(1, [1, 2], 1)
+    del unnamed.content[INSTITUTION]
+    strategy = _strategy(recorder)
+    _start(strategy, [0.0, 0.0])
+    with pytest.raises(RunError, match=r"node 1 \(unnamed\): reply names no institution; "
+                                       r"node 2 \(bank-x\): unknown institution"):
+        strategy.aggregate_train(1, [unnamed, _sealed(2, [4, 8], 3, name="bank-x")])
+
+
+def test_a_duplicate_update_names_the_node_whose_update_was_accepted(
+        recorder: RoundRecorder) -> None:
+    strategy = _strategy(recorder)
+    _start(strategy, [0.0, 0.0])
+    strategy.aggregate_train(1, [_sealed(1, [1, 2], 1), _sealed(3, [9, 9], 5, name="bank-1")])
+    (failure,) = recorder.close(1, {}, server_eval_s=0.0)["failures"]
+    assert "already accepted one from node 1" in failure["reason"]
+
+
+def test_the_weight_cap_itself_is_accepted_and_one_more_is_refused(
+        recorder: RoundRecorder) -> None:
+    inner = SealedStrategy(build_strategy(load_config()), KEYS, run_id=RUN, recorder=recorder,
+                           max_weight=5)
+    strategy = InstrumentedStrategy(inner, recorder)
+    _start(strategy, [0.0, 0.0])
+    arrays, metrics = strategy.aggregate_train(1, [_sealed(1, [1, 2], 5), _sealed(2, [4, 8], 6)])
+    np.testing.assert_allclose(arrays["w"].numpy(), [1, 2])
+    assert metrics["num-examples"] == 5
+    (failure,) = recorder.close(1, {}, server_eval_s=0.0)["failures"]
+    assert failure["node_id"] == 2 and "sealed weight 6 exceeds" in failure["reason"]
+
+
+def _sealed_without_weight(node: int, values: list[float]) -> Message:
+    name = f"bank-{node}"
+    blob = seal_update(_weights(values), update_context(FED, RUN, 1, name),
+                       SERVER_ENC.public_key(), INSTITUTION_KEYS[name])
+    return make_message(_meta(node), _content(envelope_record(blob, SEALED_UPDATE_STYPE), name, 1))
+
+
+def test_masked_updates_travel_without_a_weight_and_one_with_a_weight_is_refused(
+        recorder: RoundRecorder) -> None:
+    """Under secure aggregation the weight travels masked: an update that carries it in the
+    clear would reveal it, and is refused; the others are accepted without one."""
+    inner = SealedStrategy(build_strategy(load_config()), KEYS, run_id=RUN, recorder=recorder,
+                           masked=True)
+    strategy = InstrumentedStrategy(inner, recorder)
+    _start(strategy, [0.0, 0.0])
+    arrays, _ = strategy.aggregate_train(1, [_sealed_without_weight(1, [1, 2]),
+                                             _sealed_without_weight(2, [3, 4]),
+                                             _sealed(3, [9, 9], 5)])
+    np.testing.assert_allclose(arrays["w"].numpy(), [2, 3])
+    (failure,) = recorder.close(1, {}, server_eval_s=0.0)["failures"]
+    assert failure["node_id"] == 3 and "must not carry its weight" in failure["reason"]
+
+
+def test_a_round_the_privacy_layer_refuses_entirely_leaves_no_new_global(
+        recorder: RoundRecorder) -> None:
+    """Sealed(Private(FedAvg)), as the run loop composes it: every opened update is far outside
+    the clipping bound, so the privacy layer aggregates nothing, and no global comes back."""
+    cfg = load_config(overrides={"privacy.enabled": True, "privacy.clip_norm": 1.0})
+    private = PrivateStrategy(build_strategy(cfg), cfg, masked=False, recorder=recorder)
+    strategy = InstrumentedStrategy(SealedStrategy(private, KEYS, run_id=RUN, recorder=recorder),
+                                    recorder)
+    _start(strategy, [0.0, 0.0])
+    arrays, metrics = strategy.aggregate_train(1, [_sealed(1, [90, 90], 1),
+                                                   _sealed(2, [80, 80], 1)])
+    assert arrays is None and metrics is None
+
+
+def test_evaluation_and_the_next_training_send_one_signed_global_with_flowers_metadata(
+        recorder: RoundRecorder) -> None:
+    """Evaluation in round 1 and training in round 2 carry global 1: signed once, the same
+    envelope; the rebuilt messages keep the inner strategy's ttl and group."""
+    plain = _strategy(recorder, sealed=False)
+    strategy = _strategy(recorder)
+    arrays = ArrayRecord({"w": Array(np.asarray([1.0, 2.0], dtype=np.float32))})
+    inner = list(plain.configure_train(2, arrays, ConfigRecord({}), _Grid()))  # type: ignore[arg-type]
+    evaluated = list(strategy.configure_evaluate(1, arrays, ConfigRecord({}), _Grid()))  # type: ignore[arg-type]
+    trained = list(strategy.configure_train(2, arrays, ConfigRecord({}), _Grid()))  # type: ignore[arg-type]
+    assert evaluated[0].content[ARRAYS] is trained[0].content[ARRAYS]
+    assert {(m.metadata.ttl, m.metadata.group_id) for m in trained} == {
+        (m.metadata.ttl, m.metadata.group_id) for m in inner}
+    third = list(strategy.configure_train(3, arrays, ConfigRecord({}), _Grid()))  # type: ignore[arg-type]
+    blob = envelope_of(third[0].content[ARRAYS], SIGNED_GLOBAL_STYPE)
+    verify_global(blob, global_context(FED, RUN, 2), SERVER_SIGN.public_key())  # not version 1
+
+
+def test_an_update_from_its_registered_node_is_accepted_and_its_digest_recorded(
+        recorder: RoundRecorder) -> None:
+    import hashlib
+
+    signers = {**_signers(), "bank-2": Signer("bank-2", INSTITUTION_KEYS["bank-2"].public_key(),
+                                              node_id=2)}
+    keys = ServerKeys(FED, SERVER_ENC, SERVER_SIGN, lambda: signers)
+    strategy = InstrumentedStrategy(SealedStrategy(build_strategy(load_config()), keys, RUN,
+                                                   recorder), recorder)
+    _start(strategy, [0.0, 0.0])
+    blobs: list[bytes] = []
+    first = _sealed(1, [1, 2], 1)
+    update = _sealed(2, [4, 8], 3, blob_hook=lambda blob: blobs.append(blob) or blob)
+    for reply in (first, update):  # the sealed weight counts, the metric record is optional
+        del reply.content["metrics"]
+    arrays, _ = strategy.aggregate_train(1, [first, update])
+    np.testing.assert_allclose(arrays["w"].numpy(), [3.25, 6.5])
+    record = recorder.close(1, {}, server_eval_s=0.0)
+    assert record["failures"] == []
+    assert record["updates_sha256"]["bank-2"] == hashlib.sha256(blobs[0]).hexdigest()
+
+
+def test_a_reply_whose_name_is_not_text_names_no_institution(recorder: RoundRecorder) -> None:
+    update = _sealed(1, [1, 2], 1)
+    update.content[INSTITUTION] = ConfigRecord({"name": 5})
+    strategy = _strategy(recorder)
+    _start(strategy, [0.0, 0.0])
+    with pytest.raises(RunError, match=r"node 1 \(unnamed\): reply names no institution"):
+        strategy.aggregate_train(1, [update])
+
+
+def test_the_aggregate_keeps_the_globals_tensor_order(recorder: RoundRecorder) -> None:
+    """The envelope holds tensors in name order; the saved adapter follows the global's."""
+    strategy = _strategy(recorder)
+    initial = {"z": np.zeros(2, np.float32), "a": np.zeros(3, np.float32)}
+    arrays = ArrayRecord({key: Array(value) for key, value in initial.items()})
+    list(strategy.configure_train(1, arrays, ConfigRecord({}), _Grid()))  # type: ignore[arg-type]
+    update = {"z": np.ones(2, np.float32), "a": np.ones(3, np.float32)}
+    aggregate, _ = strategy.aggregate_train(1, [_sealed(1, [], 1, arrays=update),
+                                                _sealed(2, [], 1, arrays=update)])
+    assert list(aggregate) == ["z", "a"]

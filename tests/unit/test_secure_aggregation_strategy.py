@@ -407,3 +407,83 @@ def test_an_institution_masks_only_for_the_round_it_is_training(tmp_path: Path) 
                        round_shift=1)
     with pytest.raises(SecurityError, match="another run or round"):
         _round(strategy, grid, current)
+
+
+# -- issue #14: what the mutation run found untested ---------------------------------------
+class _FaultyGrid(_Grid):
+    """One node fails the key advertisement with an error; another answers the share stage
+    without a secure-aggregation record."""
+
+    def __init__(self, updates: Updates, crashes: int, empty: int) -> None:
+        super().__init__(updates)
+        self.crashes, self.empty = crashes, empty
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
+                         ) -> list[Message]:
+        replies = super().send_and_receive(messages, timeout=timeout)
+        return [self._fault(reply) for reply in replies]
+
+    def _fault(self, reply: Message) -> Message:
+        kind, node = reply.metadata.message_type, reply.metadata.src_node_id
+        if kind == wire.SETUP and node == self.crashes:
+            return make_message(reply.metadata, error=Error(code=0, reason="out of memory"))
+        if kind == wire.SHARE and node == self.empty:
+            return make_message(reply.metadata, RecordDict())
+        return reply
+
+
+def test_stage_failures_are_recorded_per_node_and_the_round_goes_on(tmp_path: Path) -> None:
+    strategy, recorder, updates, current = _setup(tmp_path, 6, 50, max_dropouts=2)
+    nodes = list(updates)
+    arrays, _ = _round(strategy, _FaultyGrid(updates, crashes=nodes[0], empty=nodes[1]), current)
+    assert arrays is not None
+    np.testing.assert_allclose(arrays["w"].numpy(), _expected(updates, nodes[2:], current),
+                               atol=quantization_bound(2.0, 20) + 1e-6)
+    record = recorder.close(1, {}, 0.0)
+    assert record["failures"] == [
+        {"node_id": nodes[0], "phase": wire.SETUP, "reason": "out of memory"},
+        {"node_id": nodes[1], "phase": "secure-aggregation",
+         "reason": f"{wire.SHARE} reply has no secagg record"},
+    ]
+    facts = record["secure_aggregation"]
+    assert {key: facts[key] for key in ("participants", "survivors", "dropped")} == {
+        "participants": 6, "survivors": 4, "dropped": 0}
+    assert facts["total_weight"] == sum(updates[n][1] for n in nodes[2:])
+    assert facts["protocol_bytes_sent"] > 0 and facts["protocol_bytes_received"] > 0
+    assert facts["server_s"] > 0
+
+
+def test_the_settings_line_shows_the_planned_graph_once_a_round_is_planned(
+        tmp_path: Path) -> None:
+    strategy, _, updates, current = _setup(tmp_path, 5, 10)
+    inner = strategy.inner
+    assert inner.settings() == (  # type: ignore[attr-defined]
+        "k=auto, max_dropouts=1, clip_range=2, quantization_bits=20, ring_bits=48")
+    arrays = ArrayRecord({"w": Array(current)})
+    list(strategy.configure_train(1, arrays, ConfigRecord({}), _Grid(updates)))  # type: ignore[arg-type]
+    info = inner._round.info  # type: ignore[attr-defined]
+    assert inner.settings().startswith(  # type: ignore[attr-defined]
+        f"k={info['neighbours']}, threshold={info['threshold']}, max_dropouts=1")
+
+
+def test_the_clear_metrics_are_averaged_without_counts_timings_or_clipping() -> None:
+    from fedpeft.server.strategies.secure_aggregation import _mean_metrics
+
+    records = [MetricRecord({"loss": 1.0, "accuracy": 0.5, "compute-s": 9.0, NUM_EXAMPLES: 10,
+                             wire.CLIPPED: 3}),
+               MetricRecord({"loss": 3.0, "accuracy": 0.75, "compute-s": 1.0, NUM_EXAMPLES: 30,
+                             wire.CLIPPED: 0})]
+    assert _mean_metrics(records) == {"loss": 2.0, "accuracy": 0.625}
+    assert _mean_metrics([]) == {}
+
+
+def test_an_aborted_round_is_recorded_as_a_secure_aggregation_failure(tmp_path: Path) -> None:
+    strategy, recorder, updates, current = _setup(tmp_path, 5, 20, max_dropouts=1)
+    nodes = list(updates)
+    assert _round(strategy, _Grid(updates, vanish={"train": set(nodes[:2])}), current) == (
+        None, None)
+    record = recorder.close(1, {}, 0.0)
+    (aborted,) = [f for f in record["failures"] if f["node_id"] is None]
+    assert aborted["phase"] == "secure-aggregation"
+    assert aborted["reason"] == f"round aborted: {record['secure_aggregation']['aborted']}"
+    assert "max_dropouts" in record["secure_aggregation"]["aborted"]
