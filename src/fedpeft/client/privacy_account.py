@@ -50,7 +50,7 @@ from fedpeft.common.wire.names import DP_CLIP_NORM, DP_NOISE_STD
 
 logger = logging.getLogger(__name__)
 
-_CAP_FIELDS = {CLIENT: "max_lifetime_epsilon", EXAMPLE: "max_lifetime_example_epsilon"}
+CAP_FIELDS = {CLIENT: "max_lifetime_epsilon", EXAMPLE: "max_lifetime_example_epsilon"}
 
 
 def ledger_path(keys: InstitutionKeys) -> Path:
@@ -98,7 +98,7 @@ def check_round(policy: InstitutionPolicy, account: LifetimeAccount, unit: str,
                 charge: Charge) -> None:
     """Return only if charging `charge` keeps `unit` within the policy's cap; SecurityError
     (one line) otherwise."""
-    cap = getattr(policy, _CAP_FIELDS[unit])
+    cap = getattr(policy, CAP_FIELDS[unit])
     if cap is None:
         return
     delta = policy.lifetime_delta
@@ -115,13 +115,13 @@ def check_round(policy: InstitutionPolicy, account: LifetimeAccount, unit: str,
         why = ", an earlier round had no local guarantee"
     raise SecurityError(f"this round would take the lifetime {unit}-level epsilon from "
                         f"{spent:.4g} to {after:.4g} (delta {delta:g}{why}), past this "
-                        f"institution's {_CAP_FIELDS[unit]}={cap:g}: refused")
+                        f"institution's {CAP_FIELDS[unit]}={cap:g}: refused")
 
 
 def check_next_round(keys: InstitutionKeys, policy: InstitutionPolicy, unit: str,
                      charge: Charge) -> None:
     """`check_round` against the account as the ledger states it now."""
-    if getattr(policy, _CAP_FIELDS[unit]) is not None:
+    if getattr(policy, CAP_FIELDS[unit]) is not None:
         check_round(policy, current_account(keys, policy), unit, charge)
 
 

@@ -210,3 +210,25 @@ def test_editing_the_account_does_not_reset_it(
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(SecurityError, match="cannot be trusted"):
         account.check_next_round(keys, policy, CLIENT, Charge(SHARE))
+
+
+# -- the institution reads its own account ---------------------------------------------------
+def test_the_institution_reads_and_starts_its_account_with_fedpeft_client_account(
+        federation: tuple[Path, str, InstitutionKeys]) -> None:
+    from typer.testing import CliRunner
+
+    from fedpeft.cli.main import app
+
+    _, _, keys = federation
+    args = ["client", "account", "--bundle", keys.bundle_dir, "--state-dir", keys.state_dir]
+    started = CliRunner().invoke(app, [*args, "--start"])
+    assert started.exit_code == 0, started.output
+    account.charge_round(keys, InstitutionPolicy(), RUN, 1, _charges())
+    shown = CliRunner().invoke(app, args)
+    assert shown.exit_code == 0, shown.output
+    expected = epsilon_for(SHARE, 1.0, 1, DELTA)
+    assert f"client-level epsilon at delta 1e-05: {expected:.4g}" in shown.output
+    assert "example-level epsilon at delta 1e-05: infinite" in shown.output
+    account.ledger_path(keys).unlink()
+    missing = CliRunner().invoke(app, args)
+    assert missing.exit_code != 0 and isinstance(missing.exception, AccountMissing)

@@ -185,3 +185,19 @@ def charge_body(federation_id: str, run_id: int, server_round: int,
     """The `PRIVACY_CHARGE` record's body for one round."""
     return {"federation_id": federation_id, "run_id": run_id, "round": server_round,
             **{unit: charges[unit].to_json() for unit in UNITS}}
+
+
+def account_lines(account: LifetimeAccount, delta: float) -> list[str]:
+    """The account in a few lines of plain text, for the institution's command and the report."""
+    lines = [f"{account.rounds} round(s) charged over {len(account.runs)} run(s); "
+             f"account {'opened' if account.opened else 'not opened (no lifetime cap possible)'}"]
+    for unit in UNITS:
+        epsilon = account.epsilon(unit, delta)
+        shown = (f"{epsilon:.4g}" if math.isfinite(epsilon)
+                 else "infinite (not guaranteed locally: "
+                      f"{account.units[unit].last_basis or 'updates sent without a charge'})")
+        lines.append(f"{unit}-level epsilon at delta {delta:g}: {shown}")
+    if account.uncharged:
+        lines.append(f"{account.uncharged} update(s) sent before the account existed count as "
+                     "not guaranteed")
+    return lines
