@@ -276,8 +276,11 @@ def test_federation_over_tls_with_node_auth(tmp_path: Path, tiny_bert_dir: str) 
     for name in INSTITUTIONS:
         _cli(env, "audit", "verify", str(state / name / "ledger.jsonl"),
              "--key", str(sites / name / "signing.pub"))
-        sent = [json.loads(line)["body"] for line in
-                (state / name / "ledger.jsonl").read_text().splitlines()[1:]]
+        own = [json.loads(line) for line in
+               (state / name / "ledger.jsonl").read_text().splitlines()]
+        sent = [record["body"] for record in own if record["kind"] == "update-sent"]
+        charged = [record["body"] for record in own if record["kind"] == "privacy-charge"]
+        assert len(charged) == len(sent), f"{name}: every update sent was charged"
         assert len(sent) == len(trained), f"{name}: {len(sent)} updates in its own ledger"
         for body, record in zip(sent, trained, strict=True):
             assert record["updates_sha256"][name] == body["sealed_sha256"]

@@ -60,7 +60,11 @@ def test_private_run_stops_at_budget_and_ledgers_agree(write_words_csv, tiny_ber
     assert len(institutions) == 3
     for path in institutions:
         assert verify_ledger(path).ok
-        sent = [json.loads(line)["body"] for line in path.read_text().splitlines()[1:]]
+        own = [json.loads(line) for line in path.read_text().splitlines()]
+        sent = [record["body"] for record in own if record["kind"] == "update-sent"]
+        charges = [record["body"] for record in own if record["kind"] == "privacy-charge"]
+        assert [c["round"] for c in charges] == [1, 2]  # its lifetime account: each round
+        assert all((c["client"]["noise_multiplier"] is None) != masked for c in charges)
         name = path.parent.name
         assert [s["round"] for s in sent] == [1, 2]
         for body in sent:

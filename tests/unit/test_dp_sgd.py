@@ -277,6 +277,10 @@ def test_client_rounds_report_the_running_epsilon_and_ledger_it(
     assert [body["example_steps"] for body in sent] == [3, 6]
     assert sent[1]["example_epsilon"] == pytest.approx(replies[1][DP_EXAMPLE_EPSILON])
     assert sent[1]["example_delta"] == 1e-4
+    # the institution's lifetime account charges the same steps: the same epsilon, exactly
+    from fedpeft.common.privacy.lifetime import EXAMPLE, account_of
+
+    assert account_of(lines).epsilon(EXAMPLE, 1e-4) == replies[1][DP_EXAMPLE_EPSILON]
 
 
 def test_the_noise_has_std_sigma_times_clip_over_the_expected_batch(tiny_bert_dir,

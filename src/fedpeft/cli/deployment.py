@@ -271,6 +271,28 @@ def client_join(
     _serve(supernode_command(settings), settings.flwr_home)
 
 
+@client_app.command("account")
+def client_account(
+    bundle: Annotated[Path, typer.Option("--bundle", help="Institution bundle folder.")],
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir", help="This institution's state folder (default: BUNDLE-state).")] = None,
+    policy: Annotated[Path | None, typer.Option(
+        "--policy", help="Policy file whose lifetime_delta and caps to show (default: "
+        "BUNDLE/policy.toml).")] = None,
+    start: Annotated[bool, typer.Option(
+        "--start", help="Open the account (required by a lifetime cap). Never start a new one "
+        "to replace a lost ledger: that forgets what was spent.")] = False,
+    expect_head: Annotated[str | None, typer.Option(
+        "--expect-head", help="Fail unless the ledger ends at this head (kept elsewhere): "
+        "catches a cut tail or a rolled-back state folder.")] = None,
+) -> None:
+    """Show this institution's lifetime privacy account, verified with its own key."""
+    from fedpeft.cli.account import account_report
+
+    for line in account_report(bundle, state_dir, policy, start, expect_head):
+        _say(escape(line))
+
+
 @client_app.command("model-hash")
 def client_model_hash(
     model: Annotated[str, typer.Argument(help="Model folder (or the name the run config uses).")],

@@ -11,7 +11,10 @@ Checked before any model is loaded or row read for the run, in this order:
 3. the request fits the signed run: a train round or evaluated version within its rounds,
    each answered at most once (a coordinator that could ask again and again for the
    evaluation of globals it signs would turn the validation rows into an oracle), and a
-   fixed DP clipping bound equal to the signed one.
+   fixed DP clipping bound equal to the signed one;
+4. under a lifetime cap in the policy, a train round's client-level charge fits what is left
+   of the institution's own lifetime privacy account (`fedpeft.client.privacy_account`): the
+   coordinator's per-run budget starts again with every run, this one does not.
 
 A refusal raises SecurityError (Flower sends the error back instead of an update), is logged
 and, for an institution with keys, written to its own ledger as `run-refused`.
@@ -87,11 +90,13 @@ def admit(msg: Message, context: Context, cfg: RunConfig, keys: InstitutionKeys 
     config = msg.content.config_records[CONFIG]
     try:
         num_rounds = _verified_rounds(msg, config, keys)
-        check_run(institution_policy(context, keys), cfg,
-                  lambda name: _model_sha256(context, name))
+        policy = institution_policy(context, keys)
+        check_run(policy, cfg, lambda name: _model_sha256(context, name))
+        if keys is not None and msg.metadata.message_type == MessageType.TRAIN:
+            _check_lifetime(policy, cfg, config, keys)
         _check_request(msg, context, config, cfg, num_rounds)
     except SecurityError as err:
-        _refused(msg, keys, str(err))
+        record_refusal(msg, keys, str(err))
         raise
 
 
@@ -113,9 +118,17 @@ def admit_config(msg: Message, context: Context) -> tuple[RunConfig, Institution
         check_run(institution_policy(context, keys), cfg,
                   lambda name: _model_sha256(context, name))
     except SecurityError as err:
-        _refused(msg, keys, str(err))
+        record_refusal(msg, keys, str(err))
         raise
     return cfg, keys
+
+
+def _check_lifetime(policy: InstitutionPolicy, cfg: RunConfig, config: ConfigRecord,
+                    keys: InstitutionKeys) -> None:
+    from fedpeft.client import privacy_account  # numpy and the accountant: train messages only
+
+    privacy_account.check_next_round(keys, policy, privacy_account.CLIENT,
+                                     privacy_account.client_charge(cfg, config))
 
 
 def _partition_name(cfg: RunConfig, context: Context) -> str:
@@ -192,7 +205,8 @@ def _check_clip_norm(config: ConfigRecord, cfg: RunConfig) -> None:
                             f"config fixes privacy.clip_norm={privacy.clip_norm}: refused")
 
 
-def _refused(msg: Message, keys: InstitutionKeys | None, reason: str) -> None:
+def record_refusal(msg: Message, keys: InstitutionKeys | None, reason: str) -> None:
+    """Log a refusal of `msg` and write it to the institution's ledger as `run-refused`."""
     logger.error("refused a %s request of run %d: %s", msg.metadata.message_type,
                  msg.metadata.run_id, reason)
     if keys is None:
@@ -202,5 +216,5 @@ def _refused(msg: Message, keys: InstitutionKeys | None, reason: str) -> None:
             "run_id": msg.metadata.run_id, "message_type": msg.metadata.message_type,
             "federation_id": keys.federation_id, "reason": reason,
         })
-    except OSError as err:  # the refusal stands; only its record is lost, and said so
+    except (OSError, SecurityError) as err:  # the refusal stands; only its record is lost
         logger.error("could not record the refusal in %s: %s", keys.state_dir, err)

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.app.typing import MetricRecordValues
 
-from fedpeft.client.admission import admit
+from fedpeft.client import privacy_account
+from fedpeft.client.admission import admit, institution_policy, record_refusal
 from fedpeft.client.identity import institution_keys
 from fedpeft.client.learner_cache import learner_for
 from fedpeft.client.local_data import local_data
@@ -28,9 +29,10 @@ from fedpeft.client.stages.chain import chain
 from fedpeft.client.stages.sealing import open_global
 from fedpeft.common.adapter.state import from_array_record, to_array_record
 from fedpeft.common.config import PrivacyConfig, RunConfig, from_wire
+from fedpeft.common.config.policy import InstitutionPolicy
 from fedpeft.common.errors import DataError, SecurityError
 from fedpeft.common.privacy import epsilon_for
-from fedpeft.common.training.learner import TrainResult
+from fedpeft.common.training.learner import ExampleBudget, TrainResult
 from fedpeft.common.wire import values
 from fedpeft.common.wire.names import (
     ARRAYS,
@@ -128,20 +130,24 @@ def train(msg: Message, context: Context) -> Message:
     """One round: prepare -> train locally -> the protection stages -> reply."""
     started = time.perf_counter()
     rnd = _prepare(msg, context)
+    policy = institution_policy(context, rnd.keys)
     carried = context.state.array_records.get(OPTIMIZER_STATE)
+    budgets = [check for check in (_example_budget(context, rnd.cfg.privacy, rnd.name),
+                                   _lifetime_example_budget(rnd, policy)) if check is not None]
     result = rnd.learner.train(
         rnd.data.train,
         server_round=rnd.server_round,
         num_rounds=values.integer(rnd.config, NUM_ROUNDS),
         proximal_mu=values.number(rnd.config, PROXIMAL_MU, default=0.0),
         optimizer_state=from_array_record(carried) if carried is not None else None,
-        example_budget=_example_budget(context, rnd.cfg.privacy, rnd.name),
+        example_budget=_all_of(budgets) if budgets else None,
     )
     if result.optimizer_state is not None:
         context.state[OPTIMIZER_STATE] = to_array_record(result.optimizer_state)
     logger.info("%s round %s: trained on %d examples, loss %.4f", rnd.name,
                 rnd.server_round, result.num_examples, result.loss)
     out = _trained(rnd, result, context)
+    _charge(rnd, policy, result)
     stages = chain(rnd)
     _log_stages_once(rnd, stages)
     if any(stage.needs_delta for stage in stages):
@@ -210,6 +216,46 @@ def _example_budget(context: Context, privacy: PrivacyConfig,
                 f"{steps} DP-SGD steps would take the example-level epsilon to {epsilon:.3f}; "
                 "refusing to train")
     return check
+
+
+def _lifetime_example_budget(rnd: RoundInput, policy: InstitutionPolicy) -> ExampleBudget | None:
+    """The policy's cap on the institution's lifetime example-level epsilon, checked when
+    training knows the round's DP-SGD steps and before it takes the first."""
+    keys = rnd.keys
+    if keys is None or policy.max_lifetime_example_epsilon is None:
+        return None
+
+    def check(steps: int, rate: float) -> None:
+        charge = privacy_account.example_charge(rnd.cfg, steps, rate)
+        try:
+            privacy_account.check_next_round(keys, policy, privacy_account.EXAMPLE, charge)
+        except SecurityError as err:
+            record_refusal(rnd.msg, keys, str(err))
+            raise
+    return check
+
+
+def _all_of(checks: list[ExampleBudget]) -> ExampleBudget:
+    def check(steps: int, rate: float) -> None:
+        for each in checks:
+            each(steps, rate)
+    return check
+
+
+def _charge(rnd: RoundInput, policy: InstitutionPolicy, result: TrainResult) -> None:
+    """Charge the round to the institution's lifetime account before any stage can send it
+    (a sealed run only: the account is in the institution's signed ledger)."""
+    if rnd.keys is None:
+        return
+    charges = {privacy_account.CLIENT: privacy_account.client_charge(rnd.cfg, rnd.config),
+               privacy_account.EXAMPLE: privacy_account.example_charge(
+                   rnd.cfg, result.dp_steps, result.dp_sampling_rate)}
+    try:
+        privacy_account.charge_round(rnd.keys, policy, rnd.msg.metadata.run_id,
+                                     rnd.server_round, charges)
+    except SecurityError as err:
+        record_refusal(rnd.msg, rnd.keys, str(err))
+        raise
 
 
 def _example_epsilon(context: Context, privacy: PrivacyConfig, result: TrainResult) -> float:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
+from fedpeft.report.accounts import accounts_section
 from fedpeft.report.document import (
     Block,
     Bullets,
@@ -72,6 +73,7 @@ def build_document(facts: RunFacts, figures: Mapping[str, Figure], run_arg: Path
         guarantees_section(view, figures),
         _failures(view),
         _ledger(view, run_arg),
+        accounts_section(facts.run_dir),
         _configuration(view),
     ]
     return Document(

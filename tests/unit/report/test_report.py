@@ -187,3 +187,30 @@ def test_summary_counts_each_institution_once_when_rounds_use_key_names(make_run
     md = write_report(run).markdown.read_text(encoding="utf-8")
     listed = ", ".join(banks).replace("&", "&amp;")  # Markdown escapes the ampersand
     assert f"| Institutions | 5: {listed} |" in _section(md, "Summary")
+
+
+def test_each_institution_s_lifetime_account_is_shown_and_a_tampered_one_is_not_read(
+        make_run, server_key) -> None:
+    """A simulation copies each institution's ledger to institutions/<name>/; the report folds
+    its privacy charges (epsilon exactly the accountant's) and refuses an edited copy."""
+    from fedpeft.common.audit import INSTITUTION, Ledger
+    from fedpeft.common.privacy import epsilon_for
+    from fedpeft.common.privacy.lifetime import CLIENT, EXAMPLE, Charge, charge_body
+
+    run = make_run()
+    for name in ("alder", "birch"):
+        (run / "institutions" / name).mkdir(parents=True)
+        ledger = Ledger.create(run / "institutions" / name / "ledger.jsonl", server_key,
+                               owner=name, role=INSTITUTION)
+        for server_round in (1, 2):
+            ledger.append("privacy-charge", charge_body("fed", 1, server_round, {
+                CLIENT: Charge(0.6), EXAMPLE: Charge(None, basis="no example-level DP-SGD")}))
+    birch = run / "institutions" / "birch" / "ledger.jsonl"
+    birch.write_text(birch.read_text().replace('"noise_multiplier":0.6', '"noise_multiplier":9',
+                                               1))
+    section = _section(write_report(run).markdown.read_text(encoding="utf-8"),
+                       "Institutions' lifetime privacy accounts")
+    alder, tampered = section.split("**birch**")
+    assert f"client-level epsilon at delta 1e-05: {epsilon_for(0.6, 1.0, 2, 1e-5):.4g}" in alder
+    assert "example-level epsilon at delta 1e-05: infinite" in alder
+    assert "**not readable**" in tampered and "cannot be trusted" in tampered

@@ -5,7 +5,9 @@ may be read-only), signed with its own key, so the institution, not the coordina
 record: one `update-sent` entry per update, with the SHA-256 of the exact
 sealed bytes that left (which the coordinator's ledger quotes as received), the form they took
 and the privacy settings applied before they left, and one `run-refused` entry per request it
-refused (`fedpeft.client.admission`). `fedpeft audit verify STATE/ledger.jsonl` checks it.
+refused (`fedpeft.client.admission`). It also holds the institution's lifetime privacy account:
+one `privacy-charge` per round, written whatever the run's `audit.ledger` says
+(`fedpeft.client.privacy_account`). `fedpeft audit verify STATE/ledger.jsonl` checks it.
 """
 
 from __future__ import annotations

@@ -58,6 +58,16 @@ class InstitutionPolicy(StrictModel):
         False, description="Refuse runs without example-level DP-SGD on this institution's rows.")
     min_example_noise_multiplier: float | None = Field(
         None, ge=0, description="Example-level DP: refuse a smaller example_noise_multiplier.")
+    max_lifetime_epsilon: float | None = Field(
+        None, gt=0, description="Cap on this institution's own client-level epsilon over every "
+        "round of every run it sends an update in (its lifetime account, in its own ledger), "
+        "counting only the noise it adds itself: refuse a run or round that would pass it. "
+        "Needs client-level DP under secure aggregation and a started account.")
+    max_lifetime_example_epsilon: float | None = Field(
+        None, gt=0, description="The same cap for its example-level (DP-SGD) epsilon.")
+    lifetime_delta: float = Field(
+        1e-5, gt=0, lt=1, description="The delta at which the lifetime account states epsilon "
+        "(the institution's, whatever delta a run asks for).")
 
     @property
     def needs_privacy(self) -> bool:
@@ -68,6 +78,12 @@ class InstitutionPolicy(StrictModel):
     @property
     def needs_example_level(self) -> bool:
         return self.require_example_level or self.min_example_noise_multiplier is not None
+
+    @property
+    def caps_lifetime(self) -> bool:
+        """Whether the institution enforces its lifetime account (and so needs one)."""
+        return (self.max_lifetime_epsilon is not None
+                or self.max_lifetime_example_epsilon is not None)
 
 
 def load_policy(path: Path) -> InstitutionPolicy:
@@ -102,6 +118,7 @@ def check_run(policy: InstitutionPolicy, cfg: RunConfig,
         raise SecurityError("the run has secure_aggregation.enabled = false; this institution's "
                             "policy requires masking (require_secure_aggregation)")
     _check_privacy(policy, cfg)
+    _check_lifetime(policy, cfg)
 
 
 def _check_model(policy: InstitutionPolicy, name: str, model_sha256: Callable[[str], str]) -> None:
@@ -143,3 +160,32 @@ def _check_privacy(policy: InstitutionPolicy, cfg: RunConfig) -> None:
             f"the run asks for privacy.example_noise_multiplier="
             f"{privacy.example_noise_multiplier}, below this institution's floor "
             f"min_example_noise_multiplier={floor}")
+
+
+def _check_lifetime(policy: InstitutionPolicy, cfg: RunConfig) -> None:
+    """A capped lifetime account refuses, before anything runs, a run whose rounds it could
+    only charge as infinite: one whose noise the coordinator adds (or no noise), or whose
+    account could not be signed (unsealed). Each round's finite charge is checked against what
+    is left when the round comes (`fedpeft.client.privacy_account`)."""
+    if not policy.caps_lifetime:
+        return
+    if not cfg.security.seal_updates:
+        raise SecurityError("the run asks for security.seal_updates = false; this institution's "
+                            "lifetime privacy account is kept in its signed ledger, which an "
+                            "unsealed run has no key for")
+    privacy = cfg.privacy
+    if policy.max_lifetime_epsilon is not None:
+        if not privacy.enabled or privacy.noise_multiplier == 0:
+            raise SecurityError("the run has no client-level noise; this institution's policy "
+                                f"caps its lifetime epsilon (max_lifetime_epsilon="
+                                f"{policy.max_lifetime_epsilon:g}): not guaranteed locally")
+        if not cfg.secure_aggregation.enabled:
+            raise SecurityError("the run's client-level noise is added by the coordinator "
+                                "(secure_aggregation.enabled = false): not guaranteed locally, "
+                                "and this institution's policy caps its lifetime epsilon "
+                                f"(max_lifetime_epsilon={policy.max_lifetime_epsilon:g})")
+    cap = policy.max_lifetime_example_epsilon
+    if cap is not None and (not privacy.example_level or privacy.example_noise_multiplier == 0):
+        raise SecurityError("the run has no example-level DP-SGD noise; this institution's "
+                            "policy caps its lifetime example-level epsilon "
+                            f"(max_lifetime_example_epsilon={cap:g})")

@@ -157,6 +157,22 @@ class PrivacyAccountant:
         return low
 
 
+def rdp_of(noise_multiplier: float, sampling_rate: float, steps: int) -> np.ndarray:
+    """RDP curve of `steps` steps of the subsampled Gaussian: what an account outside one run
+    (an institution's lifetime account) adds up, so its epsilon is the accountant's own."""
+    if steps < 0:
+        raise ValueError(f"steps must be non-negative, got {steps}")
+    _check_sampling_rate(sampling_rate)
+    return PrivacyAccountant(noise_multiplier, 0.5)._rdp_after(steps, sampling_rate)
+
+
+def epsilon_of_rdp(rdp: np.ndarray, delta: float) -> float:
+    """Epsilon at `delta` of an RDP curve over the accountant's orders (`rdp_of` sums)."""
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    return _epsilon(rdp, delta)
+
+
 def epsilon_for(noise_multiplier: float, sampling_rate: float, rounds: int, delta: float) -> float:
     """Epsilon after `rounds` rounds at a constant rate: for planning a run before it starts."""
     if rounds < 0:
