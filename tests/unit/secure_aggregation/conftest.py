@@ -26,6 +26,7 @@ from flwr.app import (
 )
 from flwr.app.message.message import make_message
 from flwr.app.typing import ConfigRecordValues
+from flwr.serverapp.strategy import Strategy
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedpeft.client.stages import masking as client_stages
@@ -129,7 +130,7 @@ def make_strategy(tmp_path: Path, n: int, size: int, max_dropouts: int = 1, seed
     return strategy, recorder, updates, current
 
 
-def run_round(strategy: InstrumentedStrategy, grid: Grid, current: np.ndarray
+def run_round(strategy: Strategy, grid: Grid, current: np.ndarray
               ) -> tuple[ArrayRecord | None, MetricRecord | None]:
     """Round 1: configure, deliver the train messages, aggregate the replies."""
     arrays = ArrayRecord({"w": Array(current)})
