@@ -375,6 +375,7 @@ def test_the_clear_metrics_are_averaged_without_counts_timings_or_clipping() -> 
                              wire.CLIPPED: 0})]
     assert _mean_metrics(records) == {"loss": 2.0, "accuracy": 0.625}
     assert _mean_metrics([]) == {}
+    assert _mean_metrics([MetricRecord({"loss": 2.0})]) == {"loss": 2.0}
 
 
 def test_an_aborted_round_is_recorded_as_a_secure_aggregation_failure(tmp_path: Path) -> None:

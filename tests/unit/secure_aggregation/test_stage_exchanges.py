@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import pytest
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -53,16 +54,18 @@ def _reply_from(node: int, kind: str, record: ConfigRecord) -> Message:
 
 
 class _RecordingGrid(Grid):
-    """Keeps every message the server sends."""
+    """Keeps every message the server sends, and the timeout of each exchange."""
 
     def __init__(self, updates: Updates, vanish: dict[str, set[int]] | None = None) -> None:
         super().__init__(updates, vanish)
         self.messages: list[Message] = []
+        self.timeouts: dict[str, float | None] = {}
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
                          ) -> list[Message]:
         messages = list(messages)
         self.messages += messages
+        self.timeouts[messages[0].metadata.message_type] = timeout
         return super().send_and_receive(messages, timeout=timeout)
 
 
@@ -123,6 +126,8 @@ def test_stage_messages_carry_only_the_signed_run_config(tmp_path: Path) -> None
     assert {m.metadata.message_type for m in stage} == set(STAGES)
     for message in stage:
         assert dict(message.content[CONFIG]) == {RUN_CONFIG: to_wire(cfg), NUM_ROUNDS: 3}
+    # every stage waits for the institutions as long as a round may take
+    assert {grid.timeouts[kind] for kind in STAGES} == {cfg.federation.round_timeout}
 
 
 def test_without_a_signed_run_config_stage_messages_carry_the_strategys_own(
@@ -170,7 +175,8 @@ def test_train_messages_keep_the_inner_strategys_metadata_and_the_globals_dtype(
     # a round the inner strategy does not configure is not aggregated with round 1's state
     assert list(wrapped.configure_train(
         2, arrays, ConfigRecord({}), grid)) == []  # type: ignore[arg-type]
-    assert wrapped.aggregate_train(2, replies) == (None, None)
+    # (asked of the secure-aggregation layer itself: the outer layer stops such a round first)
+    assert wrapped.inner.aggregate_train(2, replies) == (None, None)
 
 
 def test_nothing_is_aggregated_before_a_round_is_configured(tmp_path: Path) -> None:
@@ -194,3 +200,51 @@ def test_an_update_sent_without_metrics_is_still_summed(tmp_path: Path) -> None:
     assert metrics[NUM_EXAMPLES] == sum(weight for _, weight in updates.values())
     assert recorder.close(1, {}, 0.0)["failures"] == []
     assert isinstance(metrics, MetricRecord)
+
+
+class _BrokenFirstRepliesGrid(Grid):
+    """At `stage`, the first reply the server reads is a failure without a reason and the
+    second has no secure-aggregation record; the replies after them are honest."""
+
+    def __init__(self, updates: Updates, stage: str) -> None:
+        super().__init__(updates)
+        self.stage = stage
+        self.broken: list[int] = []
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
+                         ) -> list[Message]:
+        replies = super().send_and_receive(messages, timeout=timeout)
+        if replies and replies[0].metadata.message_type == self.stage:
+            first, second = replies[0], replies[1]
+            self.broken = [first.metadata.src_node_id, second.metadata.src_node_id]
+            replies[0] = make_message(first.metadata, error=Error(code=1, reason="crashed"))
+            replies[1] = make_message(second.metadata, RecordDict())
+        return replies
+
+
+@pytest.mark.parametrize("stage", [wire.SHARE, wire.CONFIRM, wire.UNMASK])
+def test_the_replies_after_a_failed_or_empty_one_are_still_read(
+        tmp_path: Path, stage: str) -> None:
+    """Six institutions, two dropouts allowed: the two broken replies come first, the other
+    four are read, recorded under this round, and the round completes."""
+    strategy, recorder, updates, current = make_strategy(tmp_path, 6, 10, max_dropouts=2)
+    grid = _BrokenFirstRepliesGrid(updates, stage)
+    arrays, metrics = run_round(strategy, grid, current)
+    assert arrays is not None and metrics is not None
+    assert metrics["loss"] == 1.0  # the institutions' clear metrics, averaged
+    first, second = grid.broken
+    assert recorder.close(1, {}, 0.0)["failures"] == [
+        {"node_id": first, "phase": stage, "reason": "crashed"},
+        {"node_id": second, "phase": "secure-aggregation",
+         "reason": f"{stage} reply has no secagg record"}]
+
+
+def test_after_a_round_aborted_in_the_key_exchange_nothing_is_aggregated(
+        tmp_path: Path) -> None:
+    strategy, _, updates, current = make_strategy(tmp_path, 4, 10)
+    nodes = list(updates)
+    grid = Grid(updates, vanish={wire.SHARE: set(nodes[:2])})
+    messages = list(strategy.configure_train(
+        1, ArrayRecord({"w": Array(current)}), ConfigRecord({}), grid))  # type: ignore[arg-type]
+    assert messages == []
+    assert strategy.inner.aggregate_train(1, []) == (None, None)
