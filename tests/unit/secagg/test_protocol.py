@@ -4,145 +4,18 @@ round aborts with a message that names the setting."""
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 
 import numpy as np
 import pytest
+from tests.unit.secagg.conftest import Federation, make_params
 
-from fedpeft.common.config.secure_aggregation import SecureAggregationConfig
-from fedpeft.common.crypto import generate_signing_key
 from fedpeft.common.crypto.secagg import (
-    AggregateResult,
-    Identity,
     SecAggClient,
-    SecAggParams,
-    SecAggServer,
     encode,
-    quantization_bound,
     split,
 )
 from fedpeft.common.errors import RoundAborted, SecurityError
-
-CONTEXT = b"test-federation|run-1|round-3"
-GRAPH_SEED = bytes(range(32))
-FLOAT_SLACK = 1e-12
-_NONE: frozenset[int] = frozenset()
-
-
-def make_params(count: int, max_dropouts: int, *, ring_bits: int = 64, bits: int = 24,
-                threshold: int | None = None) -> SecAggParams:
-    config = SecureAggregationConfig.model_validate({"enabled": True, "max_dropouts": max_dropouts})
-    return SecAggParams(ring_bits, bits, config.clip_range,
-                        config.threshold(count) if threshold is None else threshold, CONTEXT,
-                        count, config.degree(count), max_dropouts, GRAPH_SEED)
-
-
-def identities(count: int) -> dict[int, Identity]:
-    """One enrolled institution per protocol id 1..count, each knowing all the others."""
-    keys = {node: generate_signing_key() for node in range(1, count + 1)}
-    roster = {f"inst-{node}": key.public_key() for node, key in keys.items()}
-    return {node: Identity(f"inst-{node}", key, roster) for node, key in keys.items()}
-
-
-class Federation:
-    """One round's server and clients (ids 1..count, each with its signing identity unless
-    `signed` is False), with seeded client randomness (reproducible vectors).
-
-    With `persist`, every client is rebuilt from `to_bytes()` before each of its steps, as the
-    ClientApp does between Flower messages.
-    """
-
-    def __init__(
-        self,
-        count: int,
-        max_dropouts: int,
-        *,
-        size: int = 100,
-        ring_bits: int = 64,
-        bits: int = 24,
-        max_weight: int = 500,
-        persist: bool = False,
-        signed: bool = True,
-    ) -> None:
-        self.ids = list(range(1, count + 1))
-        self.params = make_params(count, max_dropouts, ring_bits=ring_bits, bits=bits)
-        self.server = SecAggServer(self.params)
-        self._rngs = {node: random.Random(node) for node in self.ids}
-        self.identities: dict[int, Identity | None] = (
-            dict(identities(count)) if signed else dict.fromkeys(self.ids))
-        self.clients = {node: SecAggClient(node, self.params, self.identities[node],
-                                           randbytes=self._rngs[node].randbytes)
-                        for node in self.ids}
-        self._persist = persist
-        values = np.random.default_rng(count + size)
-        self.values = {node: values.uniform(-3, 3, size) for node in self.ids}
-        self.weights = {node: int(values.integers(1, max_weight)) for node in self.ids}
-        self.vectors: dict[int, np.ndarray] = {}
-
-    def client(self, node: int) -> SecAggClient:
-        if self._persist:
-            self.clients[node] = SecAggClient.from_bytes(
-                self.clients[node].to_bytes(), self.identities[node],
-                randbytes=self._rngs[node].randbytes
-            )
-        return self.clients[node]
-
-    def exchange(
-        self, missing_keys: Collection[int] = _NONE, silent_shares: Collection[int] = _NONE
-    ) -> list[int]:
-        """Stages 1 and 2; returns the nodes that completed stage 2."""
-        advertised = {n: self.client(n).advertise() for n in self.ids if n not in missing_keys}
-        forwarded = self.server.receive_keys(advertised)
-        sent = {n: self.client(n).share_keys(keys) for n, keys in forwarded.items()
-                if n not in silent_shares}
-        inboxes = self.server.route_shares(sent)
-        for node, ciphertexts in inboxes.items():
-            self.client(node).receive_shares(ciphertexts)
-        return sorted(inboxes)
-
-    def mask(self, nodes: Collection[int]) -> tuple[list[int], list[int]]:
-        self.vectors = {n: self.client(n).mask(self.values[n], self.weights[n]).vector
-                        for n in nodes}
-        return self.server.receive_masked(self.vectors)
-
-    def confirm(self, survivors: list[int], silent: Collection[int] = _NONE
-                ) -> dict[int, dict[int, bytes]]:
-        """The consistency check: each answering survivor signs the list; returns what the
-        server forwards to each."""
-        signatures = {n: self.client(n).confirm_survivors(survivors) for n in survivors
-                      if n not in silent}
-        return self.server.receive_confirmations(signatures)
-
-    def unmask(self, survivors: list[int], silent: Collection[int] = _NONE) -> AggregateResult:
-        forwarded = self.confirm(survivors, silent)
-        shares = {n: self.client(n).unmask(signatures) for n, signatures in forwarded.items()}
-        return self.server.unmask(shares)
-
-    def run(
-        self,
-        *,
-        missing_keys: Collection[int] = _NONE,
-        no_vector: Collection[int] = _NONE,
-        silent_unmask: Collection[int] = _NONE,
-    ) -> AggregateResult:
-        sharers = self.exchange(missing_keys)
-        survivors, _ = self.mask([n for n in sharers if n not in no_vector])
-        return self.unmask(survivors, silent_unmask)
-
-    def expected_mean(self, nodes: Collection[int]) -> np.ndarray:
-        return np.average(
-            [self.values[n] for n in nodes], axis=0, weights=[self.weights[n] for n in nodes]
-        )
-
-    def assert_mean_of(self, result: AggregateResult, nodes: Collection[int]) -> None:
-        assert result.survivors == tuple(sorted(nodes))
-        assert result.total_weight == sum(self.weights[n] for n in nodes)
-        assert result.mean.dtype == np.float64
-        error = np.abs(result.mean - self.expected_mean(nodes)).max()
-        bound = quantization_bound(self.params.clip_range, self.params.quantization_bits)
-        assert error <= bound + FLOAT_SLACK
-
 
 MAX_DROPOUTS = {2: 0, 3: 1, 5: 1, 20: 2}
 """A valid max_dropouts per federation size (threshold = degree + 1 - max_dropouts >= 2)."""
@@ -480,15 +353,9 @@ def test_server_stages_run_in_order() -> None:
         federation.server.route_shares({})
 
 
-def _masked_vectors(federation: Federation) -> dict[int, np.ndarray]:
-    federation.exchange()
-    return {n: federation.clients[n].mask(federation.values[n], federation.weights[n]).vector
-            for n in federation.ids}
-
-
 def test_server_refuses_values_outside_a_small_ring() -> None:
     federation = Federation(5, 1, ring_bits=40, bits=16, max_weight=60)
-    vectors = _masked_vectors(federation)
+    vectors = federation.masked_vectors()
     node = federation.ids[-1]
     outside = vectors[node].copy()
     outside[7:8] |= np.uint64(1 << 40)
@@ -496,25 +363,14 @@ def test_server_refuses_values_outside_a_small_ring() -> None:
         federation.server.receive_masked({**vectors, node: outside})
 
 
-def _unmask_with_weight_shifted(federation: Federation, shift: int) -> AggregateResult:
-    """A survivor adds `shift` (mod 2**64) to the weight slot of its masked vector: the masks
-    still cancel, so the unmasked total weight is off by `shift`."""
-    vectors = _masked_vectors(federation)
-    node = federation.ids[0]
-    forged = vectors[node].copy()
-    forged[-1:] += np.uint64(shift % (1 << 64))
-    survivors, _ = federation.server.receive_masked({**vectors, node: forged})
-    return federation.unmask(survivors)
-
-
 def test_server_refuses_a_total_weight_below_one_per_survivor() -> None:
     federation = Federation(5, 1)
     total = sum(federation.weights.values())
     with pytest.raises(SecurityError, match="total weight 2 is below one per survivor"):
-        _unmask_with_weight_shifted(federation, 2 - total)
+        federation.unmask_with_weight_shifted(2 - total)
 
 
 def test_a_total_weight_that_overflows_the_ring_aborts_the_round() -> None:
     federation = Federation(5, 1, ring_bits=64, bits=24)
     with pytest.raises(RoundAborted, match="overflows the 2\\*\\*64 ring"):
-        _unmask_with_weight_shifted(federation, 1 << 41)
+        federation.unmask_with_weight_shifted(1 << 41)

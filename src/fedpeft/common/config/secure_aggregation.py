@@ -16,7 +16,7 @@ NOISE_TAIL_SIGMAS = 6.0
 
 A Gaussian exceeds 6 std with probability 2e-9, so a 75,000-value update has one of its values
 clipped about once in 7,000 rounds, by a fraction of a std (the delivered variance is measured
-in tests/unit/test_secure_aggregation_strategy.py).
+in tests/unit/secure_aggregation/test_secure_aggregation_strategy.py).
 """
 
 

@@ -77,7 +77,6 @@ class PrivateStrategy(StrategyWrapper):
         )
         self._current: AdapterState = {}
         self._sampling_rate = 1.0
-        self._participants = 0
         self._next_clip_norm = self.clip_norm
 
     def settings(self) -> str:
@@ -100,7 +99,6 @@ class PrivateStrategy(StrategyWrapper):
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         available = max(1, len(list(grid.get_node_ids())))
         self._sampling_rate = min(1.0, len(messages) / available)
-        self._participants = len(messages)
         if messages and self.exhausted(self._sampling_rate):
             logger.warning(
                 "round %d skipped: it would take epsilon from %.3f to %.3f, past "

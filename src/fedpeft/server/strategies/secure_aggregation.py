@@ -12,6 +12,14 @@ signing key and roster). Institutions that do not answer a stage drop out of the
 `secure_aggregation.max_dropouts` of the invited institutions in total are tolerated. Beyond
 that the round is aborted: the global adapter stays as it was, the failure is recorded, and the
 next round starts afresh. (The institutions refuse such a round themselves, too.)
+
+A stage reply that is malformed, or that the protocol would refuse from that institution (share
+bundles addressed to other than its neighbours, a masked vector of the wrong length or outside
+the ring, shares it was not asked to release), is refused and recorded, and the round goes on
+without that institution. What cannot be blamed on one institution (two advertising the same
+public key, shares that rebuild no consistent secret) aborts the round like too many dropouts.
+`server_s` in the round record is the server's own protocol work: the time spent waiting for
+the institutions' stage replies is not in it.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from fedpeft.common.config import RunConfig, to_wire
 from fedpeft.common.config.plan import RoundPlanner
 from fedpeft.common.crypto.secagg import SecAggParams, SecAggServer, SignedKeys
 from fedpeft.common.crypto.secagg.params import GRAPH_SEED_SIZE
+from fedpeft.common.crypto.secagg.prg import MAX_RING_BITS
 from fedpeft.common.errors import RoundAborted, SecurityError
 from fedpeft.common.wire import secagg as wire
 from fedpeft.common.wire.names import (
@@ -125,11 +134,11 @@ class SecureAggregationStrategy(StrategyWrapper):
         self._round = state
         try:
             routed = self._exchange_keys(server_round, state, params)
-        except RoundAborted as err:
+        except (RoundAborted, SecurityError) as err:
+            state.seconds += time.perf_counter() - started
             self._abort(server_round, err)
             return []
-        finally:
-            state.seconds += time.perf_counter() - started
+        state.seconds += time.perf_counter() - started
         out: list[Message] = []
         id_of = {node: i for i, node in state.node_of.items()}
         for message in messages:
@@ -154,9 +163,13 @@ class SecureAggregationStrategy(StrategyWrapper):
         for sid, record in replies.items():
             try:
                 advertised = wire.read_keys(record)
-                keys[sid] = advertised[sid]
-            except (SecurityError, KeyError) as err:
+                if list(advertised) != [sid]:
+                    raise SecurityError(f"keys for protocol ids {sorted(advertised)}, expected "
+                                        f"its own only ({sid})")
+            except SecurityError as err:
                 self._refuse(server_round, state, sid, f"key advertisement refused: {err}")
+                continue
+            keys[sid] = advertised[sid]
         neighbour_keys = state.server.receive_keys(keys)
         share = {sid: ConfigRecord({**params.to_record(), wire.ID: sid,
                                     **wire.keys_record(neighbours)})
@@ -165,9 +178,15 @@ class SecureAggregationStrategy(StrategyWrapper):
         sent: dict[int, dict[int, bytes]] = {}
         for sid, record in replies.items():
             try:
-                sent[sid] = wire.read_payloads(record)
+                bundles = wire.read_payloads(record)
+                expected = sorted(peer for peer in state.server.graph[sid] if peer in keys)
+                if sorted(bundles) != expected:
+                    raise SecurityError(f"bundles addressed to {sorted(bundles)}, "
+                                        f"not to its neighbours {expected}")
             except SecurityError as err:
                 self._refuse(server_round, state, sid, f"key shares refused: {err}")
+                continue
+            sent[sid] = bundles
         return state.server.route_shares(sent)
 
     def _stage(self, server_round: int, state: _RoundState, message_type: str,
@@ -184,7 +203,9 @@ class SecureAggregationStrategy(StrategyWrapper):
         ]
         state.bytes_sent += sum(record.count_bytes() for record in inputs.values())
         id_of = {node: sid for sid, node in state.node_of.items()}
+        waiting = time.perf_counter()
         replies = self._grid.send_and_receive(messages, timeout=self.cfg.federation.round_timeout)
+        state.seconds -= time.perf_counter() - waiting  # the institutions' time, not the server's
         out: dict[int, ConfigRecord] = {}
         for reply in replies:
             sid = id_of.get(reply.metadata.src_node_id)
@@ -213,6 +234,7 @@ class SecureAggregationStrategy(StrategyWrapper):
             return None, None
         started = time.perf_counter()
         id_of = {node: sid for sid, node in state.node_of.items()}
+        length = wire.flatten(state.current).size + 1  # the values, then the example count
         vectors: dict[int, np.ndarray] = {}
         metrics: dict[int, MetricRecord] = {}
         template: Message | None = None
@@ -221,12 +243,15 @@ class SecureAggregationStrategy(StrategyWrapper):
             if sid is None or reply.has_error():
                 continue
             try:
-                arrays = reply.content.array_records[ARRAYS]
-                vectors[sid] = wire.masked_vector(from_array_record(arrays),
-                                                  state.params.ring_bits)
-            except (SecurityError, KeyError) as err:
+                arrays = reply.content.array_records.get(ARRAYS)
+                if arrays is None:
+                    raise SecurityError(f"no {ARRAYS!r} record")
+                vector = wire.masked_vector(from_array_record(arrays), state.params.ring_bits)
+                _check_masked(vector, length, state.params.ring_bits)
+            except SecurityError as err:
                 self._refuse(server_round, state, sid, f"masked update refused: {err}")
                 continue
+            vectors[sid] = vector
             metrics[sid] = next(iter(reply.content.metric_records.values()), MetricRecord())
             template = template or reply
         try:
@@ -234,9 +259,7 @@ class SecureAggregationStrategy(StrategyWrapper):
             confirm = {sid: ConfigRecord({**state.params.to_record(), wire.ID: sid,
                                           wire.SURVIVORS: survivors})
                        for sid in survivors}
-            state.seconds += time.perf_counter() - started
             answers = self._stage(server_round, state, wire.CONFIRM, confirm)
-            started = time.perf_counter()
             signatures = {}
             for sid, record in answers.items():
                 try:
@@ -247,17 +270,21 @@ class SecureAggregationStrategy(StrategyWrapper):
             unmask = {sid: ConfigRecord({**state.params.to_record(), wire.ID: sid,
                                          **wire.payloads_record(held)})
                       for sid, held in forwarded.items()}
-            state.seconds += time.perf_counter() - started
             answers = self._stage(server_round, state, wire.UNMASK, unmask)
-            started = time.perf_counter()
             shares = {}
             for sid, record in answers.items():
                 try:
-                    shares[sid] = wire.read_payloads(record)
+                    released = wire.read_payloads(record)
+                    alive, gone = state.server.unmask_request(sid)
+                    unasked = sorted(set(released) - set(alive) - set(gone))
+                    if unasked:
+                        raise SecurityError(f"shares of nodes {unasked} it was not asked for")
                 except SecurityError as err:
                     self._refuse(server_round, state, sid, f"unmasking shares refused: {err}")
+                    continue
+                shares[sid] = released
             result = state.server.unmask(shares)
-        except RoundAborted as err:
+        except (RoundAborted, SecurityError) as err:
             state.seconds += time.perf_counter() - started
             self._abort(server_round, err)
             return None, None
@@ -285,7 +312,7 @@ class SecureAggregationStrategy(StrategyWrapper):
         if self.recorder is not None:
             self.recorder.failure(server_round, node, phase, reason)
 
-    def _abort(self, server_round: int, err: RoundAborted) -> None:
+    def _abort(self, server_round: int, err: RoundAborted | SecurityError) -> None:
         logger.error("round %d aborted, global adapter unchanged: %s", server_round, err)
         state = self._round
         if self.recorder is not None:
@@ -302,6 +329,15 @@ class SecureAggregationStrategy(StrategyWrapper):
                 "protocol_bytes_sent": state.bytes_sent,
                 "protocol_bytes_received": state.bytes_received,
             })
+
+
+def _check_masked(vector: np.ndarray, length: int, ring_bits: int) -> None:
+    """SecurityError unless `vector` is a masked update of this round: `length` ring elements
+    (the adapter's values and the example count), each below 2**ring_bits."""
+    if vector.size != length:
+        raise SecurityError(f"{vector.size} ring elements, expected {length}")
+    if ring_bits < MAX_RING_BITS and int(vector.max()) >> ring_bits:
+        raise SecurityError(f"values outside the 2**{ring_bits} ring")
 
 
 def _mean_metrics(records: list[MetricRecord]) -> dict[str, float]:

@@ -3,75 +3,30 @@ clipped and averaged with equal weights, noise has the configured scale, epsilon
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
-from flwr.app.message.message import make_message
-from flwr.supercore.task_identity import TaskIdentity
+from flwr.app import Array, ArrayRecord, ConfigRecord
+from tests.unit.private.conftest import CURRENT, Grid, configure, make_strategy, reply
 
 from fedpeft.common.config import load_config
 from fedpeft.common.privacy import epsilon_for
-from fedpeft.common.runs.metrics_log import MetricsLog
-from fedpeft.common.wire.names import ARRAYS, CONFIG, DP_CLIP_NORM, METRICS
-from fedpeft.server.round_recorder import RoundRecorder
-from fedpeft.server.strategies import InstrumentedStrategy, PrivateStrategy, build_strategy
-
-RUN = 3
-CURRENT = np.linspace(-0.5, 0.5, 64).astype(np.float32)
-
-
-@pytest.fixture(autouse=True)
-def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(TaskIdentity, "_run_id", RUN)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-
-
-class _Grid:
-    def __init__(self, nodes: int) -> None:
-        self.nodes = nodes
-
-    def get_node_ids(self) -> list[int]:
-        return list(range(1, self.nodes + 1))
-
-
-def _reply(node: int, values: np.ndarray) -> Message:
-    meta = Metadata(run_id=RUN, message_id=f"m{node}", src_node_id=node, dst_node_id=0,
-                    reply_to_message_id="out", group_id="1", created_at=time.time(), ttl=60.0,
-                    message_type="train")
-    return make_message(meta, RecordDict({
-        ARRAYS: ArrayRecord({"w": Array(values.astype(np.float32))}),
-        METRICS: MetricRecord({"num-examples": 10 * node, "loss": 0.5, "dp-unclipped": 1.0}),
-    }))
-
-
-def _strategy(tmp_path: Path, **overrides: object) -> tuple[InstrumentedStrategy, RoundRecorder]:
-    cfg = load_config(overrides={"privacy.enabled": True, "privacy.clip_norm": 1.0,
-                                 "privacy.noise_multiplier": 0.0, **overrides})
-    recorder = RoundRecorder(MetricsLog(tmp_path / "metrics.jsonl"), parallel_slots=2)
-    private = PrivateStrategy(build_strategy(cfg), cfg, masked=False, recorder=recorder)
-    return InstrumentedStrategy(private, recorder), recorder
-
-
-def _configure(strategy: InstrumentedStrategy, nodes: int) -> list[Message]:
-    arrays = ArrayRecord({"w": Array(CURRENT)})
-    return list(strategy.configure_train(1, arrays, ConfigRecord({}), _Grid(nodes)))  # type: ignore[arg-type]
+from fedpeft.common.wire.names import CONFIG, DP_CLIP_NORM
+from fedpeft.server.strategies import PrivateStrategy, build_strategy
 
 
 def test_nan_and_out_of_range_updates_are_refused_and_the_round_completes(tmp_path: Path) -> None:
-    strategy, recorder = _strategy(tmp_path)
-    messages = _configure(strategy, 5)
+    strategy, recorder = make_strategy(tmp_path)
+    messages = configure(strategy, 5)
     assert all(m.content[CONFIG][DP_CLIP_NORM] == 1.0 for m in messages)
     rng = np.random.default_rng(0)
     good = {n: rng.normal(0, 0.05, 64) for n in (1, 2, 3)}
     poisoned = CURRENT.astype(np.float64).copy()
     poisoned[5] = np.nan
-    replies = [_reply(n, CURRENT + d) for n, d in good.items()]
-    replies.append(_reply(4, poisoned))
-    replies.append(_reply(5, CURRENT + 10.0))  # norm 80, far outside 1.5 x the bound
+    replies = [reply(n, CURRENT + d) for n, d in good.items()]
+    replies.append(reply(4, poisoned))
+    replies.append(reply(5, CURRENT + 10.0))  # norm 80, far outside 1.5 x the bound
     arrays, _ = strategy.aggregate_train(1, replies)
 
     assert arrays is not None
@@ -86,27 +41,22 @@ def test_nan_and_out_of_range_updates_are_refused_and_the_round_completes(tmp_pa
 
 
 def test_every_update_is_clipped_to_the_bound(tmp_path: Path) -> None:
-    strategy, _ = _strategy(tmp_path, **{"privacy.max_norm_factor": 100.0})
-    _configure(strategy, 2)
+    strategy, _ = make_strategy(tmp_path, **{"privacy.max_norm_factor": 100.0})
+    configure(strategy, 2)
     big = np.full(64, 1.0)  # norm 8: allowed in by the factor, clipped to 1
-    arrays, _ = strategy.aggregate_train(1, [_reply(1, CURRENT + big), _reply(2, CURRENT + big)])
+    arrays, _ = strategy.aggregate_train(1, [reply(1, CURRENT + big), reply(2, CURRENT + big)])
     assert arrays is not None
     assert np.linalg.norm(arrays["w"].numpy() - CURRENT) == pytest.approx(1.0, rel=1e-5)
 
 
 def test_central_noise_has_the_configured_scale_and_epsilon_is_charged(tmp_path: Path) -> None:
     sigma, clip = 2.0, 0.5
-    strategy, recorder = _strategy(tmp_path, **{"privacy.noise_multiplier": sigma,
+    strategy, recorder = make_strategy(tmp_path, **{"privacy.noise_multiplier": sigma,
                                                 "privacy.clip_norm": clip})
     size = 200_000
-    global CURRENT
-    saved, CURRENT = CURRENT, np.zeros(size, dtype=np.float32)
-    try:
-        _configure(strategy, 4)
-        replies = [_reply(n, np.zeros(size)) for n in (1, 2, 3, 4)]
-        arrays, _ = strategy.aggregate_train(1, replies)
-    finally:
-        CURRENT = saved
+    configure(strategy, 4, np.zeros(size, dtype=np.float32))
+    replies = [reply(n, np.zeros(size)) for n in (1, 2, 3, 4)]
+    arrays, _ = strategy.aggregate_train(1, replies)
     assert arrays is not None
     noise = arrays["w"].numpy()
     # Sum noise sigma*C, divided by 4 institutions: std of the mean is sigma*C/4.
@@ -118,19 +68,19 @@ def test_central_noise_has_the_configured_scale_and_epsilon_is_charged(tmp_path:
 
 
 def test_adaptive_clipping_moves_the_bound(tmp_path: Path) -> None:
-    strategy, recorder = _strategy(tmp_path, **{"privacy.clipping": "adaptive",
+    strategy, recorder = make_strategy(tmp_path, **{"privacy.clipping": "adaptive",
                                                 "privacy.noise_multiplier": 0.1,
                                                 "privacy.clipped_count_stddev": 0.2})
-    _configure(strategy, 5)
+    configure(strategy, 5)
     # Every update fitted under the bound: the bound shrinks toward the median norm.
-    strategy.aggregate_train(1, [_reply(n, CURRENT + 0.01) for n in range(1, 6)])
+    strategy.aggregate_train(1, [reply(n, CURRENT + 0.01) for n in range(1, 6)])
     record = recorder.close(1, {}, 0.0)
     assert record["privacy"]["next_clip_norm"] < 1.0
 
 
 # -- issue #14: what the mutation run found untested ---------------------------------------
 def test_the_settings_line_names_clipping_noise_and_target(tmp_path: Path) -> None:
-    strategy, _ = _strategy(tmp_path)
+    strategy, _ = make_strategy(tmp_path)
     assert strategy.inner.settings() == (  # type: ignore[attr-defined]
         "fixed clipping, clip_norm=1, noise_multiplier=0, noise=central")
     cfg = load_config(overrides={"privacy.enabled": True, "privacy.noise_multiplier": 1.0,
@@ -140,10 +90,10 @@ def test_the_settings_line_names_clipping_noise_and_target(tmp_path: Path) -> No
 
 
 def test_the_round_record_states_every_privacy_fact(tmp_path: Path) -> None:
-    strategy, recorder = _strategy(tmp_path, **{"federation.fraction_train": 0.5})
-    messages = _configure(strategy, 4)
+    strategy, recorder = make_strategy(tmp_path, **{"federation.fraction_train": 0.5})
+    messages = configure(strategy, 4)
     assert len(messages) == 2
-    replies = [_reply(m.metadata.dst_node_id, CURRENT + 0.01) for m in messages]
+    replies = [reply(m.metadata.dst_node_id, CURRENT + 0.01) for m in messages]
     strategy.aggregate_train(1, replies)
     privacy = recorder.close(1, {}, 0.0)["privacy"]
     assert privacy == {"epsilon": float("inf"), "delta": 1e-5, "noise_multiplier": 0.0,
@@ -153,36 +103,36 @@ def test_the_round_record_states_every_privacy_fact(tmp_path: Path) -> None:
 
 def test_a_round_past_the_target_epsilon_is_not_run_and_is_recorded(tmp_path: Path) -> None:
     one_round = epsilon_for(1.0, 1.0, 1, 1e-5)
-    strategy, recorder = _strategy(tmp_path, **{"privacy.noise_multiplier": 1.0,
+    strategy, recorder = make_strategy(tmp_path, **{"privacy.noise_multiplier": 1.0,
                                                 "privacy.target_epsilon": one_round * 1.01})
-    messages = _configure(strategy, 3)
-    strategy.aggregate_train(1, [_reply(m.metadata.dst_node_id, CURRENT) for m in messages])
+    messages = configure(strategy, 3)
+    strategy.aggregate_train(1, [reply(m.metadata.dst_node_id, CURRENT) for m in messages])
     arrays = ArrayRecord({"w": Array(CURRENT)})
-    assert list(strategy.configure_train(2, arrays, ConfigRecord({}), _Grid(3))) == []  # type: ignore[arg-type]
+    assert list(strategy.configure_train(2, arrays, ConfigRecord({}), Grid(3))) == []  # type: ignore[arg-type]
     record = recorder.close(2, {}, 0.0)
     assert record["failures"] == [{"node_id": None, "phase": "privacy",
                                    "reason": "privacy budget exhausted: round not run"}]
 
 
 def test_the_adapted_clip_norm_is_the_one_sent_next_round(tmp_path: Path) -> None:
-    strategy, recorder = _strategy(tmp_path, **{"privacy.clipping": "adaptive",
+    strategy, recorder = make_strategy(tmp_path, **{"privacy.clipping": "adaptive",
                                                 "privacy.noise_multiplier": 0.1,
                                                 "privacy.clipped_count_stddev": 0.2})
-    _configure(strategy, 5)
-    strategy.aggregate_train(1, [_reply(n, CURRENT + 0.01) for n in range(1, 6)])
+    configure(strategy, 5)
+    strategy.aggregate_train(1, [reply(n, CURRENT + 0.01) for n in range(1, 6)])
     adapted = recorder.close(1, {}, 0.0)["privacy"]["next_clip_norm"]
     arrays = ArrayRecord({"w": Array(CURRENT)})
-    messages = list(strategy.configure_train(2, arrays, ConfigRecord({}), _Grid(5)))  # type: ignore[arg-type]
+    messages = list(strategy.configure_train(2, arrays, ConfigRecord({}), Grid(5)))  # type: ignore[arg-type]
     assert {m.content[CONFIG][DP_CLIP_NORM] for m in messages} == {adapted}
 
 
 def test_the_refusal_bound_scales_with_a_clip_norm_below_one(tmp_path: Path) -> None:
     """clip_norm 0.5, factor 1.5: an update of norm 2 is refused, not clipped in."""
-    strategy, recorder = _strategy(tmp_path, **{"privacy.clip_norm": 0.5,
+    strategy, recorder = make_strategy(tmp_path, **{"privacy.clip_norm": 0.5,
                                                 "privacy.max_norm_factor": 1.5})
-    _configure(strategy, 2)
+    configure(strategy, 2)
     step = np.zeros(64)
     step[0] = 2.0
-    strategy.aggregate_train(1, [_reply(1, CURRENT + 0.01), _reply(2, CURRENT + step)])
+    strategy.aggregate_train(1, [reply(1, CURRENT + 0.01), reply(2, CURRENT + step)])
     refused = [f["node_id"] for f in recorder.close(1, {}, 0.0)["failures"]]
     assert refused == [2]

@@ -8,8 +8,6 @@ unmasking, the inner FedAvg) is the production code.
 
 from __future__ import annotations
 
-import itertools
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,14 +20,19 @@ from flwr.app import (
     Context,
     Error,
     Message,
-    Metadata,
     MetricRecord,
     RecordDict,
 )
 from flwr.app.message.message import make_message
-from flwr.supercore.task_identity import TaskIdentity
+from tests.unit.secure_aggregation.conftest import (
+    RUN,
+    Grid,
+    Updates,
+    expected_mean,
+    make_strategy,
+    run_round,
+)
 
-from fedpeft.client.stages import masking as client_stages
 from fedpeft.client.stages.base import Outgoing, RoundInput
 from fedpeft.client.stages.chain import chain
 from fedpeft.common.adapter.state import to_array_record
@@ -56,119 +59,16 @@ from fedpeft.server.strategies import (
     build_strategy,
 )
 
-RUN = 7
-_ids = itertools.count(1)
-
-
-@pytest.fixture(autouse=True)
-def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(TaskIdentity, "_run_id", RUN)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-
-
-class _Run:
-    run_id = RUN
-
-
-class _Grid:
-    """Delivers each message to its node's handlers; `vanish` maps a stage to nodes that stop
-    answering from that stage on (their replies never arrive, as after a timeout)."""
-
-    def __init__(self, updates: dict[int, tuple[np.ndarray, int]],
-                 vanish: dict[str, set[int]] | None = None) -> None:
-        self.updates = updates
-        self.vanish = vanish or {}
-        self.contexts = {node: Context(RUN, node, {}, RecordDict(), {}) for node in updates}
-        self.run = _Run()
-        self.seen: list[RecordDict] = []
-        self.gone: set[int] = set()
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.updates)
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
-                         ) -> list[Message]:
-        replies = []
-        for message in messages:
-            node, kind = message.metadata.dst_node_id, message.metadata.message_type
-            self.gone |= self.vanish.get(kind, set())
-            if node in self.gone:
-                continue
-            delivered = make_message(Metadata(
-                run_id=RUN, message_id=f"m{next(_ids)}", src_node_id=0, dst_node_id=node,
-                reply_to_message_id="", group_id="1", created_at=time.time(), ttl=60.0,
-                message_type=kind), message.content)
-            reply = self._handle(delivered, self.contexts[node])
-            assert reply.metadata.src_node_id == node
-            self.seen.append(reply.content)
-            replies.append(reply)
-        return replies
-
-    def _handle(self, msg: Message, context: Context) -> Message:
-        kind = msg.metadata.message_type
-        if kind == wire.SETUP:
-            return client_stages.handle_setup(msg, context)
-        if kind == wire.SHARE:
-            return client_stages.handle_share(msg, context)
-        if kind == wire.CONFIRM:
-            return client_stages.handle_confirm(msg, context)
-        if kind == wire.UNMASK:
-            return client_stages.handle_unmask(msg, context)
-        values, weight = self.updates[context.node_id]
-        expected = wire.round_context(wire.UNSEALED_FEDERATION, RUN,
-                                      int(msg.content["config"]["server-round"]))
-        packed, _ = client_stages.mask_update(msg, context, expected, values, weight, None)
-        return Message(RecordDict({
-            ARRAYS: ArrayRecord({wire.MASKED_ARRAY: Array(packed)}),
-            METRICS: MetricRecord({"loss": 1.0}),
-        }), reply_to=msg)
-
-
-Updates = dict[int, tuple[np.ndarray, int]]
-
-
-def _setup(tmp_path: Path, n: int, size: int, max_dropouts: int = 1, seed: int = 0
-           ) -> tuple[InstrumentedStrategy, RoundRecorder, Updates, np.ndarray]:
-    cfg = load_config(overrides={
-        "secure_aggregation.enabled": True, "secure_aggregation.max_dropouts": max_dropouts,
-        "secure_aggregation.clip_range": 2.0, "security.seal_updates": False,
-        "federation.min_train_clients": 2, "federation.min_available_clients": 2,
-    })
-    recorder = RoundRecorder(MetricsLog(tmp_path / "metrics.jsonl"), parallel_slots=2)
-    strategy = InstrumentedStrategy(SecureAggregationStrategy(
-        build_strategy(cfg), cfg, wire.UNSEALED_FEDERATION, RUN, recorder), recorder)
-    rng = np.random.default_rng(seed)
-    updates = {100 + i: (rng.uniform(-1, 1, size), int(rng.integers(1, 500))) for i in range(n)}
-    current = rng.normal(0, 0.1, size).astype(np.float32)
-    return strategy, recorder, updates, current
-
-
-def _round(strategy: InstrumentedStrategy, grid: _Grid, current: np.ndarray
-           ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-    arrays = ArrayRecord({"w": Array(current)})
-    messages = list(strategy.configure_train(1, arrays, ConfigRecord({}), grid))  # type: ignore[arg-type]
-    replies = grid.send_and_receive(messages)
-    return strategy.aggregate_train(1, replies)
-
-
-def _expected(updates: dict[int, tuple[np.ndarray, int]], nodes: Iterable[int],
-              current: np.ndarray) -> np.ndarray:
-    nodes = list(nodes)
-    weights = np.array([updates[n][1] for n in nodes], dtype=np.float64)
-    mean = sum(updates[n][0] * updates[n][1] for n in nodes) / weights.sum()
-    return current.astype(np.float64) + mean
-
 
 @pytest.mark.parametrize(("n", "size"), [(3, 1), (5, 1000), (8, 20000)])
 def test_aggregate_equals_weighted_mean(tmp_path: Path, n: int, size: int) -> None:
-    strategy, recorder, updates, current = _setup(tmp_path, n, size, seed=n)
-    grid = _Grid(updates)
-    arrays, metrics = _round(strategy, grid, current)
+    strategy, recorder, updates, current = make_strategy(tmp_path, n, size, seed=n)
+    grid = Grid(updates)
+    arrays, metrics = run_round(strategy, grid, current)
     assert arrays is not None and metrics is not None
     got = arrays["w"].numpy()
     bound = quantization_bound(2.0, 20)
-    np.testing.assert_allclose(got, _expected(updates, updates, current), atol=bound + 1e-6)
+    np.testing.assert_allclose(got, expected_mean(updates, updates, current), atol=bound + 1e-6)
     assert metrics[NUM_EXAMPLES] == sum(w for _, w in updates.values())
     # No reply the server received holds an update in the clear (or its example count).
     plain = [values.astype(np.float32).tobytes()[:64] for values, _ in updates.values()]
@@ -181,22 +81,22 @@ def test_aggregate_equals_weighted_mean(tmp_path: Path, n: int, size: int) -> No
 
 
 def test_dropouts_after_key_exchange_and_after_masking(tmp_path: Path) -> None:
-    strategy, recorder, updates, current = _setup(tmp_path, 6, 500, max_dropouts=2)
+    strategy, recorder, updates, current = make_strategy(tmp_path, 6, 500, max_dropouts=2)
     nodes = list(updates)
     # One institution vanishes before sending its masked update, one after sending it.
-    grid = _Grid(updates, vanish={"train": {nodes[0]}, wire.UNMASK: {nodes[1]}})
-    arrays, _ = _round(strategy, grid, current)
+    grid = Grid(updates, vanish={"train": {nodes[0]}, wire.UNMASK: {nodes[1]}})
+    arrays, _ = run_round(strategy, grid, current)
     assert arrays is not None
     included = [n for n in nodes if n != nodes[0]]  # a masked update that arrived counts
-    np.testing.assert_allclose(arrays["w"].numpy(), _expected(updates, included, current),
+    np.testing.assert_allclose(arrays["w"].numpy(), expected_mean(updates, included, current),
                                atol=quantization_bound(2.0, 20) + 1e-6)
 
 
 def test_too_many_dropouts_abort_the_round_and_keep_the_global(tmp_path: Path) -> None:
-    strategy, recorder, updates, current = _setup(tmp_path, 5, 100, max_dropouts=1)
+    strategy, recorder, updates, current = make_strategy(tmp_path, 5, 100, max_dropouts=1)
     nodes = list(updates)
-    grid = _Grid(updates, vanish={"train": {nodes[0], nodes[1]}})
-    arrays, metrics = _round(strategy, grid, current)
+    grid = Grid(updates, vanish={"train": {nodes[0], nodes[1]}})
+    arrays, metrics = run_round(strategy, grid, current)
     assert arrays is None and metrics is None  # Flower keeps the previous global
     record = recorder.close(1, {"accuracy": 0.5}, 0.0)
     aborted = [f for f in record["failures"] if f["node_id"] is None]
@@ -207,14 +107,14 @@ def test_too_many_dropouts_abort_the_round_and_keep_the_global(tmp_path: Path) -
 
 
 def test_threshold_that_would_let_the_server_unmask_is_refused(tmp_path: Path) -> None:
-    strategy, _, updates, current = _setup(tmp_path, 3, 10, max_dropouts=2)
+    strategy, _, updates, current = make_strategy(tmp_path, 3, 10, max_dropouts=2)
     with pytest.raises(ConfigError, match="max_dropouts=2 is too many for 3 institutions"):
-        _round(strategy, _Grid(updates), current)
+        run_round(strategy, Grid(updates), current)
 
 
 def test_error_reply_counts_as_a_dropout(tmp_path: Path) -> None:
-    strategy, recorder, updates, current = _setup(tmp_path, 4, 50, max_dropouts=1)
-    grid = _Grid(updates)
+    strategy, recorder, updates, current = make_strategy(tmp_path, 4, 50, max_dropouts=1)
+    grid = Grid(updates)
     arrays = ArrayRecord({"w": Array(current)})
     messages = list(strategy.configure_train(1, arrays, ConfigRecord({}), grid))  # type: ignore[arg-type]
     replies = grid.send_and_receive(messages)
@@ -223,7 +123,7 @@ def test_error_reply_counts_as_a_dropout(tmp_path: Path) -> None:
     result, _ = strategy.aggregate_train(1, replies)
     assert result is not None
     survivors = [n for n in updates if n != failed.metadata.src_node_id]
-    np.testing.assert_allclose(result["w"].numpy(), _expected(updates, survivors, current),
+    np.testing.assert_allclose(result["w"].numpy(), expected_mean(updates, survivors, current),
                                atol=quantization_bound(2.0, 20) + 1e-6)
 
 
@@ -231,11 +131,11 @@ def test_distributed_noise_sums_to_the_target_scale_under_masking(tmp_path: Path
     """Each institution adds its share of DP noise before masking; the unmasked sum carries at
     least the central noise sigma * C (exactly it when only the guaranteed m take part)."""
     sigma, clip, n, max_dropouts, size = 1.0, 0.5, 5, 1, 100_000
-    strategy, _, updates, current = _setup(tmp_path, n, size, max_dropouts=max_dropouts)
+    strategy, _, updates, current = make_strategy(tmp_path, n, size, max_dropouts=max_dropouts)
     share = distributed_noise_std(sigma, clip, n - max_dropouts)
     rng = np.random.default_rng(5)
     noisy = {node: (rng.normal(0.0, share, size), 1) for node in updates}
-    arrays, _ = _round(strategy, _Grid(noisy), np.zeros(size, dtype=np.float32))
+    arrays, _ = run_round(strategy, Grid(noisy), np.zeros(size, dtype=np.float32))
     assert arrays is not None
     total = arrays["w"].numpy().astype(np.float64) * n  # equal weights: the sum of the shares
     assert total.std() == pytest.approx(sigma * clip * np.sqrt(n / (n - max_dropouts)), rel=0.02)
@@ -247,10 +147,10 @@ def test_dropouts_at_different_stages_count_together(
     """One institution misses the key exchange, another its masked update: every secret still
     has enough holders, but two of five are missing from a sum whose DP noise was sized for
     one missing at most: the round is aborted and the global kept."""
-    strategy, recorder, updates, current = _setup(tmp_path, 5, 100, max_dropouts=1)
+    strategy, recorder, updates, current = make_strategy(tmp_path, 5, 100, max_dropouts=1)
     nodes = list(updates)
-    grid = _Grid(updates, vanish={wire.SETUP: {nodes[0]}, "train": {nodes[1]}})
-    arrays, metrics = _round(strategy, grid, current)
+    grid = Grid(updates, vanish={wire.SETUP: {nodes[0]}, "train": {nodes[1]}})
+    arrays, metrics = run_round(strategy, grid, current)
     assert arrays is None and metrics is None
     record = recorder.close(1, {"accuracy": 0.5}, 0.0)
     aborted = [f for f in record["failures"] if f["node_id"] is None]
@@ -261,7 +161,7 @@ def test_dropouts_at_different_stages_count_together(
 
 
 # -- DP under masking, with the institutions' own stages -------------------------------------
-class _StagesGrid(_Grid):
+class _StagesGrid(Grid):
     """Answers train messages as `fedpeft.client.rounds.train` does once local training is
     done: the round's change goes through the client's own stage chain (privacy -> masking),
     so clipping and the noise share are the client code's, at the level the server sent."""
@@ -367,7 +267,7 @@ def test_institutions_clip_their_change_before_masking(tmp_path: Path) -> None:
     deltas = {100 + i: direction * 50.0 * (i + 1) for i in range(n)}
     current = np.zeros(size, dtype=np.float32)
     grid = _StagesGrid(cfg, deltas, current)
-    arrays, metrics = _round(strategy, grid, current)
+    arrays, metrics = run_round(strategy, grid, current)
     assert arrays is not None and metrics is not None
     # whether one update fitted the bound is about that update: it stays at the institution
     assert all(DP_UNCLIPPED not in record for content in grid.seen
@@ -391,7 +291,7 @@ def test_the_noise_share_comes_from_the_server_and_sums_to_the_central_scale(
     current = np.zeros(size, dtype=np.float32)
     deltas = {100 + i: np.zeros(size) for i in range(n)}
     grid = _StagesGrid(cfg, deltas, current)
-    arrays, _ = _round(strategy, grid, current)
+    arrays, _ = run_round(strategy, grid, current)
     assert arrays is not None
     total = arrays["w"].numpy().astype(np.float64) * n  # equal weights: the sum of the shares
     assert total.std() == pytest.approx(sigma * clip * np.sqrt(n / (n - max_dropouts)), rel=0.02)
@@ -406,11 +306,11 @@ def test_an_institution_masks_only_for_the_round_it_is_training(tmp_path: Path) 
     grid = _StagesGrid(cfg, {100 + i: np.zeros(10) for i in range(3)}, current,
                        round_shift=1)
     with pytest.raises(SecurityError, match="another run or round"):
-        _round(strategy, grid, current)
+        run_round(strategy, grid, current)
 
 
 # -- issue #14: what the mutation run found untested ---------------------------------------
-class _FaultyGrid(_Grid):
+class _FaultyGrid(Grid):
     """One node fails the key advertisement with an error; another answers the share stage
     without a secure-aggregation record."""
 
@@ -433,11 +333,11 @@ class _FaultyGrid(_Grid):
 
 
 def test_stage_failures_are_recorded_per_node_and_the_round_goes_on(tmp_path: Path) -> None:
-    strategy, recorder, updates, current = _setup(tmp_path, 6, 50, max_dropouts=2)
+    strategy, recorder, updates, current = make_strategy(tmp_path, 6, 50, max_dropouts=2)
     nodes = list(updates)
-    arrays, _ = _round(strategy, _FaultyGrid(updates, crashes=nodes[0], empty=nodes[1]), current)
+    arrays, _ = run_round(strategy, _FaultyGrid(updates, crashes=nodes[0], empty=nodes[1]), current)
     assert arrays is not None
-    np.testing.assert_allclose(arrays["w"].numpy(), _expected(updates, nodes[2:], current),
+    np.testing.assert_allclose(arrays["w"].numpy(), expected_mean(updates, nodes[2:], current),
                                atol=quantization_bound(2.0, 20) + 1e-6)
     record = recorder.close(1, {}, 0.0)
     assert record["failures"] == [
@@ -455,12 +355,12 @@ def test_stage_failures_are_recorded_per_node_and_the_round_goes_on(tmp_path: Pa
 
 def test_the_settings_line_shows_the_planned_graph_once_a_round_is_planned(
         tmp_path: Path) -> None:
-    strategy, _, updates, current = _setup(tmp_path, 5, 10)
+    strategy, _, updates, current = make_strategy(tmp_path, 5, 10)
     inner = strategy.inner
     assert inner.settings() == (  # type: ignore[attr-defined]
         "k=auto, max_dropouts=1, clip_range=2, quantization_bits=20, ring_bits=48")
     arrays = ArrayRecord({"w": Array(current)})
-    list(strategy.configure_train(1, arrays, ConfigRecord({}), _Grid(updates)))  # type: ignore[arg-type]
+    list(strategy.configure_train(1, arrays, ConfigRecord({}), Grid(updates)))  # type: ignore[arg-type]
     info = inner._round.info  # type: ignore[attr-defined]
     assert inner.settings().startswith(  # type: ignore[attr-defined]
         f"k={info['neighbours']}, threshold={info['threshold']}, max_dropouts=1")
@@ -475,12 +375,13 @@ def test_the_clear_metrics_are_averaged_without_counts_timings_or_clipping() -> 
                              wire.CLIPPED: 0})]
     assert _mean_metrics(records) == {"loss": 2.0, "accuracy": 0.625}
     assert _mean_metrics([]) == {}
+    assert _mean_metrics([MetricRecord({"loss": 2.0})]) == {"loss": 2.0}
 
 
 def test_an_aborted_round_is_recorded_as_a_secure_aggregation_failure(tmp_path: Path) -> None:
-    strategy, recorder, updates, current = _setup(tmp_path, 5, 20, max_dropouts=1)
+    strategy, recorder, updates, current = make_strategy(tmp_path, 5, 20, max_dropouts=1)
     nodes = list(updates)
-    assert _round(strategy, _Grid(updates, vanish={"train": set(nodes[:2])}), current) == (
+    assert run_round(strategy, Grid(updates, vanish={"train": set(nodes[:2])}), current) == (
         None, None)
     record = recorder.close(1, {}, 0.0)
     (aborted,) = [f for f in record["failures"] if f["node_id"] is None]
