@@ -8,6 +8,8 @@ at once. These tests drive `serve_supernode` with a fake clock and a scripted Su
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Mapping
 
 import pytest
@@ -72,3 +74,9 @@ def test_max_wait_bounds_the_retries() -> None:
     node = _SuperNode([CONNECTION_ERROR_EXIT])
     assert node.serve(max_wait=10.0) == CONNECTION_ERROR_EXIT
     assert node.starts == 2  # at 0 and 5 s; a third would start at 10 s, not before the limit
+
+
+def test_flowers_exit_code_305_is_recognised_as_a_parent_sees_it() -> None:
+    """Flower calls sys.exit(305); the parent's exit status is taken modulo 256."""
+    done = subprocess.run([sys.executable, "-c", "import sys; sys.exit(305)"], check=False)
+    assert done.returncode == CONNECTION_ERROR_EXIT

@@ -58,8 +58,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_NODE_PORT = 9094
 """The SuperNode's local Runtime API (its ClientApp processes call it); loopback only."""
 
-CONNECTION_ERROR_EXIT = 305
-"""Flower's exit code when a SuperNode cannot connect to, or be activated by, the SuperLink."""
+CONNECTION_ERROR_EXIT = 305 % 256
+"""Flower's exit code 305 (a SuperNode cannot connect to, or be activated by, the SuperLink) as
+the parent sees it: an exit status is taken modulo 256, so 49."""
 REJOIN_WINDOW_S = 2 * 30.0 + 15.0
 """How long `serve_supernode` keeps starting a refused SuperNode again: Flower 1.39's SuperLink
 holds a node online for HEARTBEAT_PATIENCE (2) x HEARTBEAT_DEFAULT_INTERVAL (30 s) after its
