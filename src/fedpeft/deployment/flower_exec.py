@@ -20,7 +20,7 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -101,20 +101,32 @@ def flower_env(flwr_home: Path | None, base: Mapping[str, str] | None = None) ->
     return env
 
 
-def run_in_foreground(command: FlowerCommand, env: Mapping[str, str]) -> int:
+def run_in_foreground(command: FlowerCommand, env: Mapping[str, str],
+                      on_line: Callable[[str], None] | None = None) -> int:
     """Run `command` until it exits, passing Ctrl-C and SIGTERM on to it; its exit code.
 
     The child gets the signal rather than being killed, so the SuperLink or SuperNode can shut
-    down its own helper processes and close its database cleanly.
+    down its own helper processes and close its database cleanly. With `on_line`, the child's
+    output (stdout and stderr) is passed through this process's stdout line by line and each
+    line is also given to `on_line` (Flower's exit codes do not tell its errors apart: every
+    error exits with 1, the reason is only in the output).
     """
     logger.info("starting: %s", command.display())
-    child = subprocess.Popen(command.argv, env=dict(env))
+    piped = on_line is not None
+    child = subprocess.Popen(command.argv, env=dict(env),
+                             stdout=subprocess.PIPE if piped else None,
+                             stderr=subprocess.STDOUT if piped else None)
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         child.send_signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED_SIGNALS}
     try:
+        if on_line is not None and child.stdout is not None:
+            for raw in child.stdout:
+                sys.stdout.buffer.write(raw)
+                sys.stdout.buffer.flush()
+                on_line(raw.decode("utf-8", errors="replace"))
         return child.wait()
     finally:
         for sig, handler in previous.items():
