@@ -9,6 +9,8 @@ clock and a scripted SuperNode.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Mapping
 
@@ -93,3 +95,20 @@ def test_the_output_is_passed_through_and_read(capfd: pytest.CaptureFixture[str]
     assert code == 1
     assert lines == [REFUSED_OUTPUT[1] + "\n"]
     assert REFUSED in capfd.readouterr().out
+
+
+def test_a_grandchild_holding_the_output_open_does_not_hold_the_return() -> None:
+    """Flower's SuperNode may exit while its SuperExec, which inherited its stdout, lives on:
+    the exit status is returned without waiting for the pipe to close."""
+    lines: list[str] = []
+    script = ("import subprocess, sys; "
+              "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+              f"print(g.pid); print({REFUSED_OUTPUT[1]!r}); sys.stdout.flush(); sys.exit(1)")
+    code = run_in_foreground(FlowerCommand([sys.executable, "-c", script]), {},
+                             on_line=lines.append)
+    grandchild = int(lines[0])
+    try:
+        assert code == 1
+        assert any(REFUSED in line for line in lines)
+    finally:
+        os.kill(grandchild, signal.SIGKILL)

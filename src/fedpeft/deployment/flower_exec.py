@@ -20,10 +20,12 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 from fedpeft.common.errors import ConfigError
 
@@ -120,14 +122,29 @@ def run_in_foreground(command: FlowerCommand, env: Mapping[str, str],
     def forward(signum: int, _frame: FrameType | None) -> None:
         child.send_signal(signum)
 
+    reader = None
+    if on_line is not None and child.stdout is not None:
+        # A thread, not a loop until end of file: the child's own children (Flower's SuperExec)
+        # inherit the pipe and may outlive it, so the pipe may never close.
+        reader = threading.Thread(target=_pass_through, args=(child.stdout, on_line), daemon=True)
+        reader.start()
     previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED_SIGNALS}
     try:
-        if on_line is not None and child.stdout is not None:
-            for raw in child.stdout:
-                sys.stdout.buffer.write(raw)
-                sys.stdout.buffer.flush()
-                on_line(raw.decode("utf-8", errors="replace"))
-        return child.wait()
+        code = child.wait()
+        if reader is not None:
+            reader.join(timeout=_DRAIN_S)
+        return code
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+_DRAIN_S = 2.0
+"""How long the child's last output may take to be read after it exited."""
+
+
+def _pass_through(stream: IO[bytes], on_line: Callable[[str], None]) -> None:
+    for raw in stream:
+        sys.stdout.buffer.write(raw)
+        sys.stdout.buffer.flush()
+        on_line(raw.decode("utf-8", errors="replace"))
