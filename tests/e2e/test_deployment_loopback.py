@@ -13,14 +13,9 @@ group, so Flower's helper processes go with it) in a `finally` block.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,9 +28,10 @@ from fedpeft.common.audit import verify_ledger
 from fedpeft.common.crypto import load_signing_public_key
 from fedpeft.deployment.flower_exec import flower_env
 
+from .harness import FEDPEFT, Loopback, cli, free_port, processes, write_csv
+
 pytestmark = pytest.mark.e2e
 
-FEDPEFT = [sys.executable, "-m", "fedpeft.cli.main"]
 INSTITUTIONS = ("bank-a", "bank-b", "bank-c")
 NEEDLE = 4
 """Values per searched slice (16 bytes): a rank-4 institution's padded B rows differ from the
@@ -44,68 +40,6 @@ RANKS = {"bank-c": 4}
 """Heterogeneous ranks: bank-c trains rank 4 of the federation's 8 (`client join --lora-rank`)."""
 RUN_TIMEOUT_S = 1200.0
 """A hang guard, not a speed check: on a shared 2-core machine two rounds can take minutes."""
-STOP_TIMEOUT_S = 10.0
-
-_WORDS = {"billing": ["invoice", "charge", "refund", "bill"],
-          "fraud": ["stolen", "unauthorized", "scam", "suspicious"]}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _write_csv(path: Path, rows: int, offset: int) -> Path:
-    labels = sorted(_WORDS)
-    lines = ["text,label"]
-    for i in range(rows):
-        label = labels[(i + offset) % 2]
-        lines.append(f"my {_WORDS[label][i % 4]} question number {i},{label}")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def _wait_for_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
-
-
-class Processes:
-    """Long-running children with their logs; all stopped by process id on exit."""
-
-    def __init__(self, logs: Path, env: dict[str, str]) -> None:
-        self.logs, self.env = logs, env
-        self.started: list[subprocess.Popen[bytes]] = []
-
-    def start(self, name: str, argv: list[str],
-              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"{name}.log").open("wb")
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                   env=self.env if env is None else env, start_new_session=True)
-        log.close()
-        self.started.append(process)
-        return process
-
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text(encoding="utf-8", errors="replace")
-
-    def stop_all(self) -> None:
-        for process in reversed(self.started):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in reversed(self.started):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=STOP_TIMEOUT_S)
-            # Flower's helpers (superexec, app processes) share the group: end any left.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=STOP_TIMEOUT_S)
 
 
 @contextmanager
@@ -122,23 +56,6 @@ def _read_only(folders: list[Path]) -> Iterator[dict[Path, dict[str, bytes]]]:
     finally:
         for path, mode in modes.items():
             path.chmod(mode)
-
-
-@contextmanager
-def _processes(logs: Path, env: dict[str, str]) -> Iterator[Processes]:
-    processes = Processes(logs, env)
-    try:
-        yield processes
-    finally:
-        processes.stop_all()
-
-
-def _cli(env: dict[str, str], *args: str,
-         timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([*FEDPEFT, *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-    assert done.returncode == 0, f"fedpeft {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done
 
 
 def _run_config(path: Path, model_dir: str) -> Path:
@@ -175,63 +92,40 @@ mode = "ffa"
 
 
 def test_federation_over_tls_with_node_auth(tmp_path: Path, tiny_bert_dir: str) -> None:
-    env = {**os.environ, "HOME": str(tmp_path / "home"), "FLWR_HOME": str(tmp_path / "flwr-home")}
-    fed = tmp_path / "FED"
-    fleet, control = _free_port(), _free_port()
-    fleet_address, control_address = f"127.0.0.1:{fleet}", f"127.0.0.1:{control}"
-    logs = tmp_path / "logs"
-    logs.mkdir()
+    fed = Loopback.under(tmp_path)
+    env = fed.env
     data = tmp_path / "data"
     data.mkdir()
-    test_csv = _write_csv(data / "test.csv", 12, 0)
+    test_csv = write_csv(data / "test.csv", 12, 0)
+    fed.enrol((*INSTITUTIONS, "rogue", "no-ca"))
+    bundles = [fed.bundle(name) for name in INSTITUTIONS]
+    logs = tmp_path / "logs"
 
-    sites, state = tmp_path / "sites", tmp_path / "state"
-    _cli(env, "federation", "init", "--dir", str(fed), "--address", "127.0.0.1")
-    for name in (*INSTITUTIONS, "rogue", "no-ca"):
-        _cli(env, "institution", "init", name, "--dir", str(sites / name))
-        _cli(env, "federation", "add-institution", name, "--dir", str(fed),
-             "--request", str(sites / name / "enrolment-request.json"))
-    for name in (*INSTITUTIONS, "rogue", "no-ca"):  # each roster (peers.json) names them all
-        _cli(env, "institution", "complete", "--bundle", str(sites / name),
-             "--from", str(fed / "institutions" / name))
-    bundles = [sites / name for name in INSTITUTIONS]
-
-    with _read_only(bundles) as bundle_content, _processes(logs, env) as procs:
-        procs.start("superlink", [*FEDPEFT, "server", "start", "--dir", str(fed),
-                                  "--fleet-address", fleet_address,
-                                  "--control-address", control_address])
-        _wait_for_port(control, 60)
-        for name in (*INSTITUTIONS, "no-ca"):  # "rogue" is deliberately never registered
-            _cli(env, "federation", "register", name, "--dir", str(fed),
-                 "--superlink-control", control_address)
-        registry = json.loads((fed / "institutions.json").read_text())
+    with _read_only(bundles) as bundle_content, processes(logs, env) as procs:
+        fed.start_superlink(procs)
+        fed.register((*INSTITUTIONS, "no-ca"))  # "rogue" is deliberately never registered
+        registry = json.loads((fed.fed / "institutions.json").read_text())
         assert registry["institutions"]["rogue"]["node_id"] is None
 
         for index, name in enumerate(INSTITUTIONS):
             rank = ["--lora-rank", str(RANKS[name])] if name in RANKS else []
-            procs.start(name, [*FEDPEFT, "client", "join", "--superlink", fleet_address,
-                               "--bundle", str(sites / name), "--state-dir", str(state / name),
-                               "--data", str(_write_csv(data / f"{name}.csv", 12, index)),
-                               "--port", str(_free_port()), "--work-dir", str(tmp_path / name),
-                               *rank])
+            procs.start(name, fed.join_argv(name, write_csv(data / f"{name}.csv", 12, index),
+                                            *rank))
         rogue = procs.start("rogue", [
-            *FEDPEFT, "client", "join", "--superlink", fleet_address,
-            "--bundle", str(sites / "rogue"), "--data", str(test_csv),
-            "--port", str(_free_port()), "--work-dir", str(tmp_path / "rogue"), "--max-wait", "15",
+            *FEDPEFT, "client", "join", "--superlink", fed.fleet_address,
+            "--bundle", str(fed.bundle("rogue")), "--data", str(test_csv),
+            "--port", str(free_port()), "--work-dir", str(tmp_path / "rogue"), "--max-wait", "15",
         ])
-        no_ca_bundle = sites / "no-ca"
+        no_ca_bundle = fed.bundle("no-ca")
         no_ca = procs.start("no-ca",
                             [  # Flower's SuperNode as is: without a CA it uses system roots
-            str(Path(sys.executable).parent / "flower-supernode"), "--superlink", fleet_address,
+            str(Path(sys.executable).parent / "flower-supernode"), "--superlink", fed.fleet_address,
             "--auth-supernode-private-key", str(no_ca_bundle / "supernode-auth"),
-            "--port", str(_free_port()), "--max-wait-time", "15",
+            "--port", str(free_port()), "--max-wait-time", "15",
         ], env=flower_env(None, env))
 
         run = subprocess.run(
-            [*FEDPEFT, "run", "--dir", str(fed), "--config", str(_run_config(tmp_path / "run.toml",
-                                                                               tiny_bert_dir)),
-             "--test-data", str(test_csv), "--superlink-control", control_address,
-             "--out", str(tmp_path / "runs"), "--name", "loopback", "--stream"],
+            fed.run_argv(_run_config(tmp_path / "run.toml", tiny_bert_dir), test_csv, "loopback"),
             env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False,
         )
         assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
@@ -265,30 +159,30 @@ def test_federation_over_tls_with_node_auth(tmp_path: Path, tiny_bert_dir: str) 
     assert sorted(summary["security"]["institutions"]) == sorted((*INSTITUTIONS, "no-ca", "rogue"))
     # The ledger verifies against the server's key from the federation folder, and each
     # institution's own ledger quotes the same sealed bytes the coordinator received.
-    _cli(env, "audit", "verify", str(folder), "--key", str(fed / "server" / "signing.pub"),
+    cli(env, "audit", "verify", str(folder), "--key", str(fed.fed / "server" / "signing.pub"),
          "--expect-head", summary["ledger"]["head"])
     ledger = verify_ledger(folder / "ledger.jsonl",
-                           load_signing_public_key(fed / "server" / "signing.pub"))
+                           load_signing_public_key(fed.fed / "server" / "signing.pub"))
     assert ledger.ok and ledger.key_pinned and ledger.complete
     lines = (folder / "ledger.jsonl").read_text().splitlines()
     rounds = [json.loads(line)["body"] for line in lines if json.loads(line)["kind"] == "round"]
     assert [r["participants"] for r in rounds] == [list(INSTITUTIONS)] * 2
     for name in INSTITUTIONS:
-        _cli(env, "audit", "verify", str(state / name / "ledger.jsonl"),
-             "--key", str(sites / name / "signing.pub"))
+        cli(env, "audit", "verify", str(fed.state(name) / "ledger.jsonl"),
+            "--key", str(fed.bundle(name) / "signing.pub"))
         own = [json.loads(line) for line in
-               (state / name / "ledger.jsonl").read_text().splitlines()]
+               (fed.state(name) / "ledger.jsonl").read_text().splitlines()]
         sent = [record["body"] for record in own if record["kind"] == "update-sent"]
         charged = [record["body"] for record in own if record["kind"] == "privacy-charge"]
         assert len(charged) == len(sent), f"{name}: every update sent was charged"
         assert len(sent) == len(trained), f"{name}: {len(sent)} updates in its own ledger"
         for body, record in zip(sent, trained, strict=True):
             assert record["updates_sha256"][name] == body["sealed_sha256"]
-    _cli(env, "report", str(folder))
+    cli(env, "report", str(folder))
     assert "secure aggregation" in (folder / "report.md").read_text().lower()
     merged = export_merged(folder / "adapter", tmp_path / "merged")
     assert (merged / "config.json").is_file()
-    _assert_no_update_at_rest(folder, records[1], data, [fed / "server", logs])
+    _assert_no_update_at_rest(folder, records[1], data, [fed.fed / "server", logs])
 
 
 def _assert_no_update_at_rest(run: Path, round_one: dict, data: Path, places: list[Path]) -> None:

@@ -9,14 +9,11 @@ stopped by its process (group) id.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +22,8 @@ import pytest
 
 from fedpeft.common.privacy import epsilon_for
 from fedpeft.common.runs.metrics_log import read_metrics
+
+from .harness import FEDPEFT, Processes, processes, read_jsonl, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -45,34 +44,10 @@ def toy_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return folder / "train.csv", folder / "test.csv"
 
 
-class _Processes:
-    """Every process a test starts, in its own session, stopped by its group id at the end."""
-
-    def __init__(self) -> None:
-        self.started: list[subprocess.Popen[bytes]] = []
-
-    def start(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        process = subprocess.Popen([sys.executable, "-m", "fedpeft.cli.main", *args],
-                                   stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
-        self.started.append(process)
-        return process
-
-    def stop_all(self) -> None:
-        for process in self.started:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=60)
-
-
 @pytest.fixture
-def processes() -> Iterator[_Processes]:
-    started = _Processes()
-    try:
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    with processes(tmp_path / "logs", {**os.environ, "OMP_NUM_THREADS": "1"}) as started:
         yield started
-    finally:
-        started.stop_all()
 
 
 def _simulate_args(model: str, files: tuple[Path, Path], out: Path, name: str) -> list[str]:
@@ -85,29 +60,14 @@ def _simulate_args(model: str, files: tuple[Path, Path], out: Path, name: str) -
 
 
 def _wait_for_round(process: subprocess.Popen[bytes], metrics: Path, number: int,
-                    timeout: float = 900) -> None:
+                    log: Path, timeout: float = 900) -> None:
     """Return as soon as round `number`'s line is in `metrics` (the fault's trigger)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if metrics.exists() and any(r["round"] == number for r in _lines(metrics)):
-            return
-        assert process.poll() is None, f"the run exited early ({process.returncode})"
-        time.sleep(0.05)
-    raise AssertionError(f"round {number} did not complete within {timeout} s")
-
-
-def _lines(path: Path) -> list[dict]:
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a line being written
-    return records
+    wait_for(lambda: any(r["round"] == number for r in read_jsonl(metrics)), timeout,
+             f"round {number} in {metrics}", (log,), alive=process)
 
 
 def _fedpeft(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fedpeft.cli.main", *args], capture_output=True,
+    return subprocess.run([*FEDPEFT, *args], capture_output=True,
                           text=True, timeout=1200, check=False,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -137,12 +97,11 @@ def _assert_completed(run: Path) -> list[dict]:
 
 
 def test_kill_9_after_a_round_then_resume(tiny_bert_dir: str, toy_files: tuple[Path, Path],
-                                          tmp_path: Path, processes: _Processes) -> None:
+                                          tmp_path: Path, procs: Processes) -> None:
     out = tmp_path / "runs"
-    run = processes.start(_simulate_args(tiny_bert_dir, toy_files, out, "k9"), tmp_path / "a.log")
-    _wait_for_round(run, out / "k9.partial" / "metrics.jsonl", 2)
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait(timeout=60)
+    run = procs.start("k9", [*FEDPEFT, *_simulate_args(tiny_bert_dir, toy_files, out, "k9")])
+    _wait_for_round(run, out / "k9.partial" / "metrics.jsonl", 2, procs.log_path("k9"))
+    procs.kill(run)
     assert (out / "k9.partial" / "checkpoint" / "state.npz").is_file()
 
     resumed = _fedpeft("resume", str(out / "k9.partial"))
@@ -157,11 +116,10 @@ def test_kill_9_after_a_round_then_resume(tiny_bert_dir: str, toy_files: tuple[P
 
 def test_sigint_stops_the_run_within_seconds_and_it_resumes(
         tiny_bert_dir: str, toy_files: tuple[Path, Path], tmp_path: Path,
-        processes: _Processes) -> None:
+        procs: Processes) -> None:
     out = tmp_path / "runs"
-    run = processes.start(_simulate_args(tiny_bert_dir, toy_files, out, "int"),
-                          tmp_path / "b.log")
-    _wait_for_round(run, out / "int.partial" / "metrics.jsonl", 1)
+    run = procs.start("int", [*FEDPEFT, *_simulate_args(tiny_bert_dir, toy_files, out, "int")])
+    _wait_for_round(run, out / "int.partial" / "metrics.jsonl", 1, procs.log_path("int"))
     run.send_signal(signal.SIGINT)
     assert run.wait(timeout=60) != 0
     stopped = out / "int.failed"
@@ -187,7 +145,7 @@ def test_sigint_stops_the_run_within_seconds_and_it_resumes(
 
 def test_full_disk_while_writing_the_run_folder_then_resume(
         tiny_bert_dir: str, toy_files: tuple[Path, Path], tmp_path: Path,
-        processes: _Processes) -> None:
+        procs: Processes) -> None:
     mount = tmp_path / "small-disk"
     mount.mkdir()
     mounted = os.geteuid() == 0 and subprocess.run(
@@ -197,9 +155,9 @@ def test_full_disk_while_writing_the_run_folder_then_resume(
         pytest.skip("needs root to mount a small filesystem")
     try:
         out = mount / "runs"
-        run = processes.start(_simulate_args(tiny_bert_dir, toy_files, out, "full"),
-                              tmp_path / "c.log")
-        _wait_for_round(run, out / "full.partial" / "metrics.jsonl", 1)
+        run = procs.start("full", [*FEDPEFT,
+                                   *_simulate_args(tiny_bert_dir, toy_files, out, "full")])
+        _wait_for_round(run, out / "full.partial" / "metrics.jsonl", 1, procs.log_path("full"))
         filler = mount / "filler"
         fd = os.open(filler, os.O_WRONLY | os.O_CREAT)  # every free byte: the next write fails
         try:
@@ -216,5 +174,5 @@ def test_full_disk_while_writing_the_run_folder_then_resume(
         assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
         _assert_completed(out / "full")
     finally:
-        processes.stop_all()
+        procs.stop_all()
         subprocess.run(["umount", "-l", str(mount)], check=False)

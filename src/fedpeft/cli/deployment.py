@@ -58,7 +58,12 @@ from fedpeft.deployment.superlink import (
     SuperLinkSettings,
     superlink_command,
 )
-from fedpeft.deployment.supernode import DEFAULT_NODE_PORT, SuperNodeSettings, supernode_command
+from fedpeft.deployment.supernode import (
+    DEFAULT_NODE_PORT,
+    SuperNodeSettings,
+    serve_supernode,
+    supernode_command,
+)
 
 federation_app = typer.Typer(help="Federation credentials and institutions (coordinator).",
                              no_args_is_help=True)
@@ -268,7 +273,9 @@ def client_join(
     home = work_dir if work_dir is not None else Path.home() / ".fedpeft" / name
     settings = SuperNodeSettings(superlink, institution, data, home, port, insecure, max_wait,
                                  lora_rank, state_dir, policy)
-    _serve(supernode_command(settings), settings.flwr_home)
+    command = supernode_command(settings)
+    _say(f"[bold]starting:[/] {escape(command.display())}")
+    raise typer.Exit(serve_supernode(command, flower_env(settings.flwr_home), max_wait))
 
 
 @client_app.command("account")

@@ -20,10 +20,12 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 from fedpeft.common.errors import ConfigError
 
@@ -101,21 +103,48 @@ def flower_env(flwr_home: Path | None, base: Mapping[str, str] | None = None) ->
     return env
 
 
-def run_in_foreground(command: FlowerCommand, env: Mapping[str, str]) -> int:
+def run_in_foreground(command: FlowerCommand, env: Mapping[str, str],
+                      on_line: Callable[[str], None] | None = None) -> int:
     """Run `command` until it exits, passing Ctrl-C and SIGTERM on to it; its exit code.
 
     The child gets the signal rather than being killed, so the SuperLink or SuperNode can shut
-    down its own helper processes and close its database cleanly.
+    down its own helper processes and close its database cleanly. With `on_line`, the child's
+    output (stdout and stderr) is passed through this process's stdout line by line and each
+    line is also given to `on_line` (Flower's exit codes do not tell its errors apart: every
+    error exits with 1, the reason is only in the output).
     """
     logger.info("starting: %s", command.display())
-    child = subprocess.Popen(command.argv, env=dict(env))
+    piped = on_line is not None
+    child = subprocess.Popen(command.argv, env=dict(env),
+                             stdout=subprocess.PIPE if piped else None,
+                             stderr=subprocess.STDOUT if piped else None)
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         child.send_signal(signum)
 
+    reader = None
+    if on_line is not None and child.stdout is not None:
+        # A thread, not a loop until end of file: the child's own children (Flower's SuperExec)
+        # inherit the pipe and may outlive it, so the pipe may never close.
+        reader = threading.Thread(target=_pass_through, args=(child.stdout, on_line), daemon=True)
+        reader.start()
     previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED_SIGNALS}
     try:
-        return child.wait()
+        code = child.wait()
+        if reader is not None:
+            reader.join(timeout=_DRAIN_S)
+        return code
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+_DRAIN_S = 2.0
+"""How long the child's last output may take to be read after it exited."""
+
+
+def _pass_through(stream: IO[bytes], on_line: Callable[[str], None]) -> None:
+    for raw in stream:
+        sys.stdout.buffer.write(raw)
+        sys.stdout.buffer.flush()
+        on_line(raw.decode("utf-8", errors="replace"))

@@ -14,6 +14,17 @@ The institution's policy (`--policy FILE`, else `policy.toml` in its bundle) is 
 at start-up, so a mistyped field fails before the SuperNode connects rather than at the first
 run; its absolute path travels to the ClientApp in the node config.
 
+Restart after a crash: Flower 1.39's SuperLink keeps a node online until two heartbeat
+intervals (2 x 30 s) after its last heartbeat, and refuses to activate a node it holds online;
+Flower's SuperNode then exits at once ("[code: 2004] Failed to activate SuperNode", its code
+305, though the process exit status is 1 as after any error) instead of retrying. An
+institution whose SuperNode was killed (kill -9, a power cut, an OOM kill) and is started
+again at once would be refused for up to a minute and stay down.
+`serve_supernode` therefore starts it again while it exits after saying so, for up to
+REJOIN_WINDOW_S (or `--max-wait`, if given). The SuperLink still decides: a key that is not
+registered keeps being refused, and `client join` ends with its exit code and one line saying
+what to check.
+
 App pinning: Flower 1.39's `--trusted-entities` accepts only app bundles that carry
 verifications issued by the Flower platform (the SuperLink adds them when it fetches an app
 from the platform); a federation's own SuperLink has none to add, so with trusted entities set
@@ -26,6 +37,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +50,7 @@ from fedpeft.deployment.federation_files import InstitutionBundle, default_state
 from fedpeft.deployment.flower_exec import (
     FlowerCommand,
     flower_executable,
+    run_in_foreground,
     split_address,
 )
 
@@ -44,6 +58,16 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_NODE_PORT = 9094
 """The SuperNode's local Runtime API (its ClientApp processes call it); loopback only."""
+
+REFUSED = "Failed to initialize the connection to the SuperLink"
+"""What Flower's SuperNode prints (with its own code 305, "[code: 2004] Failed to activate
+SuperNode" when refused) before it exits with status 1, like after any other error."""
+REJOIN_WINDOW_S = 2 * 30.0 + 15.0
+"""How long `serve_supernode` keeps starting a refused SuperNode again: Flower 1.39's SuperLink
+holds a node online for HEARTBEAT_PATIENCE (2) x HEARTBEAT_DEFAULT_INTERVAL (30 s) after its
+last heartbeat, plus time for the SuperNode to start."""
+REJOIN_RETRY_S = 3.0
+"""Pause between two starts of a refused SuperNode."""
 
 
 @dataclass(frozen=True)
@@ -155,3 +179,35 @@ def _checked_policy(settings: SuperNodeSettings) -> Path | None:
     if bundled.is_file():
         load_policy(bundled)
     return None
+
+
+def serve_supernode(command: FlowerCommand, env: Mapping[str, str],
+                    max_wait: float | None = None,
+                    run: Callable[..., int] = run_in_foreground,
+                    clock: Callable[[], float] = time.monotonic,
+                    sleep: Callable[[float], None] = time.sleep) -> int:
+    """Run the SuperNode in the foreground; its exit code.
+
+    While it exits because it could not connect or was refused (it printed REFUSED: e.g. the
+    SuperLink still holds this institution's previous, crashed session online, see the module
+    docstring), start it again every REJOIN_RETRY_S seconds for up to `max_wait` seconds, or
+    REJOIN_WINDOW_S. `run(command, env, on_line=...)` runs it once.
+    """
+    window = REJOIN_WINDOW_S if max_wait is None else max_wait
+    started = clock()
+    refused: list[bool] = []
+    while True:
+        refused.clear()
+        code = run(command, env, on_line=lambda line: refused.append(REFUSED in line))
+        waited = clock() - started
+        if code == 0 or not any(refused) or waited + REJOIN_RETRY_S >= window:
+            break
+        logger.warning("the SuperNode could not connect or was refused by the SuperLink (it "
+                       "holds a crashed session online for up to a minute); starting it again "
+                       "in %g s (%.0f of %.0f s waited)", REJOIN_RETRY_S, waited, window)
+        sleep(REJOIN_RETRY_S)
+    if code != 0 and any(refused):
+        logger.error("the SuperLink did not accept this SuperNode for %.0f s: check the "
+                     "address, that the federation's CA signed its certificate, and that this "
+                     "institution is registered (fedpeft federation register)", clock() - started)
+    return code

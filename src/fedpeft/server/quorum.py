@@ -2,8 +2,9 @@
 
 Institutions drop out in practice (a VPN down, a stalled GPU, a restart). A round whose
 training replies reach the quorum is aggregated from those replies; the institutions that did
-not answer in time are recorded as late and their replies, should they still come, are never
-pulled. A round below quorum is not fatal unless configured so: it is sent again, or skipped
+not answer in time are recorded as late and their replies, should they still come, are
+dropped and recorded where they arrive (`fedpeft.server.polling_grid`), never aggregated. A
+round below quorum is not fatal unless configured so: it is sent again, or skipped
 with the global adapter unchanged, and the run goes on.
 """
 

@@ -55,6 +55,7 @@ def drive_rounds(
         after_round(0, arrays)
     for server_round in range(plan.first_round, plan.last_round + 1):
         grid.check_stop()
+        grid.begin_round(server_round)
         logger.info("[ROUND %d/%d]", server_round, plan.last_round)
         aggregated = _train(strategy, grid, server_round, arrays, plan, recorder, quorum)
         if aggregated is not None:

@@ -37,6 +37,10 @@ from fedpeft.common.wire.names import (
 
 logger = logging.getLogger(__name__)
 
+LATE_REPLY = "late-reply"
+"""Failure phase of a reply that arrived after its exchange's deadline, recorded in the round
+in which it arrived (`fedpeft.server.polling_grid`): it was dropped, never aggregated."""
+
 PUBLIC_CLIENT_METRICS = frozenset({COMPUTE_SECONDS, SEAL_SECONDS, DP_EXAMPLE_EPSILON})
 """Per-institution metrics recorded when privacy is on."""
 

@@ -53,7 +53,7 @@ from fedpeft.server.evaluation import ServerEvaluator
 from fedpeft.server.polling_grid import PollingGrid
 from fedpeft.server.quorum import QuorumPolicy
 from fedpeft.server.round_driver import RoundPlan, drive_rounds
-from fedpeft.server.round_recorder import RoundRecorder
+from fedpeft.server.round_recorder import LATE_REPLY, RoundRecorder
 from fedpeft.server.run_checkpoint import RunCheckpointer, check_resumable, restore_run
 from fedpeft.server.strategies import (
     InstrumentedStrategy,
@@ -193,6 +193,8 @@ def run_federation(
     recorder = RoundRecorder(log, parallel_slots, _on_round,
                              signed_updates=cfg.security.seal_updates,
                              withhold_client_metrics=cfg.privacy.withholds_statistics)
+    polling.on_late = lambda late: recorder.failure(late.arrived_in_round, late.node_id,
+                                                    LATE_REPLY, late.describe())
     chain = _strategy(polling, cfg, recorder)
     logger.info("strategy layers: %r", chain.strategy)
     round_config, run_record = run_config_record(to_wire(cfg), chain.federation_id,

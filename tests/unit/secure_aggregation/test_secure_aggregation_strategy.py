@@ -107,9 +107,18 @@ def test_too_many_dropouts_abort_the_round_and_keep_the_global(tmp_path: Path) -
 
 
 def test_threshold_that_would_let_the_server_unmask_is_refused(tmp_path: Path) -> None:
-    strategy, _, updates, current = make_strategy(tmp_path, 3, 10, max_dropouts=2)
-    with pytest.raises(ConfigError, match="max_dropouts=2 is too many for 3 institutions"):
-        run_round(strategy, Grid(updates), current)
+    """Too few institutions this round for the dropout tolerance: no masking with a weaker
+    threshold, no message sent, and the run is not ended: the round is aborted and recorded
+    (a deployed round can be sized while an institution is offline)."""
+    strategy, recorder, updates, current = make_strategy(tmp_path, 3, 10, max_dropouts=2)
+    grid = Grid(updates)
+    assert run_round(strategy, grid, current) == (None, None)
+    assert grid.seen == []
+    record = recorder.close(1, {}, 0.0)
+    (aborted,) = [f for f in record["failures"] if f["node_id"] is None]
+    assert aborted["phase"] == "secure-aggregation"
+    assert "3 institutions sampled" in aborted["reason"]
+    assert "max_dropouts=2 is too many for 3 institutions" in aborted["reason"]
 
 
 def test_error_reply_counts_as_a_dropout(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ from fedpeft.common.config.plan import RoundPlanner
 from fedpeft.common.crypto.secagg import SecAggParams, SecAggServer, SignedKeys
 from fedpeft.common.crypto.secagg.params import GRAPH_SEED_SIZE
 from fedpeft.common.crypto.secagg.prg import MAX_RING_BITS
-from fedpeft.common.errors import RoundAborted, SecurityError
+from fedpeft.common.errors import ConfigError, RoundAborted, SecurityError
 from fedpeft.common.wire import secagg as wire
 from fedpeft.common.wire.names import (
     ARRAYS,
@@ -112,7 +112,14 @@ class SecureAggregationStrategy(StrategyWrapper):
             return messages
         started = time.perf_counter()
         node_ids = [m.metadata.dst_node_id for m in messages]
-        masking = self.planner.for_round(server_round, len(node_ids)).masking
+        try:
+            masking = self.planner.for_round(server_round, len(node_ids)).masking
+        except ConfigError as err:
+            # Too few institutions sampled this round for the configured dropout tolerance
+            # (e.g. one was offline when the round was sized): no weaker masking, and not the
+            # end of the run; the round is aborted and recorded like a failed stage.
+            self._abort(server_round, RoundAborted(f"{len(node_ids)} institutions sampled: {err}"))
+            return []
         assert masking is not None  # secure_aggregation.enabled
         degree, threshold = masking.degree, masking.threshold
         sa = self.cfg.secure_aggregation
