@@ -1,11 +1,12 @@
 # Quick start:  make demo   (set up, then simulate the default federation)
 #               make test   (set up, then lint (ruff), type-check (mypy) and run the tests)
+#               make faults (the deployment fault-injection test, minutes: not in make test)
 #               make bench  (every script in bench/; BENCH_ARGS=--quick for a smoke run)
 VENV ?= .venv
 SOURCES := pyproject.toml scripts/setup.sh $(shell find src -name '*.py' 2>/dev/null)
 STAMP := $(VENV)/.fedpeft-installed
 
-.PHONY: setup demo test bench mutation
+.PHONY: setup demo test faults bench mutation
 
 $(STAMP): $(SOURCES)
 	bash scripts/setup.sh $(VENV)
@@ -21,6 +22,11 @@ test: setup
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy src
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The deployment fault-injection test (about 6 minutes on 2 cores): kept out of `make test` so the
+# suite stays under 15 minutes; see docs/resilience.md.
+faults: setup
+	$(VENV)/bin/pytest -m faults tests/e2e/test_deployment_faults.py $(PYTEST_ARGS)
 
 bench: setup
 	$(VENV)/bin/python bench/run_all.py $(BENCH_ARGS)

@@ -49,7 +49,7 @@ from .harness import (
     write_csv,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 INSTITUTIONS = ("bank-a", "bank-b", "bank-c")
 PARTITIONED, KILLED = "bank-b", "bank-c"
