@@ -268,6 +268,48 @@ def write_csv(path: Path, rows: int, offset: int) -> Path:
     return path
 
 
+def write_run_config(path: Path, model_dir: str, *, rounds: int, round_timeout: float,
+                     quorum: int | None = None, below_quorum: str | None = None,
+                     max_dropouts: int | None = None, lora_mode: str | None = None) -> Path:
+    """A loopback deployment test's run configuration, written to `path`: the tiny model on
+    the CPU, `rounds` rounds of the three institutions with secure aggregation, on the labels
+    of `write_csv`. A setting given as None is left out of the file (its default applies).
+
+    Client-side evaluation is off: each message to a SuperNode starts a fresh ClientApp process
+    that imports torch and loads the model, and this machine has two cores for five processes.
+    min_train_clients = 3 sizes every round to all three institutions (a round sized while one
+    is offline would otherwise leave it out).
+    """
+    def line(key: str, value: object) -> str:
+        return "" if value is None else f"{key} = {json.dumps(value)}\n"
+
+    lora = "" if lora_mode is None else f"\n[lora]\n{line('mode', lora_mode)}"
+    path.write_text(f"""
+[model]
+name = "{model_dir}"
+max_seq_length = 16
+device = "cpu"
+
+[federation]
+num_rounds = {rounds}
+fraction_evaluate = 0.0
+min_evaluate_clients = 0
+min_available_clients = 3
+min_train_clients = 3
+{line("quorum", quorum)}{line("below_quorum", below_quorum)}round_timeout = {round_timeout}
+
+[training]
+batch_size = 4
+local_steps = 1
+
+[data]
+labels = ["billing", "fraud"]
+
+[secure_aggregation]
+enabled = true
+{line("max_dropouts", max_dropouts)}{lora}""", encoding="utf-8")
+    return path
+
 @dataclass
 class Loopback:
     """A federation on 127.0.0.1 under `root`: folders, addresses and the environment.

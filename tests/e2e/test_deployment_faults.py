@@ -47,6 +47,7 @@ from .harness import (
     tail,
     wait_for,
     write_csv,
+    write_run_config,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
@@ -65,38 +66,6 @@ TRAIN_RECEIVED = "Receiving: train message"
 """The SuperNode's log line for each training message it pulls (one per round; the secure
 aggregation stages are `train.secagg_*` messages), just before it starts a ClientApp process
 for it: the trigger fires while that process starts, imports torch and trains."""
-def _run_config(path: Path, model_dir: str) -> Path:
-    # Client-side evaluation off: each message to a SuperNode starts a fresh ClientApp process.
-    # min_train_clients = 3 sizes every round to all three institutions (a round sized while
-    # one is offline would otherwise leave it out); quorum = 2 lets a round count without one.
-    path.write_text(f"""
-[model]
-name = "{model_dir}"
-max_seq_length = 16
-device = "cpu"
-
-[federation]
-num_rounds = {ROUNDS}
-fraction_evaluate = 0.0
-min_evaluate_clients = 0
-min_available_clients = 3
-min_train_clients = 3
-quorum = 2
-below_quorum = "skip"
-round_timeout = {ROUND_DEADLINE_S}
-
-[training]
-batch_size = 4
-local_steps = 1
-
-[data]
-labels = ["billing", "fraud"]
-
-[secure_aggregation]
-enabled = true
-max_dropouts = 1
-""", encoding="utf-8")
-    return path
 
 
 def _received_training(procs: Processes, log: str, count: int) -> bool:
@@ -111,7 +80,10 @@ def test_institution_partitioned_killed_and_restarted(tmp_path: Path, tiny_bert_
     data.mkdir()
     csv = {name: write_csv(data / f"{name}.csv", 12, i) for i, name in enumerate(INSTITUTIONS)}
     test_csv = write_csv(data / "test.csv", 12, 0)
-    config = _run_config(tmp_path / "run.toml", tiny_bert_dir)
+    # quorum = 2 lets a round count without one institution.
+    config = write_run_config(tmp_path / "run.toml", tiny_bert_dir, rounds=ROUNDS,
+                              round_timeout=ROUND_DEADLINE_S, quorum=2, below_quorum="skip",
+                              max_dropouts=1)
     partial = tmp_path / "runs" / "faults.partial"
 
     with processes(tmp_path / "logs", fed.env) as procs, StallingProxy(fed.fleet) as link:

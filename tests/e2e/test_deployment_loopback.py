@@ -28,7 +28,15 @@ from fedpeft.common.audit import verify_ledger
 from fedpeft.common.crypto import load_signing_public_key
 from fedpeft.deployment.flower_exec import flower_env
 
-from .harness import FEDPEFT, Loopback, cli, free_port, processes, write_csv
+from .harness import (
+    FEDPEFT,
+    Loopback,
+    cli,
+    free_port,
+    processes,
+    write_csv,
+    write_run_config,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -58,39 +66,6 @@ def _read_only(folders: list[Path]) -> Iterator[dict[Path, dict[str, bytes]]]:
             path.chmod(mode)
 
 
-def _run_config(path: Path, model_dir: str) -> Path:
-    # Client-side evaluation off: each message to a SuperNode starts a fresh ClientApp process
-    # that imports torch and loads the model, and this machine has two cores for five processes.
-    path.write_text(f"""
-[model]
-name = "{model_dir}"
-max_seq_length = 16
-device = "cpu"
-
-[federation]
-num_rounds = 2
-fraction_evaluate = 0.0
-min_evaluate_clients = 0
-min_available_clients = 3
-min_train_clients = 3
-round_timeout = 600
-
-[training]
-batch_size = 4
-local_steps = 1
-
-[data]
-labels = ["billing", "fraud"]
-
-[secure_aggregation]
-enabled = true
-
-[lora]
-mode = "ffa"
-""", encoding="utf-8")
-    return path
-
-
 def test_federation_over_tls_with_node_auth(tmp_path: Path, tiny_bert_dir: str) -> None:
     fed = Loopback.under(tmp_path)
     env = fed.env
@@ -100,6 +75,8 @@ def test_federation_over_tls_with_node_auth(tmp_path: Path, tiny_bert_dir: str) 
     fed.enrol((*INSTITUTIONS, "rogue", "no-ca"))
     bundles = [fed.bundle(name) for name in INSTITUTIONS]
     logs = tmp_path / "logs"
+    config = write_run_config(tmp_path / "run.toml", tiny_bert_dir, rounds=2,
+                              round_timeout=600, lora_mode="ffa")
 
     with _read_only(bundles) as bundle_content, processes(logs, env) as procs:
         fed.start_superlink(procs)
@@ -125,7 +102,7 @@ def test_federation_over_tls_with_node_auth(tmp_path: Path, tiny_bert_dir: str) 
         ], env=flower_env(None, env))
 
         run = subprocess.run(
-            fed.run_argv(_run_config(tmp_path / "run.toml", tiny_bert_dir), test_csv, "loopback"),
+            fed.run_argv(config, test_csv, "loopback"),
             env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False,
         )
         assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}"

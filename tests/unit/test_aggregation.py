@@ -19,7 +19,7 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.app.message.message import make_message
-from flwr.supercore.task_identity import TaskIdentity
+from tests.unit.flower_identity import pin_task_identity
 
 from fedpeft.common.config import load_config
 from fedpeft.common.errors import ConfigError, RunError
@@ -61,10 +61,7 @@ def recorder(tmp_path: Path) -> RoundRecorder:
 
 @pytest.fixture(autouse=True)
 def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Outgoing Flower messages stamp the process's run id; a test has none.
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    pin_task_identity(monkeypatch, 1)
 
 
 def _start_round(strategy: InstrumentedStrategy, initial: list[float]) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
+from tests.unit.flower_identity import pin_task_identity
 
 from fedpeft.client.identity import InstitutionKeys
 from fedpeft.client.stages.base import Outgoing, RoundInput
@@ -62,9 +62,7 @@ BANK = generate_signing_key()
 
 @pytest.fixture(autouse=True)
 def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(TaskIdentity, "_run_id", RUN)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    pin_task_identity(monkeypatch, RUN)
 
 
 def _keys(state_dir: Path) -> InstitutionKeys:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from flwr.app import Context, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
+from tests.unit.flower_identity import pin_task_identity
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from fedpeft.common.config import validate_config
@@ -235,9 +235,7 @@ def test_client_rounds_report_the_running_epsilon_and_ledger_it(
     from fedpeft.simulation.credentials import ephemeral_credentials, with_credentials
 
     run = 7
-    monkeypatch.setattr(TaskIdentity, "_run_id", run)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    pin_task_identity(monkeypatch, run)
     cfg = load_config(overrides={
         "model.name": tiny_bert_dir, "model.max_seq_length": 16,
         "data.train": str(card_fraud_csv), "data.partition": "iid",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
 from flwr.app.message.message import make_message
-from flwr.supercore.task_identity import TaskIdentity
+from tests.unit.flower_identity import pin_task_identity
 
 from fedpeft.common.config import load_config, to_wire
 from fedpeft.common.crypto import generate_signing_key
@@ -33,9 +33,7 @@ START = np.linspace(-0.5, 0.5, 16).astype(np.float32)
 
 @pytest.fixture(autouse=True)
 def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(TaskIdentity, "_run_id", RUN)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    pin_task_identity(monkeypatch, RUN)
 
 
 class _Grid:

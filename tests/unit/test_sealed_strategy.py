@@ -27,7 +27,7 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.app.message.message import make_message
-from flwr.supercore.task_identity import TaskIdentity
+from tests.unit.flower_identity import pin_task_identity
 
 from fedpeft.common.config import load_config
 from fedpeft.common.config.loader import to_wire
@@ -79,9 +79,7 @@ KEYS = ServerKeys(FED, SERVER_ENC, SERVER_SIGN, _signers)
 
 @pytest.fixture(autouse=True)
 def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(TaskIdentity, "_run_id", RUN)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    pin_task_identity(monkeypatch, RUN)
 
 
 @pytest.fixture

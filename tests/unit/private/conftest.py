@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
 from flwr.app.message.message import make_message
-from flwr.supercore.task_identity import TaskIdentity
+from tests.unit.flower_identity import pin_task_identity
 
 from fedpeft.common.config import load_config
 from fedpeft.common.runs.metrics_log import MetricsLog
@@ -28,9 +28,7 @@ CURRENT = np.linspace(-0.5, 0.5, 64).astype(np.float32)
 
 @pytest.fixture(autouse=True)
 def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(TaskIdentity, "_run_id", RUN)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    pin_task_identity(monkeypatch, RUN)
 
 
 class Grid:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Metadata, RecordDict
 from flwr.app.message.message import make_message
-from flwr.supercore.task_identity import TaskIdentity
+from tests.unit.flower_identity import pin_task_identity
 
 from fedpeft.client.stages import masking as handlers
 from fedpeft.common.config import RunConfig, SecurityConfig, load_config, to_wire
@@ -65,9 +65,7 @@ _ids = itertools.count(1)
 
 @pytest.fixture(autouse=True)
 def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(TaskIdentity, "_run_id", RUN)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    pin_task_identity(monkeypatch, RUN)
 
 
 @pytest.fixture(scope="module")

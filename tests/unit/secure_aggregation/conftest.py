@@ -27,7 +27,7 @@ from flwr.app import (
 from flwr.app.message.message import make_message
 from flwr.app.typing import ConfigRecordValues
 from flwr.serverapp.strategy import Strategy
-from flwr.supercore.task_identity import TaskIdentity
+from tests.unit.flower_identity import pin_task_identity
 
 from fedpeft.client.stages import masking as client_stages
 from fedpeft.common.config import load_config
@@ -49,9 +49,7 @@ Updates = dict[int, tuple[np.ndarray, int]]
 
 @pytest.fixture(autouse=True)
 def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(TaskIdentity, "_run_id", RUN)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    pin_task_identity(monkeypatch, RUN)
 
 
 class _Run:
