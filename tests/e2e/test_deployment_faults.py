@@ -20,7 +20,9 @@ FLARE's integration tests, lets a line in a log fire an action:
 (b) bank-c is started again at once, with the same bundle (keys), state folder and data. The
     SuperLink refuses it until it has given up on the killed session (up to a minute: Flower
     holds a node online for two heartbeat intervals), which `client join` waits out; it must
-    take part in round 4 at the latest, its own ledger continuing its chain and verifying.
+    take part in round 4 at the latest, its own ledger continuing its chain and verifying, and
+    its memory of the run (the last round it trained) restored from that ledger, not from zero,
+    with no round charged twice.
 
 The run must then be completed, with every round exactly once in metrics.jsonl, a
 coordinator ledger that verifies, and round records naming who took part (the faulty
@@ -30,6 +32,7 @@ institution absent from the round it failed).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -123,6 +126,11 @@ def test_institution_partitioned_killed_and_restarted(tmp_path: Path, tiny_bert_
                  (*logs, procs.log_path(f"{KILLED}.restarted")))
         assert run.returncode == 0, tail(procs.log_path("run"), 80)
         assert nodes[KILLED].poll() is None, tail(procs.log_path(f"{KILLED}.restarted"))
+        # Its ClientApp's warning, in the SuperNode's log: round 1's charge at least (round 2's
+        # too if the kill came after its charge, before its update left).
+        restored = re.search(r"memory of run \d+ restored from its ledger \S+: trained up to "
+                             r"round (\d+),", procs.log(f"{KILLED}.restarted"))
+        assert restored and restored[1] in ("1", "2"), tail(procs.log_path(f"{KILLED}.restarted"))
 
     folder = tmp_path / "runs" / "faults"
     summary = json.loads((folder / "summary.json").read_text())
@@ -193,6 +201,9 @@ def test_institution_partitioned_killed_and_restarted(tmp_path: Path, tiny_bert_
         assert {n: sent[n] for n in taken} == taken, name
     assert 1 in _sent(fed.state(PARTITIONED) / "ledger.jsonl"), "its late update did leave"
     assert 2 not in _sent(fed.state(KILLED) / "ledger.jsonl"), "killed before its update left"
+    charged = [r["body"]["round"] for r in read_jsonl(fed.state(KILLED) / "ledger.jsonl")
+               if r["kind"] == "privacy-charge"]
+    assert charged == sorted(set(charged)), "no round charged twice across the restart"
 
 
 def _sent(ledger: Path) -> dict[int, str]:

@@ -286,10 +286,10 @@ def test_client_refuses_tampered_or_unsigned_global_and_keeps_its_adapter(client
     learner = learner_for(cfg, None)
     initial = learner.get_state()
 
-    def message(arrays: ArrayRecord) -> Message:
+    def message(arrays: ArrayRecord, server_round: int = 1) -> Message:
         config, _ = run_config_record(to_wire(cfg), keys.federation_id, RUN, 2,
                                       keys.signing_key)
-        config[SERVER_ROUND] = 1
+        config[SERVER_ROUND] = server_round
         return Message(RecordDict({ARRAYS: arrays, CONFIG: config}), dst_node_id=5,
                        message_type="train")
 
@@ -305,23 +305,24 @@ def test_client_refuses_tampered_or_unsigned_global_and_keeps_its_adapter(client
     assert any(not np.array_equal(trained[k], initial[k]) for k in initial)
 
     other = {key: value + 1.0 for key, value in initial.items()}
-    tampered = signed(other)
+    tampered = signed(other, version=1)
     blob = envelope_of(tampered, SIGNED_GLOBAL_STYPE)
     bad_globals = {
         "tampered": (envelope_record(_tamper(blob), SIGNED_GLOBAL_STYPE), "signature"),
         "unsigned": (ArrayRecord({key: Array(value) for key, value in other.items()}),
                      "unsealed"),
         "old round": (signed(other, version=3), "round mismatch"),
-        "forged": (envelope_record(sign_global(other, global_context(keys.federation_id, RUN, 0),
+        "forged": (envelope_record(sign_global(other, global_context(keys.federation_id, RUN, 1),
                                                generate_signing_key()), SIGNED_GLOBAL_STYPE),
                    "signature"),
     }
     for case, (arrays, reason) in bad_globals.items():
-        # a node that has not answered round 1 yet: otherwise the replay check refuses first
+        # round 2 on a restarted node (it remembers round 1 from its ledger): a fresh context
+        # per case, since admitting round 2 marks it answered before the global is checked
         fresh = Context(run_id=RUN, node_id=5, node_config=dict(context.node_config),
                         state=RecordDict(), run_config={})
         with pytest.raises(SecurityError, match=reason):
-            train(message(arrays), fresh)
+            train(message(arrays, server_round=2), fresh)
         after = learner.get_state()
         for key in trained:
             np.testing.assert_array_equal(after[key], trained[key], err_msg=case)

@@ -10,8 +10,9 @@ Checked before any model is loaded or row read for the run, in this order:
    an institution join it;
 3. the request fits the signed run: a train round or evaluated version within its rounds,
    each answered at most once (a coordinator that could ask again and again for the
-   evaluation of globals it signs would turn the validation rows into an oracle), and a
-   fixed DP clipping bound equal to the signed one;
+   evaluation of globals it signs would turn the validation rows into an oracle), also across
+   a restart of the institution (its memory of the run is rebuilt from its own ledger,
+   `fedpeft.client.run_memory`), and a fixed DP clipping bound equal to the signed one;
 4. under a lifetime cap in the policy, a train round's client-level charge fits what is left
    of the institution's own lifetime privacy account (`fedpeft.client.privacy_account`): the
    coordinator's per-run budget starts again with every run, this one does not.
@@ -34,6 +35,7 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Context, Message, MessageType
 
 from fedpeft.client.identity import InstitutionKeys, institution_keys
+from fedpeft.client.run_memory import ANSWERED, recall
 from fedpeft.client.stages.ledger import RUN_REFUSED, record_event
 from fedpeft.common.config import RunConfig, from_wire
 from fedpeft.common.config.policy import (
@@ -64,10 +66,6 @@ MODEL_HASH = "fedpeft-model-hash"
 was computed at. A deployed institution handles every message in a fresh process; without it,
 each message would hash the whole model again (0.46 s for MiniLM, minutes for an LLM)."""
 
-ANSWERED = "fedpeft-answered"
-"""ConfigRecord in `Context.state`: the last train round and the last evaluated global
-version this institution answered in the run (per node and run, like LAST_GLOBAL)."""
-
 
 def institution_policy(context: Context, keys: InstitutionKeys | None) -> InstitutionPolicy:
     """The node config's policy file, else the bundle's `policy.toml`, else the default.
@@ -94,6 +92,7 @@ def admit(msg: Message, context: Context, cfg: RunConfig, keys: InstitutionKeys 
         check_run(policy, cfg, lambda name: _model_sha256(context, name))
         if keys is not None and msg.metadata.message_type == MessageType.TRAIN:
             _check_lifetime(policy, cfg, config, keys)
+        recall(context, cfg, keys, msg.metadata.run_id)
         _check_request(msg, context, config, cfg, num_rounds)
     except SecurityError as err:
         record_refusal(msg, keys, str(err))

@@ -24,8 +24,10 @@ from fedpeft.client.identity import institution_keys
 from fedpeft.client.learner_cache import learner_for
 from fedpeft.client.local_data import local_data
 from fedpeft.client.ranks import institution_rank
+from fedpeft.client.run_memory import DP_SGD_STATE
 from fedpeft.client.stages.base import ClientStage, Outgoing, RoundInput
 from fedpeft.client.stages.chain import chain
+from fedpeft.client.stages.ledger import EVALUATION_SENT, record_event
 from fedpeft.client.stages.sealing import open_global
 from fedpeft.common.adapter.state import from_array_record, to_array_record
 from fedpeft.common.config import PrivacyConfig, RunConfig, from_wire
@@ -54,13 +56,6 @@ logger = logging.getLogger(__name__)
 
 CPU_THREADS_KEY = "cpu-threads"
 """Optional node-config key: torch threads for this institution's process."""
-
-DP_SGD_STATE = "fedpeft-dp-sgd"
-"""ConfigRecord in `context.state`: the example-level DP-SGD steps this institution has taken
-in the run (`steps`), with the smallest noise multiplier and largest sampling rate they were
-taken at. Flower keeps a node's context for the whole run, also when every message is handled
-by a fresh process, so the count survives between rounds."""
-
 
 STAGES_LOGGED = "fedpeft-stages-logged"
 """ConfigRecord in `context.state`: this institution has logged its protection stages for the
@@ -200,7 +195,8 @@ def _example_budget(context: Context, privacy: PrivacyConfig,
                     name: str) -> Callable[[int, float], None] | None:
     """The institution's own stop at privacy.example_target_epsilon: it refuses to train a
     round that would take its example-level epsilon past the target, counting the steps it
-    has itself taken (kept in the node's own state, which the server never sees). The target
+    has itself taken (kept in the node's own state, which the server never sees, and rebuilt
+    from its ledger after a restart: `fedpeft.client.run_memory`). The target
     arrives in the run config like every other setting; there is no institution-side policy
     file yet that could pin it against a server that sends a higher one."""
     target = privacy.example_target_epsilon
@@ -290,7 +286,9 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the global adapter on the institution's local validation rows.
 
     With privacy on the metrics would be un-noised statistics of those rows, so the
-    institution refuses (the server does not ask: `fedpeft.server.strategies.registry`)."""
+    institution refuses (the server does not ask: `fedpeft.server.strategies.registry`).
+    A sealed run's evaluation is written to the institution's ledger as `evaluation-sent`
+    whatever `audit.ledger` says: it is how a restarted institution remembers it."""
     started = time.perf_counter()
     rnd = _prepare(msg, context)
     if rnd.cfg.privacy.withholds_statistics:
@@ -301,4 +299,8 @@ def evaluate(msg: Message, context: Context) -> Message:
         raise DataError(f"{data.name}: no local validation rows (data.validation_fraction is 0)")
     metrics = {**rnd.learner.evaluate(data.validation), NUM_EXAMPLES: len(data.validation),
                COMPUTE_SECONDS: time.perf_counter() - started}
+    if rnd.keys is not None:  # before the metrics leave: a restart must not forget them
+        record_event(rnd.keys, EVALUATION_SENT, {
+            "run_id": msg.metadata.run_id, "round": rnd.server_round,
+            "federation_id": rnd.keys.federation_id, "num_examples": len(data.validation)})
     return _reply(msg, rnd.name, metrics)

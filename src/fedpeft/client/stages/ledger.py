@@ -7,7 +7,10 @@ sealed bytes that left (which the coordinator's ledger quotes as received), the 
 and the privacy settings applied before they left, and one `run-refused` entry per request it
 refused (`fedpeft.client.admission`). It also holds the institution's lifetime privacy account:
 one `privacy-charge` per round, written whatever the run's `audit.ledger` says
-(`fedpeft.client.privacy_account`). `fedpeft audit verify STATE/ledger.jsonl` checks it.
+(`fedpeft.client.privacy_account`), and one `evaluation-sent` per global version whose
+metrics left (`fedpeft.client.rounds.evaluate`), also whatever `audit.ledger` says: with the
+charges, they are the institution's memory of a run across a restart
+(`fedpeft.client.run_memory`). `fedpeft audit verify STATE/ledger.jsonl` checks it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from fedpeft.common.wire.names import DP_CLIP_NORM, DP_NOISE_STD
 
 UPDATE_SENT = "update-sent"
 RUN_REFUSED = "run-refused"
+EVALUATION_SENT = "evaluation-sent"
 
 
 def record_event(keys: InstitutionKeys, kind: str, body: dict[str, Any]) -> None:

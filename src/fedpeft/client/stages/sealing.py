@@ -15,6 +15,7 @@ import time
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 
 from fedpeft.client.identity import InstitutionKeys
+from fedpeft.client.run_memory import LAST_GLOBAL
 from fedpeft.client.stages.base import ClientStage, Outgoing, RoundInput
 from fedpeft.common.adapter.state import AdapterState
 from fedpeft.common.crypto import seal_update, verify_global
@@ -28,9 +29,6 @@ from fedpeft.common.wire.envelopes import (
 )
 from fedpeft.common.wire.names import ARRAYS, SEAL_SECONDS, SEALED_UPDATE_STYPE, SIGNED_GLOBAL_STYPE
 
-LAST_GLOBAL = "fedpeft-last-global"
-"""Key in Flower's `Context.state` (per node and run) of the newest global version received."""
-
 
 def open_global(msg: Message, keys: InstitutionKeys, server_round: int,
                 context: Context) -> AdapterState:
@@ -39,7 +37,8 @@ def open_global(msg: Message, keys: InstitutionKeys, server_round: int,
     The round number that names the global's version arrives in the unsigned config record, so
     a relay could present an older signed global of the same run with its old round number.
     The institution remembers the newest version it accepted in this run and refuses older ones
-    (versions never decrease: training in round r and evaluation in round r - 1 share one).
+    (versions never decrease: training in round r and evaluation in round r - 1 share one);
+    after a restart, from its ledger (`fedpeft.client.run_memory`, recalled at admission).
     """
     blob = envelope_of(msg.content[ARRAYS], SIGNED_GLOBAL_STYPE)
     version = global_version(msg.metadata.message_type, server_round)
