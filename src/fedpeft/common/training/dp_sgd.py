@@ -3,8 +3,9 @@
 One DP-SGD step (Abadi et al. 2016) as `Learner.train` takes it when example-level DP is on:
 
 1. Poisson sampling: every training row joins the step's batch independently with probability
-   q = batch_size * gradient_accumulation_steps / rows (capped at 1), so the batch size varies
-   around its expectation and may be 0. The sampler is seeded from the OS, not from
+   q = batch_size * gradient_accumulation_steps / rows (capped at 1), or q =
+   privacy.example_sample_rate, so the batch size varies around its expectation q * rows and
+   may be 0. The sampler is seeded from the OS, not from
    training.seed: subsampling only amplifies privacy if nobody can tell who was sampled.
 2. The sampled rows go through the model in chunks of at most training.batch_size (gradient
    accumulation: one logical batch, several backward passes). Opacus's `GradSampleModule` hooks
@@ -55,14 +56,24 @@ _OPACUS_PARAMETER_ATTRIBUTES = ("grad_sample", "summed_grad", "_forward_counter"
                                 "_current_grad_sample", "_norm_sample")
 
 
-def expected_batch(cfg: RunConfig) -> int:
-    """Rows per DP-SGD step on average: the logical batch of one optimizer step."""
-    return cfg.training.batch_size * cfg.training.gradient_accumulation_steps
-
-
 def sampling_rate(cfg: RunConfig, rows: int) -> float:
-    """q of the Poisson sampling: expected batch / rows, at most 1."""
-    return min(1.0, expected_batch(cfg) / rows)
+    """q of the Poisson sampling: privacy.example_sample_rate, else a fixed expected batch /
+    rows, at most 1.
+
+    A fixed rate gives every institution the same epsilon for the same steps, and the noise
+    on its mean gradient falls as its rows grow; a fixed batch makes the smallest institution
+    the one whose epsilon sets the noise for all, the others' budgets partly unspent.
+    """
+    if cfg.privacy.example_sample_rate is not None:
+        return cfg.privacy.example_sample_rate
+    return min(1.0, cfg.training.batch_size * cfg.training.gradient_accumulation_steps / rows)
+
+
+def expected_batch(cfg: RunConfig, rows: int) -> float:
+    """Rows per DP-SGD step on average (q * rows): what the noisy sum is divided by."""
+    if cfg.privacy.example_sample_rate is not None:
+        return cfg.privacy.example_sample_rate * rows
+    return float(cfg.training.batch_size * cfg.training.gradient_accumulation_steps)
 
 
 def poisson_sample(rows: int, rate: float, rng: np.random.Generator) -> np.ndarray:
@@ -161,12 +172,13 @@ def mark_empty_batch(params: Sequence[torch.nn.Parameter]) -> None:
 
 @contextmanager
 def dp_sgd(model: torch.nn.Module, params: Sequence[torch.nn.Parameter],
-           optimizer: torch.optim.Optimizer, cfg: RunConfig,
+           optimizer: torch.optim.Optimizer, cfg: RunConfig, expected: float,
            finish: Callable[[], None]) -> Iterator[DPOptimizer]:
     """Opacus's per-row gradient hooks on `model` and a `DPOptimizer` around `optimizer` for
     the duration of one round; afterwards the model is as it was (no hooks, no attributes).
 
-    `finish` runs after clipping and noise, before `optimizer` steps (averaging, FedProx).
+    `finish` runs after clipping and noise, before `optimizer` steps (averaging by the
+    `expected` batch, FedProx); Opacus only records `expected` (the loss is a sum).
     Opacus is imported here, not at module level: it costs every process half a second.
     """
     from opacus import GradSampleModule
@@ -183,7 +195,7 @@ def dp_sgd(model: torch.nn.Module, params: Sequence[torch.nn.Parameter],
     generator.manual_seed(secrets.randbits(63))
     private = DPOptimizer(optimizer, noise_multiplier=privacy.example_noise_multiplier,
                           max_grad_norm=privacy.example_clip_norm,
-                          expected_batch_size=expected_batch(cfg), loss_reduction="sum",
+                          expected_batch_size=max(1, round(expected)), loss_reduction="sum",
                           generator=generator, secure_mode=True)
     private.attach_step_hook(lambda _optimizer: finish())
     try:
