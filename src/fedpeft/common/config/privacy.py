@@ -74,6 +74,14 @@ class PrivacyConfig(StrictModel):
     example_clip_norm: float = Field(
         1.0, gt=0, description="DP-SGD: L2 bound of one training row's gradient per step."
     )
+    example_clipping: Literal["flat", "per_layer"] = Field(
+        "flat",
+        description="DP-SGD: flat clips each row's gradient over all trainable tensors "
+        "together to example_clip_norm; per_layer clips each tensor's part to "
+        "example_clip_norm / sqrt(tensors), the same total bound and noise. A fresh "
+        "classification head's gradient can be 99% of a row's norm, leaving the adapter "
+        "almost nothing under flat clipping; per_layer gives every tensor its own share.",
+    )
     example_sample_rate: float | None = Field(
         None, gt=0, le=1,
         description="DP-SGD: every institution draws each row into a step with this "

@@ -14,9 +14,11 @@ One DP-SGD step (Abadi et al. 2016) as `Learner.train` takes it when example-lev
    over its own response tokens for causal LM (not the batch-wide token mean the model would
    compute, which would couple rows).
 3. Opacus's `DPOptimizer` clips each row's gradient, over all trainable tensors together, to
-   L2 norm C = example_clip_norm, sums them and adds N(0, (sigma C)^2) per coordinate, sigma =
-   example_noise_multiplier, from a generator seeded from the OS (`secure_mode`, Opacus's
-   defence against floating-point attacks on the noise).
+   L2 norm C = example_clip_norm (or, with privacy.example_clipping = "per_layer", its
+   `DPPerLayerOptimizer` clips each of the k tensors' parts to C / sqrt(k): the same total
+   bound C, so the same sensitivity and noise), sums them and adds N(0, (sigma C)^2) per
+   coordinate, sigma = example_noise_multiplier, from a generator seeded from the OS
+   (`secure_mode`, Opacus's defence against floating-point attacks on the noise).
 4. The noisy sum is divided by the EXPECTED batch size (not the drawn one, which would leak
    it) and, under FedProx, the proximal gradient mu (w - w_start) is added. Both are
    post-processing: they do not touch the data, so they cost no privacy. AdamW then steps.
@@ -34,6 +36,7 @@ first backward pass of every round by comparing the per-row gradients' sum with 
 
 from __future__ import annotations
 
+import math
 import secrets
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -182,7 +185,7 @@ def dp_sgd(model: torch.nn.Module, params: Sequence[torch.nn.Parameter],
     Opacus is imported here, not at module level: it costs every process half a second.
     """
     from opacus import GradSampleModule
-    from opacus.optimizers import DPOptimizer
+    from opacus.optimizers import DPOptimizer, DPPerLayerOptimizer
 
     privacy = cfg.privacy
     _refuse_layers_with_buffers(model)
@@ -193,10 +196,17 @@ def dp_sgd(model: torch.nn.Module, params: Sequence[torch.nn.Parameter],
                          f"{str(err).splitlines()[0]}") from None
     generator = torch.Generator(device=params[0].device if params else "cpu")
     generator.manual_seed(secrets.randbits(63))
-    private = DPOptimizer(optimizer, noise_multiplier=privacy.example_noise_multiplier,
-                          max_grad_norm=privacy.example_clip_norm,
-                          expected_batch_size=max(1, round(expected)), loss_reduction="sum",
-                          generator=generator, secure_mode=True)
+    settings = {"noise_multiplier": privacy.example_noise_multiplier,
+                "expected_batch_size": max(1, round(expected)), "loss_reduction": "sum",
+                "generator": generator, "secure_mode": True}
+    private: DPOptimizer
+    if privacy.example_clipping == "per_layer":
+        tensors = sum(1 for group in optimizer.param_groups for p in group["params"]
+                      if p.requires_grad)
+        share = privacy.example_clip_norm / math.sqrt(tensors)
+        private = DPPerLayerOptimizer(optimizer, max_grad_norm=[share] * tensors, **settings)
+    else:
+        private = DPOptimizer(optimizer, max_grad_norm=privacy.example_clip_norm, **settings)
     private.attach_step_hook(lambda _optimizer: finish())
     try:
         private.zero_grad(set_to_none=True)
