@@ -370,3 +370,85 @@ def test_example_target_without_noise_is_refused(tiny_bert_dir, tiny_config) -> 
     with pytest.raises(ValueError, match=r"example_target_epsilon=3 needs "
                                          r"privacy.example_level=true"):
         tiny_config(tiny_bert_dir, privacy={"example_target_epsilon": 3.0})
+
+
+# -- a fixed sampling rate (privacy.example_sample_rate) -----------------------------------
+def test_a_fixed_rate_divides_the_noisy_sum_by_rate_times_rows(tiny_bert_dir, tiny_config,
+                                                              monkeypatch) -> None:
+    """At rate 0.5 of 32 rows the expected batch is 16, whatever training.batch_size is: with
+    the draw forced to every row (noise 0), AdamW receives the clipped sum over 32 rows / 16,
+    twice their mean. The draw is asked for at the configured rate."""
+    clip = 1e-3
+    learner = _learner(tiny_config, tiny_bert_dir, {**EVERY_ROW, "batch_size": 4, "local_steps": 1},
+                       {"example_noise_multiplier": 0.0, "example_clip_norm": clip,
+                        "example_sample_rate": 0.5})
+    for module in learner.model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    asked: list[tuple[int, float]] = []
+
+    def every_row(rows: int, rate: float, _rng: np.random.Generator) -> np.ndarray:
+        asked.append((rows, rate))
+        return np.arange(rows)
+
+    monkeypatch.setattr(dp_sgd, "poisson_sample", every_row)
+    model = learner.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    examples, pad = learner._encode(TOY, "t"), learner.tokenizer.pad_token_id
+    clipped = []
+    for example in examples:
+        model.zero_grad(set_to_none=True)
+        dp_sgd.per_example_loss(model, collate([example], pad), "classification").sum().backward()
+        grad = torch.cat([p.grad.flatten() for p in params])
+        clipped.append(grad * min(1.0, clip / (float(torch.linalg.vector_norm(grad)) + 1e-6)))
+    model.zero_grad(set_to_none=True)
+    received: list[torch.Tensor] = []
+
+    def record(optimizer: torch.optim.Optimizer, *_: object) -> None:
+        received.append(torch.cat([p.grad.flatten() for group in optimizer.param_groups
+                                   for p in group["params"]]))
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        result = learner.train(TOY, server_round=1, num_rounds=1)
+    finally:
+        handle.remove()
+    assert asked == [(ROWS, 0.5)] and result.dp_sampling_rate == 0.5
+    torch.testing.assert_close(received[0], torch.stack(clipped).sum(dim=0) / 16,
+                               rtol=1e-4, atol=1e-9)
+
+
+def test_a_fixed_rate_gives_every_institution_the_same_epsilon(tiny_bert_dir,
+                                                                tiny_config) -> None:
+    """A fixed batch makes the smallest institution set the rounds for all; a fixed rate
+    gives institutions of 80 and 4,000 rows the same rate, rounds and epsilon, and the large
+    one a 50 times larger expected batch (so 50 times less noise on its mean gradient)."""
+    from fedpeft.simulation.example_budget import rounds_within_example_budget
+
+    privacy = {"example_level": True, "example_noise_multiplier": 1.0,
+               "example_target_epsilon": 3.0, "example_sample_rate": 0.1}
+    cfg = tiny_config(tiny_bert_dir, training={"local_steps": 10, "batch_size": 8},
+                      privacy=privacy, federation={"num_rounds": 50})
+    assert dp_sgd.sampling_rate(cfg, 80) == dp_sgd.sampling_rate(cfg, 4000) == 0.1
+    assert (dp_sgd.expected_batch(cfg, 80), dp_sgd.expected_batch(cfg, 4000)) == (8.0, 400.0)
+    allowed = rounds_within_example_budget(cfg, [4000, 80])
+    assert allowed == rounds_within_example_budget(cfg, [4000])
+    assert epsilon_for(1.0, 0.1, 10 * allowed, 1e-5) <= 3.0 < epsilon_for(
+        1.0, 0.1, 10 * (allowed + 1), 1e-5)
+
+
+@pytest.mark.parametrize(("sections", "message"), [
+    ({"privacy": {"example_sample_rate": 0.1}},
+     r"privacy.example_sample_rate is set but privacy.example_level=false"),
+    ({"privacy": {"example_level": True, "example_sample_rate": 0.1},
+      "training": {"local_steps": 5, "gradient_accumulation_steps": 2}},
+     r"training.gradient_accumulation_steps=2: privacy.example_sample_rate=0.1 sets"),
+    ({"privacy": {"example_level": True, "example_sample_rate": 0.1}},
+     r"privacy.example_sample_rate=0.1 needs training.local_steps"),
+    ({"privacy": {"example_level": True, "example_sample_rate": 1.5}},
+     r"privacy.example_sample_rate"),
+])
+def test_a_fixed_rate_refuses_what_it_cannot_honour(sections, message) -> None:
+    with pytest.raises(ConfigError, match=message) as refused:
+        validate_config(sections)
+    assert "\n" not in str(refused.value)

@@ -431,6 +431,9 @@ class RunConfig(StrictModel):
     def _check_example_level(self) -> None:
         """Settings DP-SGD (privacy.example_level) cannot honour."""
         if not self.privacy.example_level:
+            if self.privacy.example_sample_rate is not None:
+                raise ValueError("privacy.example_sample_rate is set but "
+                                 "privacy.example_level=false: nothing would use it")
             return
         if self.model.precision == "fp16":
             raise ValueError("model.precision='fp16': privacy.example_level clips each row's "
@@ -440,6 +443,17 @@ class RunConfig(StrictModel):
             raise ValueError("model.gradient_checkpointing=true: privacy.example_level records "
                              "each layer's activations once per forward, which checkpointing "
                              "re-runs (set it to false)")
+        rate, training = self.privacy.example_sample_rate, self.training
+        if rate is None:
+            return
+        if training.gradient_accumulation_steps != 1:
+            raise ValueError(
+                f"training.gradient_accumulation_steps={training.gradient_accumulation_steps}: "
+                f"privacy.example_sample_rate={rate:g} sets each step's expected batch itself "
+                "(set one of them)")
+        if training.local_steps is None:
+            raise ValueError(f"privacy.example_sample_rate={rate:g} needs training.local_steps: "
+                             "an epoch has no fixed number of steps when the batch is a rate")
 
     def _check_budget(self) -> None:
         """privacy.target_epsilon must allow at least the first round."""

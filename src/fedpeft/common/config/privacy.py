@@ -19,18 +19,18 @@ class PrivacyConfig(StrictModel):
     observer of the global adapters learns about whether an institution took part at all.
 
     Example-level (`example_level`, DP-SGD with Opacus): the unit is one training row of one
-    institution. Inside each institution every optimizer step draws a Poisson sample of its
-    rows (each row independently, expected batch training.batch_size *
-    training.gradient_accumulation_steps), clips each row's gradient over the trainable
-    parameters to `example_clip_norm` and adds Gaussian noise of std
+    institution. Inside each institution every optimizer step draws a Poisson sample of its rows
+    (each row independently, expected batch training.batch_size *
+    training.gradient_accumulation_steps, or `example_sample_rate` x its rows), clips each row's
+    gradient over the trainable parameters to `example_clip_norm` and adds Gaussian noise of std
     `example_noise_multiplier` * `example_clip_norm` to their sum. Whatever leaves the
-    institution (its updates, whoever sees them, including the aggregator) is then
-    (epsilon, delta)-DP with respect to adding or removing one of its training rows. Each
-    institution accounts its own epsilon, at `example_delta`, over all the DP-SGD steps it has
-    taken in the run (RDP accountant of the Poisson-subsampled Gaussian, sampling rate =
-    expected batch / its training rows, which are treated as public), and reports it as the
-    reply metric `dp-example-epsilon` and in its own ledger. Its validation rows are not
-    covered, so with either guarantee on an institution does not evaluate for the server
+    institution (its updates, whoever sees them, including the aggregator) is then (epsilon,
+    delta)-DP with respect to adding or removing one of its training rows. Each institution
+    accounts its own epsilon, at `example_delta`, over all the DP-SGD steps it has taken in the
+    run (RDP accountant of the Poisson-subsampled Gaussian, sampling rate = expected batch / its
+    training rows, which are treated as public, or the fixed rate), and reports it as the reply
+    metric `dp-example-epsilon` and in its own ledger. Its validation rows are not covered, so
+    with either guarantee on an institution does not evaluate for the server
     (`withholds_statistics`); the number of rows is treated as public by the accountant, but
     travels only sealed.
 
@@ -73,6 +73,22 @@ class PrivacyConfig(StrictModel):
     )
     example_clip_norm: float = Field(
         1.0, gt=0, description="DP-SGD: L2 bound of one training row's gradient per step."
+    )
+    example_clipping: Literal["flat", "per_layer"] = Field(
+        "flat",
+        description="DP-SGD: flat clips each row's gradient over all trainable tensors "
+        "together to example_clip_norm; per_layer clips each tensor's part to "
+        "example_clip_norm / sqrt(tensors), the same total bound and noise. A fresh "
+        "classification head's gradient can be 99% of a row's norm, leaving the adapter "
+        "almost nothing under flat clipping; per_layer gives every tensor its own share.",
+    )
+    example_sample_rate: float | None = Field(
+        None, gt=0, le=1,
+        description="DP-SGD: every institution draws each row into a step with this "
+        "probability (expected batch rate x its rows), instead of an expected batch of "
+        "training.batch_size x gradient_accumulation_steps rows whatever its size. Every "
+        "institution then spends the same epsilon, and a large one adds less noise per row; "
+        "training.batch_size only sizes the chunks a step is computed in.",
     )
     example_delta: float | None = Field(
         None, gt=0, lt=1,

@@ -3,8 +3,9 @@
 One DP-SGD step (Abadi et al. 2016) as `Learner.train` takes it when example-level DP is on:
 
 1. Poisson sampling: every training row joins the step's batch independently with probability
-   q = batch_size * gradient_accumulation_steps / rows (capped at 1), so the batch size varies
-   around its expectation and may be 0. The sampler is seeded from the OS, not from
+   q = batch_size * gradient_accumulation_steps / rows (capped at 1), or q =
+   privacy.example_sample_rate, so the batch size varies around its expectation q * rows and
+   may be 0. The sampler is seeded from the OS, not from
    training.seed: subsampling only amplifies privacy if nobody can tell who was sampled.
 2. The sampled rows go through the model in chunks of at most training.batch_size (gradient
    accumulation: one logical batch, several backward passes). Opacus's `GradSampleModule` hooks
@@ -13,9 +14,11 @@ One DP-SGD step (Abadi et al. 2016) as `Learner.train` takes it when example-lev
    over its own response tokens for causal LM (not the batch-wide token mean the model would
    compute, which would couple rows).
 3. Opacus's `DPOptimizer` clips each row's gradient, over all trainable tensors together, to
-   L2 norm C = example_clip_norm, sums them and adds N(0, (sigma C)^2) per coordinate, sigma =
-   example_noise_multiplier, from a generator seeded from the OS (`secure_mode`, Opacus's
-   defence against floating-point attacks on the noise).
+   L2 norm C = example_clip_norm (or, with privacy.example_clipping = "per_layer", its
+   `DPPerLayerOptimizer` clips each of the k tensors' parts to C / sqrt(k): the same total
+   bound C, so the same sensitivity and noise), sums them and adds N(0, (sigma C)^2) per
+   coordinate, sigma = example_noise_multiplier, from a generator seeded from the OS
+   (`secure_mode`, Opacus's defence against floating-point attacks on the noise).
 4. The noisy sum is divided by the EXPECTED batch size (not the drawn one, which would leak
    it) and, under FedProx, the proximal gradient mu (w - w_start) is added. Both are
    post-processing: they do not touch the data, so they cost no privacy. AdamW then steps.
@@ -33,6 +36,7 @@ first backward pass of every round by comparing the per-row gradients' sum with 
 
 from __future__ import annotations
 
+import math
 import secrets
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -55,14 +59,24 @@ _OPACUS_PARAMETER_ATTRIBUTES = ("grad_sample", "summed_grad", "_forward_counter"
                                 "_current_grad_sample", "_norm_sample")
 
 
-def expected_batch(cfg: RunConfig) -> int:
-    """Rows per DP-SGD step on average: the logical batch of one optimizer step."""
-    return cfg.training.batch_size * cfg.training.gradient_accumulation_steps
-
-
 def sampling_rate(cfg: RunConfig, rows: int) -> float:
-    """q of the Poisson sampling: expected batch / rows, at most 1."""
-    return min(1.0, expected_batch(cfg) / rows)
+    """q of the Poisson sampling: privacy.example_sample_rate, else a fixed expected batch /
+    rows, at most 1.
+
+    A fixed rate gives every institution the same epsilon for the same steps, and the noise
+    on its mean gradient falls as its rows grow; a fixed batch makes the smallest institution
+    the one whose epsilon sets the noise for all, the others' budgets partly unspent.
+    """
+    if cfg.privacy.example_sample_rate is not None:
+        return cfg.privacy.example_sample_rate
+    return min(1.0, cfg.training.batch_size * cfg.training.gradient_accumulation_steps / rows)
+
+
+def expected_batch(cfg: RunConfig, rows: int) -> float:
+    """Rows per DP-SGD step on average (q * rows): what the noisy sum is divided by."""
+    if cfg.privacy.example_sample_rate is not None:
+        return cfg.privacy.example_sample_rate * rows
+    return float(cfg.training.batch_size * cfg.training.gradient_accumulation_steps)
 
 
 def poisson_sample(rows: int, rate: float, rng: np.random.Generator) -> np.ndarray:
@@ -161,16 +175,17 @@ def mark_empty_batch(params: Sequence[torch.nn.Parameter]) -> None:
 
 @contextmanager
 def dp_sgd(model: torch.nn.Module, params: Sequence[torch.nn.Parameter],
-           optimizer: torch.optim.Optimizer, cfg: RunConfig,
+           optimizer: torch.optim.Optimizer, cfg: RunConfig, expected: float,
            finish: Callable[[], None]) -> Iterator[DPOptimizer]:
     """Opacus's per-row gradient hooks on `model` and a `DPOptimizer` around `optimizer` for
     the duration of one round; afterwards the model is as it was (no hooks, no attributes).
 
-    `finish` runs after clipping and noise, before `optimizer` steps (averaging, FedProx).
+    `finish` runs after clipping and noise, before `optimizer` steps (averaging by the
+    `expected` batch, FedProx); Opacus only records `expected` (the loss is a sum).
     Opacus is imported here, not at module level: it costs every process half a second.
     """
     from opacus import GradSampleModule
-    from opacus.optimizers import DPOptimizer
+    from opacus.optimizers import DPOptimizer, DPPerLayerOptimizer
 
     privacy = cfg.privacy
     _refuse_layers_with_buffers(model)
@@ -181,10 +196,17 @@ def dp_sgd(model: torch.nn.Module, params: Sequence[torch.nn.Parameter],
                          f"{str(err).splitlines()[0]}") from None
     generator = torch.Generator(device=params[0].device if params else "cpu")
     generator.manual_seed(secrets.randbits(63))
-    private = DPOptimizer(optimizer, noise_multiplier=privacy.example_noise_multiplier,
-                          max_grad_norm=privacy.example_clip_norm,
-                          expected_batch_size=expected_batch(cfg), loss_reduction="sum",
-                          generator=generator, secure_mode=True)
+    settings = {"noise_multiplier": privacy.example_noise_multiplier,
+                "expected_batch_size": max(1, round(expected)), "loss_reduction": "sum",
+                "generator": generator, "secure_mode": True}
+    private: DPOptimizer
+    if privacy.example_clipping == "per_layer":
+        tensors = sum(1 for group in optimizer.param_groups for p in group["params"]
+                      if p.requires_grad)
+        share = privacy.example_clip_norm / math.sqrt(tensors)
+        private = DPPerLayerOptimizer(optimizer, max_grad_norm=[share] * tensors, **settings)
+    else:
+        private = DPOptimizer(optimizer, max_grad_norm=privacy.example_clip_norm, **settings)
     private.attach_step_hook(lambda _optimizer: finish())
     try:
         private.zero_grad(set_to_none=True)

@@ -240,7 +240,8 @@ class Learner:
 
         Same optimizer, schedule, step count and FedProx term as the ordinary round; what
         differs: each step's rows are a Poisson sample (expected batch_size *
-        gradient_accumulation_steps rows, processed in chunks of at most batch_size), each
+        gradient_accumulation_steps rows, or privacy.example_sample_rate of them, processed
+        in chunks of at most batch_size), each
         row's gradient is clipped to privacy.example_clip_norm, Gaussian noise is added to
         their sum, which is divided by the expected batch; training.max_grad_norm is not
         applied. Not reproducible from training.seed: the sampling and the noise are seeded
@@ -250,7 +251,7 @@ class Learner:
         rate = dp_sgd.sampling_rate(self.cfg, len(examples))
         if example_budget is not None:
             example_budget(steps, rate)
-        expected = dp_sgd.expected_batch(self.cfg)
+        expected = dp_sgd.expected_batch(self.cfg, len(examples))
         anchors = [p.detach().clone() for p in params] if proximal_mu > 0 else []
         optimizer = self._optimizer(params, optimizer_state)
         scheduler = round_scheduler(optimizer, training, server_round, num_rounds, steps)
@@ -267,7 +268,8 @@ class Learner:
         self._model.train()
         loss_sum, seen, checked = 0.0, 0, False
         try:
-            with dp_sgd.dp_sgd(self._model, params, optimizer, self.cfg, finish) as private:
+            with dp_sgd.dp_sgd(self._model, params, optimizer, self.cfg, expected,
+                               finish) as private:
                 for _ in range(steps):
                     chosen = dp_sgd.poisson_sample(len(examples), rate, sampler)
                     if chosen.size == 0:
