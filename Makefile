@@ -1,6 +1,6 @@
 # Quick start:  make demo   (set up, then simulate the default federation)
 #               make test   (set up, then lint (ruff), type-check (mypy) and run the tests)
-#               make faults (the deployment fault-injection test, minutes: not in make test)
+#               make faults (the deployment fault-injection tests, minutes: not in make test)
 #               make bench  (every script in bench/; BENCH_ARGS=--quick for a smoke run)
 VENV ?= .venv
 SOURCES := pyproject.toml scripts/setup.sh $(shell find src -name '*.py' 2>/dev/null)
@@ -23,10 +23,12 @@ test: setup
 	$(VENV)/bin/mypy src
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-# The deployment fault-injection test (about 6 minutes on 2 cores): kept out of `make test` so the
-# suite stays under 15 minutes; see docs/resilience.md.
+# The deployment fault-injection tests (institution faults, about 6 minutes on 2 cores; a
+# coordinator killed twice and resumed, CRASH_MINUTES): kept out of `make test` so the suite
+# stays under 15 minutes; see docs/resilience.md.
 faults: setup
-	$(VENV)/bin/pytest -m faults tests/e2e/test_deployment_faults.py $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m faults tests/e2e/test_deployment_faults.py \
+		tests/e2e/test_deployment_coordinator_crash.py $(PYTEST_ARGS)
 
 bench: setup
 	$(VENV)/bin/python bench/run_all.py $(BENCH_ARGS)

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,6 +223,41 @@ class Processes:
                 os.kill(pid, signal.SIGKILL)
 
 
+def command_line(pid: int) -> str:
+    """`pid`'s command line, arguments joined by spaces ("" once it has ended)."""
+    try:
+        raw = (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode("utf-8", errors="replace").strip()
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` still runs: a zombie (killed, not yet reaped by a parent that is not
+    ours, such as Flower's SuperExec) counts as ended."""
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def descendants(process: subprocess.Popen[bytes]) -> dict[int, str]:
+    """Every live process below `process`, by pid, with its command line. Collect it before
+    a kill: an orphan is re-parented to init and is below `process` no more."""
+    return {pid: command_line(pid) for pid in _descendants({process.pid})}
+
+
+def kill_pids(pids: Collection[int]) -> None:
+    """kill -9 each of `pids` (one that has already ended is skipped) and wait until none of
+    them runs (they are not our children: their parents reap them)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not any(alive(pid) for pid in pids), STOP_TIMEOUT_S,
+             f"processes {sorted(pids)} to end after SIGKILL")
+
+
 def _descendants(roots: set[int]) -> set[int]:
     """Every live process below `roots` (from /proc), by pid."""
     parent: dict[int, int] = {}
@@ -359,11 +394,14 @@ class Loopback:
             cli(self.env, "institution", "complete", "--bundle", str(self.bundle(name)),
                 "--from", str(self.fed / "institutions" / name))
 
-    def start_superlink(self, procs: Processes) -> subprocess.Popen[bytes]:
-        superlink = procs.start("superlink", [
+    def start_superlink(self, procs: Processes,
+                        name: str = "superlink") -> subprocess.Popen[bytes]:
+        """`fedpeft server start` (log LOGS/NAME.log) on this federation's ports and state
+        database, the same every time: a restarted SuperLink finds its nodes and runs again."""
+        superlink = procs.start(name, [
             *FEDPEFT, "server", "start", "--dir", str(self.fed),
             "--fleet-address", self.fleet_address, "--control-address", self.control_address])
-        wait_for_port(self.control, 60, (procs.log_path("superlink"),))
+        wait_for_port(self.control, 60, (procs.log_path(name),))
         return superlink
 
     def register(self, names: tuple[str, ...]) -> None:
@@ -386,3 +424,9 @@ class Loopback:
         return [*FEDPEFT, "run", "--dir", str(self.fed), "--config", str(config),
                 "--test-data", str(test_csv), "--superlink-control", self.control_address,
                 "--out", str(self.root / "runs"), "--name", name, "--stream"]
+
+    def resume_argv(self, run_dir: Path) -> list[str]:
+        """`fedpeft run --resume RUN_DIR` on this federation, streamed: the operator's command
+        after a coordinator crash (the run's own config.toml, no other run setting)."""
+        return [*FEDPEFT, "run", "--dir", str(self.fed), "--resume", str(run_dir),
+                "--superlink-control", self.control_address, "--stream"]
