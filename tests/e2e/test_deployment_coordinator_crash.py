@@ -207,6 +207,9 @@ def _check_coordinator(fed: Loopback, folder: Path, afters: tuple[int, int]) -> 
     assert [line["kind"] for line in lines][-1] == "run-end"
     resumed = [line["body"] for line in lines if line["kind"] == "run-resumed"]
     assert [body["resumed_after_round"] for body in resumed] == list(afters), resumed
+    # No client-level DP here, so no account to charge for a round redone after a crash (with
+    # it, run_checkpoint.charge_superseded counts that round's first release too).
+    assert all(body["superseded_releases_charged"] == [] for body in resumed), resumed
     started = [line["body"]["run_id"] for line in lines if line["kind"] == "run-start"]
     run_ids = [*started, *(body["run_id"] for body in resumed)]
     assert len(started) == 1 and len(set(run_ids)) == 3, run_ids

@@ -16,14 +16,14 @@ from tests.unit.flower_identity import pin_task_identity
 from fedpeft.common.config import load_config, to_wire
 from fedpeft.common.crypto import generate_signing_key
 from fedpeft.common.errors import ConfigError, SecurityError
-from fedpeft.common.privacy import PrivacyAccountant
+from fedpeft.common.privacy import PrivacyAccountant, epsilon_for
 from fedpeft.common.runs import checkpoint as checkpoint_module
 from fedpeft.common.runs.checkpoint import read_checkpoint, write_checkpoint
 from fedpeft.common.runs.metrics_log import MetricsLog, read_metrics
 from fedpeft.common.wire.names import ARRAYS, METRICS
 from fedpeft.common.wire.run_record import RunRecord
 from fedpeft.server.audit_trail import AuditTrail
-from fedpeft.server.run_checkpoint import config_digest
+from fedpeft.server.run_checkpoint import charge_superseded, config_digest
 from fedpeft.server.strategies import PrivateStrategy, build_strategy
 from fedpeft.server.strategy_state import capture_strategy, restore_strategy
 
@@ -157,8 +157,35 @@ def test_resumed_metrics_log_drops_the_round_after_the_checkpoint(tmp_path: Path
 
     resumed = MetricsLog.resume(log.path, saved)
     assert [r["round"] for r in resumed.records] == [0, 1]
+    assert resumed.superseded == [{"round": 2}]  # what was cut, the torn line left out
     resumed.append({"round": 2})
     assert [r["round"] for r in read_metrics(log.path)] == [0, 1, 2]
+
+
+def test_a_round_released_before_the_crash_stays_charged_when_it_is_run_again() -> None:
+    """Killed after round 3's record, before its checkpoint (the deployed coordinator crash
+    e2e test hit this): round 3's aggregate was released and is released again when the
+    round is redone, so the resumed account counts both, not only the checkpoint's 2."""
+    cfg = load_config(overrides={"privacy.enabled": True, "privacy.noise_multiplier": 1.0})
+    running = PrivateStrategy(build_strategy(cfg), cfg, masked=False)
+    arrays = ArrayRecord({"w": Array(START)})
+    for number in (1, 2):
+        arrays = _round(running, number, arrays)
+    meta, saved = capture_strategy(running)  # the checkpoint after round 2
+    released = _round(running, 3, arrays)  # round 3 recorded, then the crash
+    assert released is not None
+    cut = [{"round": 3, "privacy": {"sampling_rate": 1.0, "rounds_charged": 3}},
+           {"round": 4}]  # a later line without a charge (a skipped round) charges nothing
+
+    resumed = PrivateStrategy(build_strategy(cfg), cfg, masked=False)
+    restore_strategy(resumed, json.loads(json.dumps(meta)), saved)
+    assert charge_superseded(resumed, cut) == [3]
+    assert resumed.accountant.rounds == 3
+    assert resumed.accountant.epsilon == pytest.approx(running.accountant.epsilon)
+    assert resumed.accountant.epsilon == pytest.approx(
+        epsilon_for(1.0, 1.0, 3, cfg.privacy.delta))
+    # Without client-level DP there is no account to charge.
+    assert charge_superseded(build_strategy(load_config()), cut) == []
 
 
 def test_metrics_shorter_than_the_checkpoint_are_refused(tmp_path: Path) -> None:
@@ -184,6 +211,7 @@ def test_ledger_continues_only_from_the_checkpointed_head(tmp_path: Path) -> Non
     assert last["kind"] == "run-resumed"
     assert last["body"]["superseded_records"] == 1
     assert last["body"]["resumed_after_round"] == 0
+    assert last["body"]["superseded_releases_charged"] == []
 
     with pytest.raises(SecurityError, match="not the head the checkpoint saved"):
         AuditTrail.reopen(tmp_path, key, False, records=records, head="0" * 64)

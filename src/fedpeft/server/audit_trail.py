@@ -73,14 +73,18 @@ class AuditTrail:
         return trail
 
     def resumed(self, run_id: int, after_round: int, checkpoint_head: str,
-                checkpoint_records: int, run_record: RunRecord) -> None:
+                checkpoint_records: int, run_record: RunRecord,
+                releases_charged: list[int] | None = None) -> None:
         """Say where the run continues: records after the checkpoint's head (at most the
         round that was under way when the run stopped) are superseded by what follows. The
-        continuation is a new Flower run, with its own signed run record."""
+        continuation is a new Flower run, with its own signed run record. `releases_charged`:
+        superseded rounds whose release the privacy account still counts (run_checkpoint.
+        charge_superseded)."""
         self.ledger.append("run-resumed", {
             "run_id": run_id, "resumed_after_round": after_round,
             "checkpoint_head": checkpoint_head, "checkpoint_records": checkpoint_records,
             "superseded_records": self.ledger.records - checkpoint_records,
+            "superseded_releases_charged": releases_charged or [],
             "run_record_sha256": run_record.sha256(),
         })
 

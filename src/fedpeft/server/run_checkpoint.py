@@ -26,7 +26,7 @@ from fedpeft.common.runs.checkpoint import Checkpoint, write_checkpoint
 from fedpeft.common.runs.folder import RunFolder
 from fedpeft.common.runs.metrics_log import MetricsLog
 from fedpeft.server.audit_trail import AuditTrail
-from fedpeft.server.strategy_state import capture_strategy, restore_strategy
+from fedpeft.server.strategy_state import capture_strategy, privacy_layer, restore_strategy
 
 logger = logging.getLogger(__name__)
 
@@ -90,3 +90,28 @@ def restore_run(checkpoint: Checkpoint, strategy: Strategy, best: BestAdapter) -
         best.restore(int(saved["round"]), value, str(saved["selected_on"]),
                      checkpoint.group("best"))
     return checkpoint.group("global")
+
+
+def charge_superseded(strategy: Strategy, superseded: list[dict[str, Any]]) -> list[int]:
+    """Charge the run's privacy account for each round recorded after the checkpoint (its
+    `metrics.jsonl` line, cut on resume, names what it was charged); the rounds charged.
+
+    Such a round's aggregate was released (unmasked by the coordinator, evaluated, its global's
+    hash signed in the ledger) before the crash, and the round is run again with fresh noise
+    from the institutions, who charged both in their own ledgers (two Flower runs). Restoring
+    only the checkpoint's accountant would count one release where there were two, so the
+    run's epsilon would understate what the coordinator saw (found by killing a deployed
+    coordinator between a round's record and its checkpoint, tests/e2e/
+    test_deployment_coordinator_crash.py)."""
+    layer = privacy_layer(strategy)
+    charged: list[int] = []
+    if layer is None:
+        return charged
+    for record in superseded:
+        privacy = record.get("privacy")
+        if isinstance(privacy, dict) and privacy.get("sampling_rate") is not None:
+            epsilon = layer.accountant.step(float(privacy["sampling_rate"]))
+            charged.append(int(record["round"]))
+            logger.warning("round %d was released before the crash and is run again: its "
+                           "release stays charged (epsilon now %.3f)", record["round"], epsilon)
+    return charged

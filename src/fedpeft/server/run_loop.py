@@ -54,7 +54,12 @@ from fedpeft.server.polling_grid import PollingGrid
 from fedpeft.server.quorum import QuorumPolicy
 from fedpeft.server.round_driver import RoundPlan, drive_rounds
 from fedpeft.server.round_recorder import LATE_REPLY, RoundRecorder
-from fedpeft.server.run_checkpoint import RunCheckpointer, check_resumable, restore_run
+from fedpeft.server.run_checkpoint import (
+    RunCheckpointer,
+    charge_superseded,
+    check_resumable,
+    restore_run,
+)
 from fedpeft.server.strategies import (
     InstrumentedStrategy,
     PrivateStrategy,
@@ -209,13 +214,14 @@ def run_federation(
                         signed=chain.signing_key is not None)
     else:
         initial_state = restore_run(resume, chain.strategy, evaluator.best)
+        recharged = charge_superseded(chain.strategy, log.superseded)
         logger.info("resuming after round %d of %d", resume.round, rounds)
         if cfg.audit.ledger:
             saved = resume.meta["ledger"]
             trail = AuditTrail.reopen(folder.path, *_ledger_key(folder, chain, create=False),
                                       records=int(saved["records"]), head=str(saved["head"]))
             trail.resumed(grid.run.run_id, resume.round, str(saved["head"]),
-                          int(saved["records"]), run_record)
+                          int(saved["records"]), run_record, recharged)
     checkpointer = RunCheckpointer(folder, cfg, rounds, chain.strategy, log, evaluator.best, trail)
     plan = RoundPlan(evaluate_initial=resume is None,
                      first_round=1 if resume is None else resume.round + 1, last_round=rounds,

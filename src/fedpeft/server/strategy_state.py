@@ -127,3 +127,9 @@ def restore_strategy(strategy: Strategy, meta: dict[str, Any], arrays: Arrays) -
                          f"{sorted(name for name, _, _ in layers)}")
     for name, layer, handler in layers:
         handler.restore(layer, meta[name], _take(arrays, f"strategy/{name}") or {})
+
+
+def privacy_layer(strategy: Strategy) -> PrivateStrategy | None:
+    """The chain's client-level DP layer (its accountant is the run's account), if any."""
+    return next((layer for layer in _chain(strategy) if isinstance(layer, PrivateStrategy)),
+                None)

@@ -32,6 +32,10 @@ class MetricsLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.records: list[dict[str, Any]] = []
+        self.superseded: list[dict[str, Any]] = []
+        """The records `resume` cut (complete lines only): rounds that were recorded, so
+        released, after the checkpoint, and are run again. A resumed privacy account must
+        still count their releases (`fedpeft.server.run_checkpoint.charge_superseded`)."""
         self.trackers = open_trackers(path.parent)
 
     @classmethod
@@ -44,9 +48,12 @@ class MetricsLog:
             raise ConfigError(f"{path}: {size} bytes, but the checkpoint counted {nbytes}; "
                               "the metrics were changed since the run stopped")
         with path.open("r+b") as handle:
+            handle.seek(nbytes)
+            cut = handle.read()
             handle.truncate(nbytes)
         log = cls(path)
         log.records = read_metrics(path)
+        log.superseded = _complete_records(cut)
         return log
 
     @property
@@ -67,3 +74,14 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Read a `metrics.jsonl` back (used by plots, reports and tests)."""
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def _complete_records(data: bytes) -> list[dict[str, Any]]:
+    """The JSON records of `data`'s complete lines (a line torn by a crash is left out)."""
+    records = []
+    for line in data.split(b"\n")[:-1]:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
