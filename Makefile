@@ -24,7 +24,7 @@ test: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The deployment fault-injection tests (institution faults, about 6 minutes on 2 cores; a
-# coordinator killed twice and resumed, CRASH_MINUTES): kept out of `make test` so the suite
+# coordinator killed twice and resumed, about 7): kept out of `make test` so the suite
 # stays under 15 minutes; see docs/resilience.md.
 faults: setup
 	$(VENV)/bin/pytest -m faults tests/e2e/test_deployment_faults.py \
