@@ -452,3 +452,47 @@ def test_a_fixed_rate_refuses_what_it_cannot_honour(sections, message) -> None:
     with pytest.raises(ConfigError, match=message) as refused:
         validate_config(sections)
     assert "\n" not in str(refused.value)
+
+
+def test_per_layer_clipping_bounds_each_tensor_by_its_share(tiny_bert_dir, tiny_config) -> None:
+    """example_clipping = "per_layer", noise 0, every row in the step: AdamW receives the mean
+    over rows of each tensor's own row gradient clipped to C / sqrt(k) on its own, not of the
+    whole row gradient clipped to C (which would let the head's large gradient shrink the
+    adapter's to nothing)."""
+    clip = 1e-3
+    learner = _learner(tiny_config, tiny_bert_dir, {**EVERY_ROW, "local_steps": 1},
+                       {"example_noise_multiplier": 0.0, "example_clip_norm": clip,
+                        "example_clipping": "per_layer"})
+    model = learner.model
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    params = [p for p in model.parameters() if p.requires_grad]
+    share = clip / np.sqrt(len(params))
+    examples, pad = learner._encode(TOY, "t"), learner.tokenizer.pad_token_id
+    per_row = []
+    for example in examples:
+        model.zero_grad(set_to_none=True)
+        dp_sgd.per_example_loss(model, collate([example], pad), "classification").sum().backward()
+        per_row.append(torch.cat([
+            p.grad.flatten() * min(1.0, share / (float(torch.linalg.vector_norm(p.grad)) + 1e-6))
+            for p in params]))
+    model.zero_grad(set_to_none=True)
+    received: list[torch.Tensor] = []
+
+    def record(optimizer: torch.optim.Optimizer, *_: object) -> None:
+        received.append(torch.cat([p.grad.flatten() for group in optimizer.param_groups
+                                   for p in group["params"]]))
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        learner.train(TOY, server_round=1, num_rounds=1)
+    finally:
+        handle.remove()
+    expected = torch.stack(per_row).sum(dim=0) / ROWS
+    torch.testing.assert_close(received[0], expected, rtol=1e-4, atol=1e-9)
+    flat = received[0]
+    # every tensor's part is within its share, so the whole within C
+    offsets = np.cumsum([0] + [p.numel() for p in params])
+    assert all(float(torch.linalg.vector_norm(flat[a:b])) <= share * (1 + 1e-4)
+               for a, b in zip(offsets[:-1], offsets[1:], strict=True))
