@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +58,43 @@ def _left_by_opacus(learner: Learner) -> list[str]:
     return leftovers + (["hooks"] if "autograd_grad_sample_hooks" in vars(model) else [])
 
 
+def _without_dropout(learner: Learner) -> None:
+    """The tiny BERT's own dropout would differ between passes; these tests compare passes."""
+    for module in learner.model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def _row_gradients(learner: Learner) -> list[list[torch.Tensor]]:
+    """Each TOY row's own gradient, one tensor per trainable parameter (autograd, no Opacus)."""
+    model = learner.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    examples, pad = learner._encode(TOY, "t"), learner.tokenizer.pad_token_id
+    rows = []
+    for example in examples:
+        model.zero_grad(set_to_none=True)
+        dp_sgd.per_example_loss(model, collate([example], pad), "classification").sum().backward()
+        rows.append([p.grad.detach().clone() for p in params])
+    model.zero_grad(set_to_none=True)
+    return rows
+
+
+@contextmanager
+def _received_gradients() -> Iterator[list[torch.Tensor]]:
+    """The flat gradient every optimizer step receives while the block runs, in order."""
+    received: list[torch.Tensor] = []
+
+    def record(optimizer: torch.optim.Optimizer, *_: object) -> None:
+        received.append(torch.cat([p.grad.flatten() for group in optimizer.param_groups
+                                   for p in group["params"]]))
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        yield received
+    finally:
+        handle.remove()
+
+
 def test_dp_sgd_trains_the_adapter_and_leaves_the_model_clean(tiny_bert_dir, tiny_config) -> None:
     learner = _learner(tiny_config, tiny_bert_dir,
                        {"learning_rate": 0.05, "lr_scheduler": "constant", "local_steps": 4})
@@ -80,32 +119,13 @@ def test_the_step_is_the_mean_of_the_rows_clipped_gradients(tiny_bert_dir, tiny_
                 "gradient_accumulation_steps": accumulation}
     learner = _learner(tiny_config, tiny_bert_dir, training,
                        {"example_noise_multiplier": 0.0, "example_clip_norm": clip})
-    model = learner.model
-    for module in model.modules():  # the tiny BERT's own dropout would differ between passes
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    params = [p for p in model.parameters() if p.requires_grad]
-    examples, pad = learner._encode(TOY, "t"), learner.tokenizer.pad_token_id
-    rows = []
-    for example in examples:
-        model.zero_grad(set_to_none=True)
-        dp_sgd.per_example_loss(model, collate([example], pad), "classification").sum().backward()
-        rows.append(torch.cat([p.grad.flatten() for p in params]))
-    model.zero_grad(set_to_none=True)
+    _without_dropout(learner)
+    rows = [torch.cat([g.flatten() for g in row]) for row in _row_gradients(learner)]
     norms = torch.stack([torch.linalg.vector_norm(g) for g in rows])
     expected = torch.stack([g * min(1.0, clip / (float(n) + 1e-6))
                             for g, n in zip(rows, norms, strict=True)]).sum(dim=0) / ROWS
-    received: list[torch.Tensor] = []
-
-    def record(optimizer: torch.optim.Optimizer, *_: object) -> None:
-        received.append(torch.cat([p.grad.flatten() for group in optimizer.param_groups
-                                   for p in group["params"]]))
-
-    handle = register_optimizer_step_pre_hook(record)
-    try:
+    with _received_gradients() as received:
         result = learner.train(TOY, server_round=1, num_rounds=1)
-    finally:
-        handle.remove()
     assert result.dp_sampling_rate == 1.0 and len(received) == result.dp_steps == 1
     assert float(norms.min()) > 10 * clip  # every row was clipped
     assert float(torch.linalg.vector_norm(received[0])) <= clip
@@ -290,25 +310,14 @@ def test_the_noise_has_std_sigma_times_clip_over_the_expected_batch(tiny_bert_di
     sigma, clip = 4.0, 1e-3
     learner = _learner(tiny_config, tiny_bert_dir, {**EVERY_ROW, "local_steps": 1},
                        {"example_noise_multiplier": sigma, "example_clip_norm": clip})
-    for module in learner.model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    received: list[torch.Tensor] = []
-
-    def record(optimizer: torch.optim.Optimizer, *_: object) -> None:
-        received.append(torch.cat([p.grad.flatten() for group in optimizer.param_groups
-                                   for p in group["params"]]).double())
-
+    _without_dropout(learner)
     start = learner.get_state()
-    handle = register_optimizer_step_pre_hook(record)
-    try:
+    with _received_gradients() as received:
         for _ in range(2):
             learner.set_state(start)
             learner.train(TOY, server_round=1, num_rounds=1)
-    finally:
-        handle.remove()
     assert len(received) == 2
-    difference = (received[0] - received[1]).numpy()
+    difference = (received[0].double() - received[1].double()).numpy()
     expected = np.sqrt(2) * sigma * clip / ROWS
     assert difference.size > 1000  # enough coordinates for a 5 % estimate of the std
     assert difference.std() == pytest.approx(expected, rel=0.05)
@@ -382,9 +391,7 @@ def test_a_fixed_rate_divides_the_noisy_sum_by_rate_times_rows(tiny_bert_dir, ti
     learner = _learner(tiny_config, tiny_bert_dir, {**EVERY_ROW, "batch_size": 4, "local_steps": 1},
                        {"example_noise_multiplier": 0.0, "example_clip_norm": clip,
                         "example_sample_rate": 0.5})
-    for module in learner.model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
+    _without_dropout(learner)
     asked: list[tuple[int, float]] = []
 
     def every_row(rows: int, rate: float, _rng: np.random.Generator) -> np.ndarray:
@@ -392,27 +399,12 @@ def test_a_fixed_rate_divides_the_noisy_sum_by_rate_times_rows(tiny_bert_dir, ti
         return np.arange(rows)
 
     monkeypatch.setattr(dp_sgd, "poisson_sample", every_row)
-    model = learner.model
-    params = [p for p in model.parameters() if p.requires_grad]
-    examples, pad = learner._encode(TOY, "t"), learner.tokenizer.pad_token_id
     clipped = []
-    for example in examples:
-        model.zero_grad(set_to_none=True)
-        dp_sgd.per_example_loss(model, collate([example], pad), "classification").sum().backward()
-        grad = torch.cat([p.grad.flatten() for p in params])
+    for row in _row_gradients(learner):
+        grad = torch.cat([g.flatten() for g in row])
         clipped.append(grad * min(1.0, clip / (float(torch.linalg.vector_norm(grad)) + 1e-6)))
-    model.zero_grad(set_to_none=True)
-    received: list[torch.Tensor] = []
-
-    def record(optimizer: torch.optim.Optimizer, *_: object) -> None:
-        received.append(torch.cat([p.grad.flatten() for group in optimizer.param_groups
-                                   for p in group["params"]]))
-
-    handle = register_optimizer_step_pre_hook(record)
-    try:
+    with _received_gradients() as received:
         result = learner.train(TOY, server_round=1, num_rounds=1)
-    finally:
-        handle.remove()
     assert asked == [(ROWS, 0.5)] and result.dp_sampling_rate == 0.5
     torch.testing.assert_close(received[0], torch.stack(clipped).sum(dim=0) / 16,
                                rtol=1e-4, atol=1e-9)
@@ -463,32 +455,14 @@ def test_per_layer_clipping_bounds_each_tensor_by_its_share(tiny_bert_dir, tiny_
     learner = _learner(tiny_config, tiny_bert_dir, {**EVERY_ROW, "local_steps": 1},
                        {"example_noise_multiplier": 0.0, "example_clip_norm": clip,
                         "example_clipping": "per_layer"})
-    model = learner.model
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    params = [p for p in model.parameters() if p.requires_grad]
+    _without_dropout(learner)
+    params = [p for p in learner.model.parameters() if p.requires_grad]
     share = clip / np.sqrt(len(params))
-    examples, pad = learner._encode(TOY, "t"), learner.tokenizer.pad_token_id
-    per_row = []
-    for example in examples:
-        model.zero_grad(set_to_none=True)
-        dp_sgd.per_example_loss(model, collate([example], pad), "classification").sum().backward()
-        per_row.append(torch.cat([
-            p.grad.flatten() * min(1.0, share / (float(torch.linalg.vector_norm(p.grad)) + 1e-6))
-            for p in params]))
-    model.zero_grad(set_to_none=True)
-    received: list[torch.Tensor] = []
-
-    def record(optimizer: torch.optim.Optimizer, *_: object) -> None:
-        received.append(torch.cat([p.grad.flatten() for group in optimizer.param_groups
-                                   for p in group["params"]]))
-
-    handle = register_optimizer_step_pre_hook(record)
-    try:
+    per_row = [torch.cat([g.flatten() * min(1.0, share / (float(g.norm()) + 1e-6))
+                          for g in row])
+               for row in _row_gradients(learner)]
+    with _received_gradients() as received:
         learner.train(TOY, server_round=1, num_rounds=1)
-    finally:
-        handle.remove()
     expected = torch.stack(per_row).sum(dim=0) / ROWS
     torch.testing.assert_close(received[0], expected, rtol=1e-4, atol=1e-9)
     flat = received[0]
