@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 FEDPEFT = [sys.executable, "-m", "fedpeft.cli.main"]
 STOP_TIMEOUT_S = 10.0
@@ -409,6 +409,22 @@ class Loopback:
             cli(self.env, "federation", "register", name, "--dir", str(self.fed),
                 "--superlink-control", self.control_address)
 
+    @classmethod
+    def for_faults(cls, root: Path, model_dir: str, names: tuple[str, ...], *, rounds: int,
+                   round_timeout: float) -> FaultFederation:
+        """The federation the fault tests break: `names` enrolled, 12 rows each and a test
+        set, and a run of `rounds` rounds where quorum 2 lets a round count without one
+        institution (skipped below it; secure aggregation tolerating one dropout)."""
+        fed = cls.under(root, OMP_NUM_THREADS="1")
+        fed.enrol(names)
+        data = root / "data"
+        data.mkdir()
+        csv = {name: write_csv(data / f"{name}.csv", 12, i) for i, name in enumerate(names)}
+        config = write_run_config(root / "run.toml", model_dir, rounds=rounds,
+                                  round_timeout=round_timeout, quorum=2, below_quorum="skip",
+                                  max_dropouts=1)
+        return FaultFederation(fed, csv, write_csv(data / "test.csv", 12, 0), config)
+
     def join_argv(self, name: str, data: Path, *extra: str,
                   superlink: str | None = None) -> list[str]:
         """`fedpeft client join` for institution `name`, with its own state and work folders
@@ -430,3 +446,13 @@ class Loopback:
         after a coordinator crash (the run's own config.toml, no other run setting)."""
         return [*FEDPEFT, "run", "--dir", str(self.fed), "--resume", str(run_dir),
                 "--superlink-control", self.control_address, "--stream"]
+
+
+class FaultFederation(NamedTuple):
+    """`Loopback.for_faults`: the federation, each institution's data, the test set, the run
+    configuration."""
+
+    fed: Loopback
+    csv: dict[str, Path]
+    test_csv: Path
+    config: Path

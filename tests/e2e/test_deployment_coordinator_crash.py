@@ -54,8 +54,6 @@ from .harness import (
     read_jsonl,
     tail,
     wait_for,
-    write_csv,
-    write_run_config,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
@@ -121,17 +119,8 @@ def _serverapps(superlink: subprocess.Popen[bytes]) -> dict[int, str]:
 
 
 def test_coordinator_killed_and_resumed(tmp_path: Path, tiny_bert_dir: str) -> None:
-    fed = Loopback.under(tmp_path, OMP_NUM_THREADS="1")
-    fed.enrol(INSTITUTIONS)
-    data = tmp_path / "data"
-    data.mkdir()
-    csv = {name: write_csv(data / f"{name}.csv", 12, i) for i, name in enumerate(INSTITUTIONS)}
-    test_csv = write_csv(data / "test.csv", 12, 0)
-    # quorum = 2 as in the institution faults test: a round late at one institution on this
-    # loaded machine still counts, and the participants assertion says who was missing.
-    config = write_run_config(tmp_path / "run.toml", tiny_bert_dir, rounds=ROUNDS,
-                              round_timeout=ROUND_DEADLINE_S, quorum=2, below_quorum="skip",
-                              max_dropouts=1)
+    fed, csv, test_csv, config = Loopback.for_faults(
+        tmp_path, tiny_bert_dir, INSTITUTIONS, rounds=ROUNDS, round_timeout=ROUND_DEADLINE_S)
     partial = tmp_path / "runs" / f"{NAME}.partial"
     lost: dict[str, float] = {}
 

@@ -49,8 +49,6 @@ from .harness import (
     read_jsonl,
     tail,
     wait_for,
-    write_csv,
-    write_run_config,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
@@ -77,16 +75,8 @@ def _received_training(procs: Processes, log: str, count: int) -> bool:
 
 
 def test_institution_partitioned_killed_and_restarted(tmp_path: Path, tiny_bert_dir: str) -> None:
-    fed = Loopback.under(tmp_path, OMP_NUM_THREADS="1")
-    fed.enrol(INSTITUTIONS)
-    data = tmp_path / "data"
-    data.mkdir()
-    csv = {name: write_csv(data / f"{name}.csv", 12, i) for i, name in enumerate(INSTITUTIONS)}
-    test_csv = write_csv(data / "test.csv", 12, 0)
-    # quorum = 2 lets a round count without one institution.
-    config = write_run_config(tmp_path / "run.toml", tiny_bert_dir, rounds=ROUNDS,
-                              round_timeout=ROUND_DEADLINE_S, quorum=2, below_quorum="skip",
-                              max_dropouts=1)
+    fed, csv, test_csv, config = Loopback.for_faults(
+        tmp_path, tiny_bert_dir, INSTITUTIONS, rounds=ROUNDS, round_timeout=ROUND_DEADLINE_S)
     partial = tmp_path / "runs" / "faults.partial"
 
     with processes(tmp_path / "logs", fed.env) as procs, StallingProxy(fed.fleet) as link:
